@@ -1,0 +1,96 @@
+"""End to end through the CLI: real Ray, real Parquet; bad input exits 2 with one line."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from wartune.checkpoints import load_model
+from wartune.cli import main
+from wartune.store import EPOCH_SCHEMA, STEP_SCHEMA, TRIAL_SCHEMA
+from tests.conftest import write_space
+
+
+def _run(argv: list[str], capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+        raise SystemExit(0)
+    captured = capsys.readouterr()
+    return exit_info.value.code or 0, captured.out, captured.err
+
+
+@pytest.mark.e2e
+def test_search_writes_both_parquet_tables_with_declared_schema(tiny_space, tmp_path, capsys):
+    code, out, err = _run(["search", "--space", str(tiny_space), "--out", str(tmp_path / "runs"), "--num-cpus", "2"], capsys)
+    assert code == 0, err
+    folder = tmp_path / "runs" / "tiny"
+    epochs = pq.read_table(folder / "epochs.parquet")
+    trials = pq.read_table(folder / "trials.parquet")
+    steps = pq.read_table(folder / "steps.parquet")
+    assert epochs.schema.equals(EPOCH_SCHEMA) and trials.schema.equals(TRIAL_SCHEMA) and steps.schema.equals(STEP_SCHEMA)
+    assert epochs.num_rows == 4 and trials.num_rows == 2
+    rows = trials.to_pylist()
+    assert sorted(r["lambda_setting"] for r in rows) == [1.0, 6.0]
+    assert all(r["status"] == "finished" and r["epochs"] == 2 for r in rows)
+    assert all(r["device_seconds"] == pytest.approx(r["wall_seconds"]) for r in rows)  # 1 CPU each
+    assert steps.num_rows == 2 * 2 * 12  # trials × epochs × ceil(1437 / 128)
+    for r in rows:
+        model, meta = load_model(folder / r["checkpoint"])
+        assert meta["rob_acc"] == pytest.approx(r["rob_acc"]) and meta["epoch"] == r["best_epoch"]
+    assert (folder / "summary.md").read_text().count("| ") > 2
+    assert "★" in out and "natural" in out
+
+
+def _error_line(code: int, err: str) -> str:
+    assert code == 2
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("wartune: error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "changes,extra,expected",
+    [
+        ({}, ["--space", "no_such_space"], "unknown search space 'no_such_space'"),
+        ({"lamda": [1]}, [], "unknown key 'lamda'"),
+        ({"lambda": [6, -3]}, [], "lambda.1: Input should be greater than or equal to 0"),
+        ({"attack": {"eps": 0}}, [], "attack.eps: Input should be greater than 0"),
+        ({"epochs": 0}, [], "epochs: Input should be greater than or equal to 1"),
+        ({}, ["--model", "resnet9"], "unknown model 'resnet9'; known families"),
+        ({}, ["--dataset", "mnist"], "unknown dataset 'mnist'"),
+        ({}, ["--dataset", "cifar10"], "dataset 'cifar10' loads from a local folder: pass --data-dir"),
+        ({}, ["--lambdas", "6,x"], "--lambdas: expected comma-separated numbers"),
+        ({}, ["--epochs", "many"], "Invalid value for '--epochs'"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, changes, extra, expected):
+    space = write_space(tmp_path, **changes)
+    out = tmp_path / "runs"
+    argv = ["search", "--space", str(space), "--out", str(out), *extra]
+    if "--space" in extra:
+        argv = ["search", "--out", str(out), *extra]
+    code, _, err = _run(argv, capsys)
+    assert expected in _error_line(code, err)
+    assert not out.exists()
+
+
+def test_console_script_exit_status_and_no_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "wartune.cli", "search", "--space", "nope", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and proc.stderr.strip().startswith("wartune: error: unknown search space")
+
+
+@pytest.mark.e2e
+def test_existing_search_folder_is_not_overwritten_silently(tiny_space, tmp_path, capsys):
+    folder = tmp_path / "runs" / "tiny"
+    folder.mkdir(parents=True)
+    (folder / "trials.parquet").write_text("earlier results")
+    code, _, err = _run(["search", "--space", str(tiny_space), "--out", str(tmp_path / "runs")], capsys)
+    assert "already holds a search" in _error_line(code, err)
+    assert (folder / "trials.parquet").read_text() == "earlier results"

@@ -1,0 +1,101 @@
+"""The engine without Ray: determinism, resume, checkpoints, and the plain `train` API."""
+
+import math
+
+import pytest
+import torch
+
+from wartune.checkpoints import load_model, save_model_files
+from wartune.config import TrainConfig
+from wartune.engine import Trainer, best_model_meta, train
+
+
+def _changed(config: TrainConfig, **changes) -> TrainConfig:
+    return TrainConfig.model_validate({**config.model_dump(), **changes})
+
+
+def _metrics(history):
+    return [(r.nat_acc, r.rob_acc, r.stability, r.l_nat, r.l_rob, r.lambda_last, r.lipschitz) for r in history]
+
+
+def test_train_returns_history_with_every_metric(tiny_config, digits):
+    result = train(tiny_config, data=digits)
+    assert [r.epoch for r in result.history] == [1, 2]
+    for r in result.history:
+        assert 0 <= r.rob_acc <= r.nat_acc <= 1
+        assert 0 <= r.stability <= 1 and r.lambda_last == 6.0
+        assert r.l_nat > 0 and r.l_rob >= 0 and r.lipschitz > 0
+        assert r.zeta == pytest.approx(r.l_nat / r.l_rob)
+        assert r.eval_examples == 90
+    assert result.best.rob_acc == max(r.rob_acc for r in result.history)
+
+
+def test_robust_accuracy_never_exceeds_stability_or_accuracy(tiny_config, digits):
+    # robust ⇔ correct ∧ stable per example implies rob_acc ≤ min(nat_acc, stability)
+    for r in train(tiny_config, data=digits).history:
+        assert r.rob_acc <= min(r.nat_acc, r.stability) + 1e-9
+
+
+def test_seeded_runs_are_identical(tiny_config, digits):
+    assert _metrics(train(tiny_config, data=digits).history) == _metrics(train(tiny_config, data=digits).history)
+
+
+def test_resume_after_an_interrupted_epoch_reproduces_the_uninterrupted_run(tiny_config, digits, tmp_path):
+    config = tiny_config.model_copy(update={"epochs": 3})
+    uninterrupted = train(config, data=digits)
+
+    first = Trainer(config, digits)
+    first.run_epoch()
+    first.save(tmp_path / "trainer.pt")
+    # the second epoch starts and is killed half-way: its batches advance the RNG and weights
+    batches = first._train_batches()
+    first.train_step(*next(batches))
+    del first
+
+    resumed = Trainer(config, digits)
+    resumed.load(tmp_path / "trainer.pt")
+    result = resumed.fit()
+    assert _metrics(result.history) == _metrics(uninterrupted.history)
+    for a, b in zip(result.model.state_dict().values(), uninterrupted.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_train_with_checkpoint_file_resumes_instead_of_restarting(tiny_config, digits, tmp_path):
+    path = tmp_path / "run.pt"
+    interrupted = Trainer(tiny_config, digits)
+    interrupted.run_epoch()
+    interrupted.save(path)  # what `train(..., checkpoint=path)` leaves after epoch 1
+    assert torch.load(path, weights_only=True)["epoch"] == 1
+    resumed = train(tiny_config, checkpoint=path, data=digits)
+    assert _metrics(resumed.history) == _metrics(train(tiny_config, data=digits).history)
+    assert torch.load(path, weights_only=True)["epoch"] == 2
+    again = train(tiny_config, checkpoint=path, data=digits)  # finished: nothing is retrained
+    assert _metrics(again.history) == _metrics(resumed.history)
+
+
+def test_best_model_round_trips_through_safetensors(tiny_config, digits, tmp_path):
+    trainer = Trainer(tiny_config, digits)
+    trainer.fit()
+    save_model_files(trainer.best_state, best_model_meta(trainer), tmp_path)
+    model, meta = load_model(tmp_path)
+    assert meta["model"] == "cnn-8" and meta["epoch"] == trainer.best_epoch
+    x = digits.test_x[:16]
+    reference = trainer.model
+    reference.load_state_dict(trainer.best_state)
+    reference.eval()
+    with torch.no_grad():
+        assert torch.allclose(model(x), reference(x))
+
+
+def test_madry_objective_trains_and_reports_clipped_robust_term(tiny_config, digits):
+    result = train(_changed(tiny_config, objective="madry", lam=1.5), data=digits)
+    assert all(r.l_rob >= 0 for r in result.history)
+
+
+def test_war_controller_moves_lambda_away_from_zero(tiny_config, digits):
+    # early in training l_nat / l_rob is in the hundreds; a ζ above it makes λ grow
+    result = train(_changed(tiny_config, lam={"kind": "war", "zeta": 2000.0}), data=digits)
+    assert all(r.lambda_min >= 0 and math.isfinite(r.lambda_max) for r in result.history)
+    assert max(r.lambda_max for r in result.history) > 0
+    first = result.step_traces[0]
+    assert first.lambda_t[0] == pytest.approx(0.1 * (2000.0 - first.l_nat[0] / first.l_rob[0]))

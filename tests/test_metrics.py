@@ -1,0 +1,35 @@
+"""Robust ⇔ correct ∧ stable, per example (paper Sec. 3.1), and the aggregates."""
+
+import pytest
+import torch
+
+from wartune.metrics import example_flags, summarize
+
+
+def test_flags_by_hand():
+    y = torch.tensor([0, 1, 2, 3])
+    pred_nat = torch.tensor([0, 1, 0, 3])
+    pred_adv = torch.tensor([0, 2, 2, 1])
+    f = example_flags(pred_nat, pred_adv, y)
+    assert f.correct.tolist() == [True, True, False, True]
+    assert f.stable.tolist() == [True, False, False, False]
+    # example 2: the attack lands on the right class from a wrong prediction: not robust
+    assert f.robust.tolist() == [True, False, False, False]
+    m = summarize(f, torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    assert (m.nat_acc, m.rob_acc, m.stability, m.lipschitz, m.n) == (0.75, 0.25, 0.25, 2.5, 4)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_robust_iff_correct_and_stable_for_every_example(seed):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 4, (500,), generator=g)
+    pred_nat = torch.randint(0, 4, (500,), generator=g)
+    pred_adv = torch.where(torch.rand(500, generator=g) < 0.5, pred_nat, torch.randint(0, 4, (500,), generator=g))
+    f = example_flags(pred_nat, pred_adv, y)
+    assert torch.equal(f.robust, f.correct & f.stable)
+
+
+def test_summarize_refuses_empty_sets():
+    empty = torch.zeros(0, dtype=torch.long)
+    with pytest.raises(ValueError):
+        summarize(example_flags(empty, empty, empty), torch.zeros(0))

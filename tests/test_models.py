@@ -1,0 +1,46 @@
+"""The model registry: names, fractional widths, parameter counts, errors."""
+
+import pytest
+import torch
+
+from wartune.errors import ModelNameError
+from wartune.models import create_model, model_width
+
+
+def _params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_wrn34_10_has_the_standard_parameter_count_on_cifar10():
+    assert _params(create_model("wrn34-10", 10, 3, 32)) == 46_160_474
+
+
+def test_fractional_widen_factor_gives_a_thinner_net():
+    thin, one = create_model("wrn34-0.5", 10, 3, 32), create_model("wrn34-1", 10, 3, 32)
+    assert _params(thin) < _params(one)
+    assert thin.fc.in_features == 32 and one.fc.in_features == 64
+
+
+@pytest.mark.parametrize(
+    "name", ["wrn34-0.5", "wrn16-2", "wrn10-1", "densenet40-bc-k12", "cnn-16", "mlp-32"]
+)
+@pytest.mark.parametrize("shape", [(1, 8, 10), (3, 32, 100)])
+def test_every_family_runs_on_digits_and_cifar_shapes(name, shape):
+    channels, size, classes = shape
+    model = create_model(name, classes, channels, size).eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, channels, size, size))
+    assert out.shape == (2, classes)
+
+
+def test_width_of_each_family():
+    assert [model_width(n) for n in ("wrn34-0.5", "densenet40-bc-k64", "mlp-256")] == [0.5, 64.0, 256.0]
+
+
+@pytest.mark.parametrize("name", ["resnet18", "wrn34", "wrn33-1", "wrn34-0", "mlp-x"])
+def test_unknown_or_malformed_names_list_the_families(name):
+    with pytest.raises(ModelNameError) as err:
+        create_model(name)
+    assert name in str(err.value)
+    if "depth" not in str(err.value) and "width" not in str(err.value):
+        assert "wrn" in str(err.value) and "mlp" in str(err.value)

@@ -1,0 +1,94 @@
+"""Model registry: every network is reachable by a short name, which is also its ζ key.
+
+Names: `wrnD-W` (WideResNet, depth D = 6n + 4, widen factor W, fractional allowed),
+`densenetD-bc-kK` (DenseNet-BC, growth rate K), `cnn-W`, `mlp-W`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from wartune.errors import ModelNameError
+from wartune.models.densenet import DenseNetBC
+from wartune.models.small import MLP, SmallCNN
+from wartune.models.wideresnet import WideResNet
+
+_NUMBER = r"(\d+(?:\.\d+)?)"
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """One registered family: its name pattern, an example, and its constructor."""
+
+    pattern: re.Pattern[str]
+    example: str
+    build: Callable[[re.Match[str], int, int, int], nn.Module]
+    width: Callable[[re.Match[str]], float]
+
+
+def _wrn(m: re.Match[str], num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    return WideResNet(int(m[1]), float(m[2]), num_classes, in_channels)
+
+
+def _densenet(m: re.Match[str], num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    return DenseNetBC(int(m[1]), int(m[2]), num_classes, in_channels)
+
+
+def _cnn(m: re.Match[str], num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    return SmallCNN(int(m[1]), num_classes, in_channels)
+
+
+def _mlp(m: re.Match[str], num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    return MLP(int(m[1]), num_classes, in_channels * image_size * image_size)
+
+
+FAMILIES: dict[str, ModelFamily] = {
+    "wrn": ModelFamily(re.compile(rf"wrn(\d+)-{_NUMBER}"), "wrn34-10", _wrn, lambda m: float(m[2])),
+    "densenet": ModelFamily(
+        re.compile(r"densenet(\d+)-bc-k(\d+)"), "densenet40-bc-k12", _densenet, lambda m: float(m[2])
+    ),
+    "cnn": ModelFamily(re.compile(r"cnn-(\d+)"), "cnn-64", _cnn, lambda m: float(m[1])),
+    "mlp": ModelFamily(re.compile(r"mlp-(\d+)"), "mlp-256", _mlp, lambda m: float(m[1])),
+}
+
+
+def _match(name: str) -> tuple[ModelFamily, re.Match[str]]:
+    for family in FAMILIES.values():
+        m = family.pattern.fullmatch(name)
+        if m is not None:
+            return family, m
+    known = ", ".join(f"{k} (e.g. {f.example})" for k, f in FAMILIES.items())
+    raise ModelNameError(f"unknown model {name!r}; known families: {known}")
+
+
+def check_model_name(name: str) -> None:
+    """Validate a model name (and its depth / width) without building the network."""
+    family, m = _match(name)
+    if family in (FAMILIES["wrn"], FAMILIES["densenet"]):
+        depth = int(m[1])
+        if (depth - 4) % 6 != 0 or depth < 10:
+            raise ModelNameError(
+                f"model {name!r}: depth must be 6n + 4 with n >= 1 (10, 16, 22, 28, 34, 40, ...)"
+            )
+    if family.width(m) <= 0:
+        raise ModelNameError(f"model {name!r}: width must be positive")
+
+
+def model_width(name: str) -> float:
+    """The family's width knob (WRN widen factor, DenseNet growth rate, hidden units)."""
+    family, m = _match(name)
+    return family.width(m)
+
+
+def create_model(name: str, num_classes: int = 10, in_channels: int = 3, image_size: int = 32) -> nn.Module:
+    """Build a fresh, randomly initialised network from its registry name."""
+    check_model_name(name)
+    family, m = _match(name)
+    return family.build(m, num_classes, in_channels, image_size)
+
+
+__all__ = ["FAMILIES", "check_model_name", "create_model", "model_width"]

@@ -1,0 +1,106 @@
+"""Tables of a search's results: markdown for `summary.md`, rich for the terminal.
+
+Built from the trials table alone, so `summary.md` can be regenerated from Parquet.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+COLUMNS = ("trial", "model", "λ", "natural", "robust", "stability", "l_nat/l_rob", "wall s", "status")
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}"
+
+
+def _num(v: float | None, fmt: str = "{:.2f}") -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
+
+
+def best_trial(trials: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The finished trial with the highest robust accuracy (the paper's selection rule)."""
+    done = [t for t in trials if t["status"] == "finished" and t["rob_acc"] is not None]
+    return max(done, key=lambda t: t["rob_acc"]) if done else None
+
+
+def _lambda_text(t: dict[str, Any]) -> str:
+    if t["lambda_setting"] is None:
+        return f"WAR→{_num(t['lambda_final'])}"
+    return f"{t['lambda_setting']:g}"
+
+
+def rows(trials: list[dict[str, Any]]) -> list[list[str]]:
+    """One text row per trial, in λ order, the best one starred."""
+    best = best_trial(trials)
+    ordered = sorted(trials, key=lambda t: (t["model"], t["lambda_setting"] if t["lambda_setting"] is not None else math.inf))
+    out = []
+    for t in ordered:
+        mark = " ★" if best is not None and t["trial_id"] == best["trial_id"] else ""
+        out.append(
+            [
+                t["trial_id"] + mark,
+                t["model"],
+                _lambda_text(t),
+                _pct(t["nat_acc"]),
+                _pct(t["rob_acc"]),
+                _pct(t["stability"]),
+                _num(t["zeta"]),
+                _num(t["wall_seconds"], "{:.0f}"),
+                t["status"] + (f" ({t['error']})" if t["error"] else ""),
+            ]
+        )
+    return out
+
+
+def rich_table(trials: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title)
+    for col in COLUMNS:
+        table.add_column(col, justify="left" if col in ("trial", "model", "status") else "right")
+    best = best_trial(trials)
+    for row in rows(trials):
+        style = "bold green" if best is not None and row[0].startswith(best["trial_id"]) else None
+        table.add_row(*row, style=style)
+    return table
+
+
+def markdown_table(header: tuple[str, ...] | list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in body]
+    return "\n".join(lines)
+
+
+def summary_markdown(name: str, trials: list[dict[str, Any]]) -> str:
+    """summary.md: the best trial, then every trial (metrics at its best epoch, in %)."""
+    best = best_trial(trials)
+    head = [f"# Search `{name}`", ""]
+    if best is not None:
+        head += [
+            f"Best trial **{best['trial_id']}** ({best['model']}, λ {_lambda_text(best)}, {best['objective']}, "
+            f"{best['dataset']}, ε {best['eps']:g}): robust {_pct(best['rob_acc'])} %, natural "
+            f"{_pct(best['nat_acc'])} %, stability {_pct(best['stability'])} % at epoch {best['best_epoch']}.",
+            "",
+            f"Its weights: `{best['checkpoint']}/model.safetensors` (load with `wartune.checkpoints.load_model`).",
+            "",
+        ]
+    total_cost = sum(t["device_seconds"] or 0.0 for t in trials)
+    head += [
+        "Metrics at each trial's best epoch (by robust accuracy), in %; robust = PGD "
+        "attack of the evaluation settings; l_nat/l_rob = ζ of the last epoch.",
+        "",
+        markdown_table(COLUMNS, rows(trials)),
+        "",
+        f"Compute: {total_cost:.0f} device-seconds over {len(trials)} trials.",
+        "",
+    ]
+    return "\n".join(head)
+
+
+def write_summary(folder: Path, name: str, trials: list[dict[str, Any]]) -> Path:
+    path = folder / "summary.md"
+    path.write_text(summary_markdown(name, trials))
+    return path

@@ -1,0 +1,130 @@
+"""Where per-epoch records go: one small interface, several receivers.
+
+The tune layer calls every sink with plain dicts (trial metadata and one result), so a
+sink knows nothing of Ray. `ParquetSink` keeps the Parquet tables of a search up to date
+after every epoch; MLflow and the progress display are sinks too.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Protocol
+
+from wartune.store import (
+    EPOCH_SCHEMA,
+    EPOCHS_FILE,
+    STEP_SCHEMA,
+    STEPS_FILE,
+    TRIAL_SCHEMA,
+    TRIALS_FILE,
+    read_rows,
+    write_table,
+)
+
+TRIAL_META_KEYS = ("search", "trial_id", "strategy", "model", "width", "dataset", "objective", "eps", "seed")
+
+
+class Sink(Protocol):
+    """Receives a search's results as they arrive on the driver."""
+
+    def on_epoch(self, meta: dict[str, Any], result: dict[str, Any]) -> None: ...
+
+    def on_trial_end(self, meta: dict[str, Any], status: str, error: str | None) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _nan_to_none(v: Any) -> Any:
+    return None if isinstance(v, float) and math.isnan(v) else v
+
+
+class ParquetSink:
+    """Maintains epochs.parquet, steps.parquet and trials.parquet in the search folder.
+
+    Rows are keyed by (trial, epoch), so a resumed search that re-reports an epoch
+    replaces the row instead of duplicating it; existing tables are read back on start.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.epochs = {(r["trial_id"], r["epoch"]): r for r in read_rows(folder / EPOCHS_FILE, EPOCH_SCHEMA)}
+        self.steps = {
+            (r["trial_id"], r["epoch"], r["step"]): r for r in read_rows(folder / STEPS_FILE, STEP_SCHEMA)
+        }
+        self.trials = {r["trial_id"]: r for r in read_rows(folder / TRIALS_FILE, TRIAL_SCHEMA)}
+        self.errors: dict[str, str] = {}
+
+    def on_epoch(self, meta: dict[str, Any], result: dict[str, Any]) -> None:
+        trial_id = meta["trial_id"]
+        if result.get("error"):
+            self.errors[trial_id] = str(result["error"])
+            return
+        epoch = int(result["epoch"])
+        row = {k: meta[k] for k in TRIAL_META_KEYS}
+        row["lambda_setting"] = meta["lambda_setting"]
+        row.update({name: _nan_to_none(result[name]) for name in EPOCH_SCHEMA.names if name not in row})
+        self.epochs[(trial_id, epoch)] = row
+        trace = result.get("steps") or {}
+        for i, (l_nat, l_rob, lam) in enumerate(
+            zip(trace.get("l_nat", []), trace.get("l_rob", []), trace.get("lambda_t", []), strict=True)
+        ):
+            self.steps[(trial_id, epoch, i)] = {
+                "search": meta["search"], "trial_id": trial_id, "epoch": epoch, "step": i,
+                "l_nat": l_nat, "l_rob": l_rob, "lambda_t": lam,
+            }  # fmt: skip
+        self.trials[trial_id] = self._trial_row(meta, "running", None)
+        self._write()
+
+    def on_trial_end(self, meta: dict[str, Any], status: str, error: str | None) -> None:
+        error = error or self.errors.get(meta["trial_id"])
+        if error and status == "finished":
+            status = "failed"
+        self.trials[meta["trial_id"]] = self._trial_row(meta, status, error)
+        self._write()
+
+    def close(self) -> None:
+        self._write()
+
+    def _trial_row(self, meta: dict[str, Any], status: str, error: str | None) -> dict[str, Any]:
+        """Best-epoch metrics (by robust accuracy), the final epoch's, ζ and the cost."""
+        rows = sorted((r for (t, _), r in self.epochs.items() if t == meta["trial_id"]), key=lambda r: r["epoch"])
+        best = max(rows, key=lambda r: (r["rob_acc"], -r["epoch"])) if rows else {}
+        final = rows[-1] if rows else {}
+        wall = sum(r["wall_seconds"] for r in rows)
+        share = meta["gpus"] if meta.get("device") == "cuda" and meta["gpus"] > 0 else meta["cpus"]
+        row = {k: meta[k] for k in TRIAL_META_KEYS}
+        row.update(
+            lambda_setting=meta["lambda_setting"],
+            lambda_final=final.get("lambda_last"),
+            zeta=final.get("zeta"),
+            zeta_step_std=final.get("zeta_step_std"),
+            zeta_from=meta.get("zeta_from"),
+            zeta_used=meta.get("zeta_used"),
+            best_epoch=best.get("epoch"),
+            epochs=len(rows),
+            nat_acc=best.get("nat_acc"),
+            rob_acc=best.get("rob_acc"),
+            stability=best.get("stability"),
+            lipschitz=best.get("lipschitz"),
+            final_nat_acc=final.get("nat_acc"),
+            final_rob_acc=final.get("rob_acc"),
+            final_stability=final.get("stability"),
+            wall_seconds=wall,
+            device_seconds=wall * share,
+            device=meta.get("device") or "cpu",
+            cpus=meta["cpus"],
+            gpus=meta["gpus"],
+            status=status,
+            error=error,
+            checkpoint=meta.get("checkpoint"),
+        )
+        return row
+
+    def _write(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        epochs = sorted(self.epochs.values(), key=lambda r: (r["trial_id"], r["epoch"]))
+        steps = sorted(self.steps.values(), key=lambda r: (r["trial_id"], r["epoch"], r["step"]))
+        write_table(epochs, EPOCH_SCHEMA, self.folder / EPOCHS_FILE)
+        write_table(steps, STEP_SCHEMA, self.folder / STEPS_FILE)
+        write_table(sorted(self.trials.values(), key=lambda r: r["trial_id"]), TRIAL_SCHEMA, self.folder / TRIALS_FILE)

@@ -1,0 +1,66 @@
+"""A live progress display of a search (rich): one bar per trial plus the total.
+
+On a terminal the bars update as epochs finish; when output is not a terminal (CI, a
+pipe, a log file) it prints one line per finished epoch instead.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+def trial_label(meta: dict[str, Any]) -> str:
+    lam = f"λ={meta['lambda_setting']:g}" if meta["lambda_setting"] is not None else f"WAR ζ={meta['zeta_used']:g}"
+    return f"{meta['trial_id'][-5:]} {meta['model']} {lam}"
+
+
+class ProgressSink:
+    """Shows trials and epochs as they run."""
+
+    def __init__(self, total_trials: int | None, epochs: int, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+        self.epochs = epochs
+        self.live = self.console.is_terminal
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            disable=not self.live,
+        )
+        total = total_trials * epochs if total_trials else None
+        self.overall = self.progress.add_task("all trials (epochs)", total=total, status="")
+        self.tasks: dict[str, Any] = {}
+        self.done: set[tuple[str, int]] = set()
+        self.progress.start()
+
+    def on_epoch(self, meta: dict[str, Any], result: dict[str, Any]) -> None:
+        trial_id = meta["trial_id"]
+        if trial_id not in self.tasks:
+            self.tasks[trial_id] = self.progress.add_task(trial_label(meta), total=self.epochs, status="")
+        if result.get("error"):
+            return
+        epoch = int(result["epoch"])
+        status = (
+            f"nat {result['nat_acc']:.1%}  rob {result['rob_acc']:.1%}  "
+            f"stab {result['stability']:.1%}  λ {result['lambda_last']:.2f}"
+        )
+        self.progress.update(self.tasks[trial_id], completed=epoch, status=status)
+        if (trial_id, epoch) not in self.done:
+            self.done.add((trial_id, epoch))
+            self.progress.update(self.overall, advance=1)
+        if not self.live:
+            self.console.print(f"{trial_label(meta)}  epoch {epoch}/{self.epochs}  {status}", highlight=False)
+
+    def on_trial_end(self, meta: dict[str, Any], status: str, error: str | None) -> None:
+        if status != "finished" or error:
+            self.console.print(f"[red]trial {trial_label(meta)} {status}: {error}[/red]")
+
+    def close(self) -> None:
+        self.progress.stop()

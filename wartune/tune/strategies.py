@@ -1,0 +1,158 @@
+"""Strategies: how a search space becomes Ray Tune trials, and running the search.
+
+- `grid`: every λ in the list (× every model): the paper's manual tuning;
+- `fixed`: one λ for every model: the paper's "no tuning" (N/A) row;
+- `war`: one WAR run per model with ζ from the registry (Algorithm 1);
+- `optuna`: TPE over a λ range with a trial budget.
+Ray is the engine: one process here, a cluster with `--address auto`; no own scheduler.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+
+from wartune.config import SearchSpace
+from wartune.errors import WartuneError
+from wartune.store import TRIAL_SCHEMA, TRIALS_FILE, read_rows
+from wartune.tune.callbacks import SinkCallback
+from wartune.tune.params import trial_params
+from wartune.tune.trainable import adversarial_training_trial
+
+EXPERIMENT = "tune"
+SPACE_FILE = "space.yaml"
+
+
+@dataclass
+class SearchOutcome:
+    """Where a finished search's files are, and its per-trial rows."""
+
+    folder: Path
+    space: SearchSpace
+    trials: list[dict[str, Any]]
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        done = [t for t in self.trials if t["status"] == "finished" and t["rob_acc"] is not None]
+        return max(done, key=lambda t: t["rob_acc"]) if done else None
+
+
+def lambda_param(space: SearchSpace, zeta: float | None = None) -> Any:
+    """The trial's λ: a grid, a fixed value, a WAR spec or an Optuna distribution."""
+    if space.strategy == "grid":
+        return tune.grid_search(space.lambdas)
+    if space.strategy == "fixed":
+        return space.lambdas[0]
+    if space.strategy == "war":
+        if zeta is None:
+            raise WartuneError("strategy 'war' needs a ζ (from the registry)")
+        return {"kind": "war", "zeta": zeta, "alpha": space.alpha, "lambda0": 0.0}
+    raise WartuneError(f"strategy {space.strategy!r} is not available yet")
+
+
+def count_trials(space: SearchSpace) -> int:
+    per_model = len(space.lambdas) if space.strategy == "grid" else (space.trials or 1)
+    if space.strategy in ("fixed", "war"):
+        per_model = 1
+    return per_model * len(space.models)
+
+
+def param_space(space: SearchSpace, zeta: float | None = None) -> dict[str, Any]:
+    models = space.models
+    model = models[0] if len(models) == 1 else tune.grid_search(models)
+    return trial_params(space, model, lambda_param(space, zeta), space.zeta_from)
+
+
+@contextmanager
+def ray_session(address: str | None = None, num_cpus: int | None = None, num_gpus: float | None = None) -> Iterator[None]:
+    """Join a cluster (`address`) or start a local Ray; shut down only what we started."""
+    if ray.is_initialized():
+        yield
+        return
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    kwargs: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, include_dashboard=False, **kwargs)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def check_folder(folder: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to mix two searches in one folder; resume needs an earlier search there."""
+    if resume:
+        if not tune.Tuner.can_restore(str((folder / "ray" / EXPERIMENT).resolve())):
+            raise WartuneError(f"nothing to resume in {str(folder)!r}: no earlier search was started there")
+    elif folder.exists() and any(folder.iterdir()) and not overwrite:
+        raise WartuneError(
+            f"{str(folder)!r} already holds a search: --resume to continue it, "
+            "--overwrite to start again, or --name for a new one"
+        )
+
+
+def prepare_folder(folder: Path, resume: bool, overwrite: bool) -> None:
+    """Check the folder, then clear it (with overwrite) and create it."""
+    check_folder(folder, resume, overwrite)
+    if not resume and folder.exists() and overwrite:
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+
+
+def run_search(
+    space: SearchSpace,
+    out: Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    num_gpus: float | None = None,
+    zeta: float | None = None,
+    extra_sinks: list[Callable[[], Any]] | None = None,
+) -> SearchOutcome:
+    """Run (or resume) a search; results land in `out/<space.name>/`."""
+    folder = out / space.name
+    params = param_space(space, zeta)  # fails before anything is written
+    prepare_folder(folder, resume, overwrite)
+    if not resume:
+        import yaml
+
+        (folder / SPACE_FILE).write_text(yaml.safe_dump(space.model_dump(mode="json", by_alias=True), sort_keys=False))
+    storage = (folder / "ray").resolve()
+    trainable = tune.with_resources(adversarial_training_trial, {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
+    with ray_session(address, num_cpus, num_gpus):
+        if resume:
+            tuner = tune.Tuner.restore(str(storage / EXPERIMENT), trainable, resume_unfinished=True, resume_errored=True)
+        else:
+            callback = SinkCallback(folder.resolve(), count_trials(space), space.epochs, extra_sinks)
+            tuner = tune.Tuner(
+                trainable,
+                param_space=params,
+                tune_config=tune.TuneConfig(
+                    num_samples=1,
+                    max_concurrent_trials=space.max_concurrent,
+                ),
+                run_config=tune.RunConfig(
+                    name=EXPERIMENT,
+                    storage_path=str(storage),
+                    verbose=0,
+                    callbacks=[callback],
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                    failure_config=tune.FailureConfig(max_failures=2),
+                ),
+            )
+        tuner.fit()
+    return SearchOutcome(folder, space, read_rows(folder / TRIALS_FILE, TRIAL_SCHEMA))
