@@ -39,13 +39,29 @@ def root() -> None:
     """Tune adversarial training: λ searches, WAR and stability metrics on Ray Tune."""
 
 
-@app.callback()
-def root() -> None:
-    """Tune adversarial training: λ searches, WAR and stability metrics on Ray Tune."""
+zeta_app = typer.Typer(help="The ζ registry: thin-net calibrations that WAR transfers.", no_args_is_help=True)
+app.add_typer(zeta_app, name="zeta")
 
-
+# Options shared by the commands that run a search.
 SpaceOpt = Annotated[str, typer.Option("--space", "-s", help="Shipped space name (e.g. lambda_grid) or a path to a YAML file.")]
+ModelOpt = Annotated[list[str] | None, typer.Option("--model", help="Model name(s), e.g. wrn34-0.5; repeat for several.")]
+EpochsOpt = Annotated[int | None, typer.Option(help="Training epochs per trial.")]
+ObjectiveOpt = Annotated[str | None, typer.Option(help="trades or madry.")]
+DatasetOpt = Annotated[str | None, typer.Option(help="digits, cifar10, cifar100 or svhn.")]
+DataDirOpt = Annotated[Path | None, typer.Option(help="Local folder with CIFAR / SVHN (never downloaded).")]
 OutOpt = Annotated[Path, typer.Option("--out", help="Folder that holds every search's results.")]
+NameOpt = Annotated[str | None, typer.Option(help="Search name (its folder under --out).")]
+SeedOpt = Annotated[int | None, typer.Option(help="Random seed of every trial.")]
+GpusOpt = Annotated[float | None, typer.Option(help="GPU share per trial, e.g. 0.25 packs four on a GPU.")]
+CpusOpt = Annotated[float | None, typer.Option(help="CPUs per trial.")]
+ConcurrentOpt = Annotated[int | None, typer.Option(help="At most this many trials at once.")]
+ResumeOpt = Annotated[bool, typer.Option(help="Continue an interrupted search of the same name.")]
+OverwriteOpt = Annotated[bool, typer.Option(help="Delete an earlier search of the same name first.")]
+AddressOpt = Annotated[str | None, typer.Option(help="Ray cluster to join, e.g. auto.")]
+NumCpusOpt = Annotated[int | None, typer.Option(help="CPUs of the local Ray (default: all).")]
+NumGpusOpt = Annotated[float | None, typer.Option(help="GPUs the local Ray declares (default: detected).")]
+RegistryOpt = Annotated[Path | None, typer.Option(help="ζ registry file (default: OUT/zeta.parquet).")]
+ForceOpt = Annotated[bool, typer.Option(help="Use a ζ measured on another dataset / objective / ε.")]
 
 
 def parse_lambdas(text: str | None) -> list[float] | None:
@@ -62,10 +78,12 @@ def space_overrides(**flags: Any) -> dict[str, Any]:
     """CLI flags as search-space keys (None means: keep the file's value)."""
     out: dict[str, Any] = {
         "name": flags.get("name"),
+        "strategy": flags.get("strategy"),
         "model": flags.get("model") or None,
         "epochs": flags.get("epochs"),
         "objective": flags.get("objective"),
         "lambda": parse_lambdas(flags.get("lambdas")),
+        "zeta_from": flags.get("zeta_from"),
         "seed": flags.get("seed"),
         "max_concurrent": flags.get("max_concurrent"),
         "dataset": flags.get("dataset"),
@@ -77,32 +95,63 @@ def space_overrides(**flags: Any) -> dict[str, Any]:
     return out
 
 
+def registry_at(registry: Path | None, out: Path) -> Any:
+    from wartune.zeta import ZetaRegistry
+
+    return ZetaRegistry(registry or out / "zeta.parquet")
+
+
+def space_eps(spec: Any) -> float:
+    """The training ε of a space: its own, else the dataset's default."""
+    from wartune.data import dataset_info
+
+    return spec.attack.eps or dataset_info(spec.dataset).eps
+
+
+def run_and_report(spec: Any, out: Path, run: dict[str, Any], *, zeta: float | None = None, lam: Any = None) -> Any:
+    """Validate the folder, run the search, print its table and write summary.md."""
+    from wartune.data import check_data_dir
+    from wartune.report import rich_table, write_summary
+    from wartune.tune.strategies import check_folder, run_search
+
+    check_data_dir(spec.dataset, spec.data_dir)
+    check_folder(out / spec.name, run["resume"], run["overwrite"])
+    err_console.print(
+        f"search [bold]{spec.name}[/bold]: strategy {spec.strategy}, {spec.objective} on {spec.dataset}, "
+        f"results in {out / spec.name}"
+    )
+    outcome = run_search(spec, out, zeta=zeta, lam=lam, **run)
+    out_console.print(rich_table(outcome.trials, f"{spec.name}: metrics at each trial's best epoch (%)"))
+    summary = write_summary(outcome.folder, spec.name, outcome.trials)
+    out_console.print(f"results: {outcome.folder}/trials.parquet, epochs.parquet; summary: {summary}")
+    return outcome
+
+
 @app.command()
 def search(
     space: SpaceOpt = "lambda_grid",
-    model: Annotated[list[str] | None, typer.Option(help="Model name(s), e.g. wrn34-0.5; repeat to sweep widths.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Training epochs per trial.")] = None,
-    objective: Annotated[str | None, typer.Option(help="trades or madry.")] = None,
+    model: ModelOpt = None,
+    epochs: EpochsOpt = None,
+    objective: ObjectiveOpt = None,
     lambdas: Annotated[str | None, typer.Option(help="Comma-separated λ grid, e.g. 6,9,12.")] = None,
-    dataset: Annotated[str | None, typer.Option(help="digits, cifar10, cifar100 or svhn.")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Local folder with CIFAR / SVHN (never downloaded).")] = None,
+    dataset: DatasetOpt = None,
+    data_dir: DataDirOpt = None,
     out: OutOpt = Path("runs"),
-    name: Annotated[str | None, typer.Option(help="Search name (folder under --out); default: the space's.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed of every trial.")] = None,
-    gpus_per_trial: Annotated[float | None, typer.Option(help="GPU share per trial, e.g. 0.25 packs four on a GPU.")] = None,
-    cpus_per_trial: Annotated[float | None, typer.Option(help="CPUs per trial.")] = None,
-    max_concurrent: Annotated[int | None, typer.Option(help="At most this many trials at once.")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted search of the same name.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Delete an earlier search of the same name first.")] = False,
-    address: Annotated[str | None, typer.Option(help="Ray cluster to join, e.g. auto.")] = None,
-    num_cpus: Annotated[int | None, typer.Option(help="CPUs of the local Ray (default: all).")] = None,
-    num_gpus: Annotated[float | None, typer.Option(help="GPUs the local Ray declares (default: detected).")] = None,
+    name: NameOpt = None,
+    seed: SeedOpt = None,
+    gpus_per_trial: GpusOpt = None,
+    cpus_per_trial: CpusOpt = None,
+    max_concurrent: ConcurrentOpt = None,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+    address: AddressOpt = None,
+    num_cpus: NumCpusOpt = None,
+    num_gpus: NumGpusOpt = None,
+    registry: RegistryOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Run a hyperparameter search over λ (and widths) and print its table."""
-    from wartune.data import check_data_dir
-    from wartune.report import rich_table, write_summary
     from wartune.tune.spaces import load_space
-    from wartune.tune.strategies import check_folder, run_search
 
     overrides = space_overrides(
         name=name, model=model, epochs=epochs, objective=objective, lambdas=lambdas, seed=seed,
@@ -110,15 +159,128 @@ def search(
         gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial,
     )  # fmt: skip
     spec = load_space(space, overrides)
-    check_data_dir(spec.dataset, spec.data_dir)
-    check_folder(out / spec.name, resume, overwrite)
-    err_console.print(f"search [bold]{spec.name}[/bold]: strategy {spec.strategy}, {spec.objective} on {spec.dataset}, results in {out / spec.name}")
-    outcome = run_search(
-        spec, out, resume=resume, overwrite=overwrite, address=address, num_cpus=num_cpus, num_gpus=num_gpus
+    zeta = None
+    if spec.strategy == "war" and not resume:
+        assert spec.zeta_from is not None
+        entry = registry_at(registry, out).lookup(spec.zeta_from, spec.dataset, spec.objective, space_eps(spec), force)
+        zeta = entry.zeta
+    run = {"resume": resume, "overwrite": overwrite, "address": address, "num_cpus": num_cpus, "num_gpus": num_gpus}
+    run_and_report(spec, out, run, zeta=zeta)
+
+
+@app.command()
+def calibrate(
+    model: Annotated[str | None, typer.Option(help="The thin model to calibrate, e.g. wrn34-0.5.")] = None,
+    space: SpaceOpt = "lambda_grid",
+    from_search: Annotated[Path | None, typer.Option("--from", help="Read a finished search folder instead of running one.")] = None,
+    epochs: EpochsOpt = None,
+    objective: ObjectiveOpt = None,
+    lambdas: Annotated[str | None, typer.Option(help="Comma-separated λ grid, e.g. 6,9,12.")] = None,
+    dataset: DatasetOpt = None,
+    data_dir: DataDirOpt = None,
+    out: OutOpt = Path("runs"),
+    name: NameOpt = None,
+    seed: SeedOpt = None,
+    gpus_per_trial: GpusOpt = None,
+    cpus_per_trial: CpusOpt = None,
+    max_concurrent: ConcurrentOpt = None,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+    address: AddressOpt = None,
+    num_cpus: NumCpusOpt = None,
+    num_gpus: NumGpusOpt = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """Tune λ on a thin model, pick the best by robust accuracy, and store its ζ."""
+    from wartune.store import TRIAL_SCHEMA, TRIALS_FILE, read_rows
+    from wartune.tune.spaces import load_space
+    from wartune.zeta import best_trial_entry
+
+    reg = registry_at(registry, out)
+    if from_search is not None:
+        if not (from_search / TRIALS_FILE).is_file():
+            raise WartuneError(f"--from {str(from_search)!r}: no {TRIALS_FILE} there (not a wartune search folder)")
+        trials, search_name = read_rows(from_search / TRIALS_FILE, TRIAL_SCHEMA), from_search.name
+    else:
+        if model is None:
+            raise ConfigError("calibrate needs --model (the thin network, e.g. wrn34-0.5) or --from a finished search")
+        overrides = space_overrides(
+            name=name or f"calibrate-{model}", strategy="grid", model=[model], epochs=epochs, objective=objective,
+            lambdas=lambdas, seed=seed, max_concurrent=max_concurrent, dataset=dataset, data_dir=data_dir,
+            gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial,
+        )  # fmt: skip
+        spec = load_space(space, overrides)
+        run = {"resume": resume, "overwrite": overwrite, "address": address, "num_cpus": num_cpus, "num_gpus": num_gpus}
+        trials, search_name = run_and_report(spec, out, run).trials, spec.name
+    entry = best_trial_entry(trials, search_name, model)
+    reg.put(entry)
+    out_console.print(
+        f"ζ registry {reg.path}: {entry.describe()} → best λ {entry.best_lambda:g}, ζ {entry.zeta:.3f} "
+        f"(per-step spread {entry.zeta_step_std or 0:.3f}), robust {100 * (entry.rob_acc or 0):.2f} %",
+        highlight=False,
     )
-    out_console.print(rich_table(outcome.trials, f"{spec.name}: metrics at each trial's best epoch (%)"))
-    summary = write_summary(outcome.folder, spec.name, outcome.trials)
-    out_console.print(f"results: {outcome.folder}/trials.parquet, epochs.parquet; summary: {summary}")
+
+
+@app.command()
+def transfer(
+    zeta_from: Annotated[str, typer.Option("--zeta-from", help="ζ registry key: the thin model, e.g. wrn34-0.5.")],
+    model: ModelOpt = None,
+    compare_untuned: Annotated[bool, typer.Option(help="Also train with the thin net's best λ fixed (the paper's N/A row).")] = False,
+    force: ForceOpt = False,
+    space: SpaceOpt = "war",
+    epochs: EpochsOpt = None,
+    objective: ObjectiveOpt = None,
+    dataset: DatasetOpt = None,
+    data_dir: DataDirOpt = None,
+    alpha: Annotated[float | None, typer.Option(help="WAR's step size α (paper: 0.1, needs no tuning).")] = None,
+    out: OutOpt = Path("runs"),
+    name: NameOpt = None,
+    seed: SeedOpt = None,
+    gpus_per_trial: GpusOpt = None,
+    cpus_per_trial: CpusOpt = None,
+    max_concurrent: ConcurrentOpt = None,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+    address: AddressOpt = None,
+    num_cpus: NumCpusOpt = None,
+    num_gpus: NumGpusOpt = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """Train wider models once each with WAR, using the ζ calibrated on a thin one."""
+    from wartune.tune.spaces import load_space
+    from wartune.tune.strategies import war_and_untuned
+
+    overrides = space_overrides(
+        name=name or f"transfer-{zeta_from}", strategy="war", zeta_from=zeta_from, model=model, epochs=epochs,
+        objective=objective, seed=seed, max_concurrent=max_concurrent, dataset=dataset, data_dir=data_dir,
+        gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial,
+    )  # fmt: skip
+    if alpha is not None:
+        overrides["alpha"] = alpha
+    spec = load_space(space, overrides)
+    entry = registry_at(registry, out).lookup(zeta_from, spec.dataset, spec.objective, space_eps(spec), force)
+    err_console.print(f"ζ {entry.zeta:.3f} from {entry.describe()} (best λ {entry.best_lambda:g}, {entry.source})")
+    lam = war_and_untuned(entry.zeta, spec.alpha, entry.best_lambda) if compare_untuned else None
+    run = {"resume": resume, "overwrite": overwrite, "address": address, "num_cpus": num_cpus, "num_gpus": num_gpus}
+    run_and_report(spec, out, run, zeta=entry.zeta, lam=lam)
+
+
+@zeta_app.command("list")
+def zeta_list(registry: RegistryOpt = None, out: OutOpt = Path("runs")) -> None:
+    """Print the ζ registry (the paper's built-in row included)."""
+    from rich.table import Table
+
+    reg = registry_at(registry, out)
+    table = Table(title=f"ζ registry {reg.path}")
+    for col in ("model", "dataset", "objective", "ε", "best λ", "ζ", "ζ spread", "robust %", "search", "source", "when"):
+        table.add_column(col)
+    for e in reg.entries():
+        table.add_row(
+            e.model, e.dataset, e.objective, f"{e.eps:.4g}", f"{e.best_lambda:g}", f"{e.zeta:.3f}",
+            "–" if e.zeta_step_std is None else f"{e.zeta_step_std:.3f}",
+            "–" if e.rob_acc is None else f"{100 * e.rob_acc:.2f}", e.search, e.source, e.created_at,
+        )  # fmt: skip
+    out_console.print(table)
 
 
 def main(argv: list[str] | None = None) -> None:

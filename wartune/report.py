@@ -11,7 +11,7 @@ from typing import Any
 
 from rich.table import Table
 
-COLUMNS = ("trial", "model", "λ", "natural", "robust", "stability", "l_nat/l_rob", "wall s", "status")
+COLUMNS = ("trial", "strategy", "model", "λ", "natural", "robust", "stability", "l_nat/l_rob", "wall s", "status")
 
 
 def _pct(v: float | None) -> str:
@@ -44,6 +44,7 @@ def rows(trials: list[dict[str, Any]]) -> list[list[str]]:
         out.append(
             [
                 t["trial_id"] + mark,
+                t["strategy"],
                 t["model"],
                 _lambda_text(t),
                 _pct(t["nat_acc"]),
@@ -60,7 +61,7 @@ def rows(trials: list[dict[str, Any]]) -> list[list[str]]:
 def rich_table(trials: list[dict[str, Any]], title: str) -> Table:
     table = Table(title=title)
     for col in COLUMNS:
-        table.add_column(col, justify="left" if col in ("trial", "model", "status") else "right")
+        table.add_column(col, justify="left" if col in ("trial", "strategy", "model", "status") else "right")
     best = best_trial(trials)
     for row in rows(trials):
         style = "bold green" if best is not None and row[0].startswith(best["trial_id"]) else None

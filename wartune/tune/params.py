@@ -34,9 +34,17 @@ def trial_params(space: SearchSpace, model: Any, lam: Any, zeta_from: str | None
     }
 
 
+def labelled(lam: dict[str, Any], strategy: str) -> dict[str, Any]:
+    """A λ spec that names the strategy it stands for (when one search mixes several)."""
+    return {**lam, "strategy": strategy}
+
+
 def train_config_of(params: dict[str, Any]) -> TrainConfig:
     """The engine config a trial runs."""
-    return TrainConfig.model_validate({**params["base"], "model": params["model"], "lam": params["lam"]})
+    lam = params["lam"]
+    if isinstance(lam, dict):
+        lam = {k: v for k, v in lam.items() if k != "strategy"}
+    return TrainConfig.model_validate({**params["base"], "model": params["model"], "lam": lam})
 
 
 def trial_meta(trial_id: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -47,7 +55,7 @@ def trial_meta(trial_id: str, params: dict[str, Any]) -> dict[str, Any]:
     return {
         "search": params["search"],
         "trial_id": trial_id,
-        "strategy": params["strategy"],
+        "strategy": lam.get("strategy", params["strategy"]) if isinstance(lam, dict) else params["strategy"],
         "model": params["model"],
         "width": model_width(params["model"]),
         "dataset": base["dataset"],

@@ -25,7 +25,7 @@ from wartune.config import SearchSpace
 from wartune.errors import WartuneError
 from wartune.store import TRIAL_SCHEMA, TRIALS_FILE, read_rows
 from wartune.tune.callbacks import SinkCallback
-from wartune.tune.params import trial_params
+from wartune.tune.params import labelled, trial_params
 from wartune.tune.trainable import adversarial_training_trial
 
 EXPERIMENT = "tune"
@@ -59,17 +59,27 @@ def lambda_param(space: SearchSpace, zeta: float | None = None) -> Any:
     raise WartuneError(f"strategy {space.strategy!r} is not available yet")
 
 
-def count_trials(space: SearchSpace) -> int:
-    per_model = len(space.lambdas) if space.strategy == "grid" else (space.trials or 1)
-    if space.strategy in ("fixed", "war"):
-        per_model = 1
-    return per_model * len(space.models)
+def war_and_untuned(zeta: float, alpha: float, untuned: float) -> Any:
+    """WAR beside the thin net's best λ held fixed (Table 3's "no tuning" column)."""
+    war = labelled({"kind": "war", "zeta": zeta, "alpha": alpha, "lambda0": 0.0}, "war")
+    return tune.grid_search([war, labelled({"kind": "fixed", "value": untuned}, "untuned")])
 
 
-def param_space(space: SearchSpace, zeta: float | None = None) -> dict[str, Any]:
+def _grid_size(value: Any) -> int:
+    return len(value["grid_search"]) if isinstance(value, dict) and "grid_search" in value else 1
+
+
+def count_trials(space: SearchSpace, params: dict[str, Any]) -> int:
+    """Trials the search will run: the grid's product, times the sample budget (Optuna)."""
+    samples = (space.trials or 1) if space.strategy == "optuna" else 1
+    return _grid_size(params["model"]) * _grid_size(params["lam"]) * samples
+
+
+def param_space(space: SearchSpace, zeta: float | None = None, lam: Any = None) -> dict[str, Any]:
+    """Ray's param space; `lam` replaces the strategy's λ parameter when given."""
     models = space.models
     model = models[0] if len(models) == 1 else tune.grid_search(models)
-    return trial_params(space, model, lambda_param(space, zeta), space.zeta_from)
+    return trial_params(space, model, lam if lam is not None else lambda_param(space, zeta), space.zeta_from)
 
 
 @contextmanager
@@ -121,11 +131,15 @@ def run_search(
     num_cpus: int | None = None,
     num_gpus: float | None = None,
     zeta: float | None = None,
+    lam: Any = None,
     extra_sinks: list[Callable[[], Any]] | None = None,
 ) -> SearchOutcome:
-    """Run (or resume) a search; results land in `out/<space.name>/`."""
+    """Run (or resume) a search; results land in `out/<space.name>/`.
+
+    `zeta` is WAR's target (strategy war); `lam` replaces the strategy's λ parameter.
+    """
     folder = out / space.name
-    params = param_space(space, zeta)  # fails before anything is written
+    params = param_space(space, zeta, lam)  # fails before anything is written
     prepare_folder(folder, resume, overwrite)
     if not resume:
         import yaml
@@ -137,7 +151,7 @@ def run_search(
         if resume:
             tuner = tune.Tuner.restore(str(storage / EXPERIMENT), trainable, resume_unfinished=True, resume_errored=True)
         else:
-            callback = SinkCallback(folder.resolve(), count_trials(space), space.epochs, extra_sinks)
+            callback = SinkCallback(folder.resolve(), count_trials(space, params), space.epochs, extra_sinks)
             tuner = tune.Tuner(
                 trainable,
                 param_space=params,

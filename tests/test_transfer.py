@@ -1,0 +1,74 @@
+"""End to end: calibrate ζ on a thin digits net, then WAR-transfer it to a wider one."""
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import write_space
+from tests.test_cli import _error_line, _run
+from wartune.zeta import ZetaRegistry
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory) -> Path:
+    """runs/ with a calibration of wrn10-0.5 (λ grid {3, 6}, 2 epochs) in its registry."""
+    folder = tmp_path_factory.mktemp("war")
+    space = write_space(folder, model="wrn10-0.5", **{"lambda": [3, 6]})
+    with pytest.raises(SystemExit) as done:
+        from wartune.cli import main
+
+        main(["calibrate", "--model", "wrn10-0.5", "--space", str(space), "--out", str(folder / "runs")])
+        raise SystemExit(0)
+    assert (done.value.code or 0) == 0
+    return folder
+
+
+def test_calibrate_stores_the_best_trials_zeta(calibrated):
+    runs = calibrated / "runs"
+    entry = ZetaRegistry(runs / "zeta.parquet").lookup("wrn10-0.5", "digits", "trades", 0.2)
+    trials = pq.read_table(runs / "calibrate-wrn10-0.5" / "trials.parquet").to_pylist()
+    best = max(trials, key=lambda t: t["rob_acc"])
+    assert entry.source == "calibrated" and entry.search == "calibrate-wrn10-0.5"
+    assert (entry.best_lambda, entry.zeta, entry.rob_acc) == (best["lambda_setting"], best["zeta"], best["rob_acc"])
+    epochs = pq.read_table(runs / "calibrate-wrn10-0.5" / "epochs.parquet").to_pylist()
+    last = [e for e in epochs if e["trial_id"] == best["trial_id"] and e["epoch"] == 2][0]
+    assert entry.zeta == pytest.approx(last["l_nat"] / last["l_rob"])
+
+
+def test_transfer_runs_war_beside_the_untuned_lambda(calibrated, capsys):
+    runs = calibrated / "runs"
+    space = write_space(calibrated, model="wrn10-1", epochs=3)
+    code, out, err = _run(
+        ["transfer", "--zeta-from", "wrn10-0.5", "--model", "wrn10-1", "--space", str(space),
+         "--compare-untuned", "--out", str(runs)], capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    folder = runs / "transfer-wrn10-0.5"
+    trials = {t["strategy"]: t for t in pq.read_table(folder / "trials.parquet").to_pylist()}
+    assert set(trials) == {"war", "untuned"}
+    entry = ZetaRegistry(runs / "zeta.parquet").lookup("wrn10-0.5", "digits", "trades", 0.2)
+    war, untuned = trials["war"], trials["untuned"]
+    assert war["zeta_used"] == entry.zeta and war["zeta_from"] == "wrn10-0.5" and war["lambda_setting"] is None
+    assert untuned["lambda_setting"] == entry.best_lambda and untuned["lambda_final"] == entry.best_lambda
+    steps = [s for s in pq.read_table(folder / "steps.parquet").to_pylist() if s["trial_id"] == war["trial_id"]]
+    trace = [s["lambda_t"] for s in sorted(steps, key=lambda s: (s["epoch"], s["step"]))]
+    assert len(trace) == 3 * 12 and max(trace) > 0 and min(trace) >= 0
+    assert war["lambda_final"] == pytest.approx(trace[-1])
+    assert "WAR→" in out and "untuned" in out
+
+
+@pytest.mark.parametrize(
+    "argv,expected",
+    [
+        (["--zeta-from", "wrn99-9"], "no ζ for 'wrn99-9'"),
+        (["--zeta-from", "wrn34-0.5"], "ζ for 'wrn34-0.5' was measured for wrn34-0.5 on cifar10"),
+        (["--zeta-from", "wrn10-0.5", "--objective", "madry"], "not for digits, madry"),
+    ],
+)
+def test_transfer_refusals_exit_2_with_one_line(calibrated, capsys, argv, expected):
+    code, _, err = _run(["transfer", *argv, "--model", "cnn-8", "--out", str(calibrated / "runs"), "--name", "x"], capsys)
+    assert expected in _error_line(code, err)
+    assert not (calibrated / "runs" / "x").exists()

@@ -1,0 +1,93 @@
+"""The ζ registry: the paper's row, upserts, refusals, calibration, concurrent writers."""
+
+import math
+import multiprocessing
+
+import pytest
+
+from wartune.engine import zeta_of
+from wartune.errors import WartuneError
+from wartune.zeta import PAPER_ENTRY, ZetaEntry, ZetaRegistry, best_trial_entry
+
+
+def _entry(model="wrn10-0.5", dataset="digits", objective="trades", eps=0.2, zeta=10.0, lam=6.0) -> ZetaEntry:
+    return ZetaEntry(model, dataset, objective, eps, lam, zeta, 0.5, 0.6, 0.9, 0.7, "s", "calibrated", "2026-01-01")
+
+
+def test_zeta_is_the_ratio_of_epoch_means():
+    assert zeta_of(1.5, 0.05) == pytest.approx(30.0)
+    assert math.isnan(zeta_of(1.5, 0.0))
+
+
+def test_paper_row_is_built_in(tmp_path):
+    reg = ZetaRegistry(tmp_path / "zeta.parquet")
+    e = reg.lookup("wrn34-0.5", "cifar10", "trades", 8 / 255)
+    assert (e.best_lambda, e.zeta, e.source) == (6.0, 30.0, "paper") and e == PAPER_ENTRY
+
+
+def test_put_then_lookup_and_upsert_replaces_same_key(tmp_path):
+    reg = ZetaRegistry(tmp_path / "zeta.parquet")
+    reg.put(_entry(zeta=10.0))
+    reg.put(_entry(zeta=12.5))
+    reg.put(_entry(objective="madry", zeta=3.0))
+    assert reg.lookup("wrn10-0.5", "digits", "trades", 0.2).zeta == 12.5
+    assert reg.lookup("wrn10-0.5", "digits", "madry", 0.2).zeta == 3.0
+    assert len(reg.entries()) == 3  # paper + two
+
+
+@pytest.mark.parametrize(
+    "dataset,objective,eps", [("cifar10", "trades", 0.2), ("digits", "madry", 0.2), ("digits", "trades", 0.1)]
+)
+def test_mismatched_dataset_objective_or_eps_is_refused_unless_forced(tmp_path, dataset, objective, eps):
+    reg = ZetaRegistry(tmp_path / "zeta.parquet")
+    reg.put(_entry())
+    with pytest.raises(WartuneError, match="--force"):
+        reg.lookup("wrn10-0.5", dataset, objective, eps)
+    assert reg.lookup("wrn10-0.5", dataset, objective, eps, force=True).zeta == 10.0
+
+
+def test_missing_model_says_how_to_calibrate(tmp_path):
+    with pytest.raises(WartuneError, match="wartune calibrate --model wrn16-1"):
+        ZetaRegistry(tmp_path / "zeta.parquet").lookup("wrn16-1", "digits", "trades", 0.2)
+
+
+def test_non_finite_zeta_is_never_stored(tmp_path):
+    with pytest.raises(WartuneError):
+        ZetaRegistry(tmp_path / "z.parquet").put(_entry(zeta=math.nan))
+
+
+def _writer(args):
+    path, worker = args
+    reg = ZetaRegistry(path)
+    for i in range(15):
+        reg.put(_entry(model=f"mlp-{worker * 100 + i + 1}"))
+
+
+def test_two_processes_writing_at_once_lose_no_row(tmp_path):
+    path = tmp_path / "zeta.parquet"
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        pool.map(_writer, [(path, 0), (path, 1)])
+    models = {e.model for e in ZetaRegistry(path).entries()}
+    assert len(models) == 31  # 2 × 15 + the paper's row
+
+
+def _trial(trial_id, lam, rob, model="wrn10-0.5", status="finished", zeta=8.0):
+    return {
+        "trial_id": trial_id, "model": model, "dataset": "digits", "objective": "trades", "eps": 0.2,
+        "lambda_setting": lam, "zeta": zeta, "zeta_step_std": 0.1, "rob_acc": rob, "nat_acc": 0.9,
+        "stability": 0.7, "status": status,
+    }  # fmt: skip
+
+
+def test_calibration_takes_the_best_finished_fixed_lambda_trial():
+    trials = [_trial("a", 3.0, 0.5), _trial("b", 6.0, 0.61, zeta=11.0), _trial("c", 9.0, 0.7, status="failed"),
+              _trial("d", None, 0.9)]  # fmt: skip
+    e = best_trial_entry(trials, "grid")
+    assert (e.best_lambda, e.zeta, e.rob_acc, e.search, e.source) == (6.0, 11.0, 0.61, "grid", "calibrated")
+
+
+def test_calibration_needs_a_model_when_the_search_had_several():
+    trials = [_trial("a", 3.0, 0.5), _trial("b", 6.0, 0.6, model="wrn10-2")]
+    with pytest.raises(WartuneError, match="--model"):
+        best_trial_entry(trials, "sweep")
+    assert best_trial_entry(trials, "sweep", "wrn10-2").best_lambda == 6.0

@@ -1,0 +1,185 @@
+"""The ζ registry: what a thin network's best λ and its ζ = l_nat / l_rob were.
+
+WAR (Algorithm 1) needs ζ measured once on a cheap, thin network at its best λ; the
+registry keeps it, keyed by (model, dataset, objective, ε), so any later run on a wider
+network can look it up by the thin model's name. It is a Parquet table (default
+`runs/zeta.parquet`); one built-in row from the paper (WRN-34-0.5, CIFAR-10, TRADES,
+ε = 8/255: λ 6, ζ 30) is always present with `source=paper`.
+
+Writes take an exclusive lock on a sibling `.lock` file, re-read the table, upsert and
+replace the file atomically, so two processes writing at once lose no row.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from wartune.errors import WartuneError
+from wartune.store import read_rows, write_table
+
+ZETA_SCHEMA = pa.schema(
+    [
+        ("model", pa.string()),
+        ("dataset", pa.string()),
+        ("objective", pa.string()),
+        ("eps", pa.float64()),
+        ("best_lambda", pa.float64()),
+        ("zeta", pa.float64()),
+        ("zeta_step_std", pa.float64()),
+        ("rob_acc", pa.float64()),
+        ("nat_acc", pa.float64()),
+        ("stability", pa.float64()),
+        ("search", pa.string()),
+        ("source", pa.string()),
+        ("created_at", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class ZetaEntry:
+    """One calibration: the thin model's best λ and the ζ it converged to."""
+
+    model: str
+    dataset: str
+    objective: str
+    eps: float
+    best_lambda: float
+    zeta: float
+    zeta_step_std: float | None
+    rob_acc: float | None
+    nat_acc: float | None
+    stability: float | None
+    search: str
+    source: str
+    created_at: str
+
+    def key(self) -> tuple[str, str, str, float]:
+        return (self.model, self.dataset, self.objective, round(self.eps, 9))
+
+    def describe(self) -> str:
+        return f"{self.model} on {self.dataset}, {self.objective}, ε {self.eps:g}"
+
+
+PAPER_ENTRY = ZetaEntry(
+    model="wrn34-0.5",
+    dataset="cifar10",
+    objective="trades",
+    eps=8 / 255,
+    best_lambda=6.0,
+    zeta=30.0,
+    zeta_step_std=None,
+    rob_acc=None,
+    nat_acc=None,
+    stability=None,
+    search="Wu et al. 2021, Table 3",
+    source="paper",
+    created_at="2021-12-06",
+)
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class ZetaRegistry:
+    """Read, look up and upsert ζ entries in one Parquet file."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    def entries(self) -> list[ZetaEntry]:
+        """Stored rows, plus the paper's row unless a stored row has the same key."""
+        stored = [ZetaEntry(**row) for row in read_rows(self.path, ZETA_SCHEMA)]
+        keys = {e.key() for e in stored}
+        return ([] if PAPER_ENTRY.key() in keys else [PAPER_ENTRY]) + stored
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def put(self, entry: ZetaEntry) -> None:
+        """Insert or replace the entry with the same (model, dataset, objective, ε)."""
+        if not (math.isfinite(entry.zeta) and entry.zeta > 0):
+            raise WartuneError(f"ζ of {entry.describe()} is {entry.zeta}: it must be a finite number > 0")
+        with self._locked():
+            rows = {ZetaEntry(**r).key(): r for r in read_rows(self.path, ZETA_SCHEMA)}
+            rows[entry.key()] = asdict(entry)
+            write_table(sorted(rows.values(), key=lambda r: (r["model"], r["dataset"])), ZETA_SCHEMA, self.path)
+
+    def lookup(self, model: str, dataset: str, objective: str, eps: float, force: bool = False) -> ZetaEntry:
+        """The entry for `model` matching the run's dataset, objective and ε.
+
+        A mismatch is refused unless `force` (then the newest entry of that model is used);
+        a model with no entry at all is an error that says how to calibrate it.
+        """
+        candidates = [e for e in self.entries() if e.model == model]
+        if not candidates:
+            known = ", ".join(sorted({e.model for e in self.entries()}))
+            raise WartuneError(
+                f"no ζ for {model!r} in {str(self.path)!r} (known: {known}); "
+                f"calibrate it first: wartune calibrate --model {model} --space lambda_grid"
+            )
+        for e in candidates:
+            if e.dataset == dataset and e.objective == objective and math.isclose(e.eps, eps, rel_tol=1e-6):
+                return e
+        if force:
+            return max(candidates, key=lambda e: (e.dataset == dataset, e.objective == objective, e.created_at))
+        have = "; ".join(c.describe() for c in candidates)
+        raise WartuneError(
+            f"ζ for {model!r} was measured for {have}, not for {dataset}, {objective}, ε {eps:g}: "
+            "ζ may not transfer across data sets, objectives or ε (use --force to use it anyway)"
+        )
+
+
+def entry_from_trial(trial: dict[str, Any], search: str) -> ZetaEntry:
+    """A calibration row from a trials.parquet row (the best trial of a thin-net search)."""
+    if trial["lambda_setting"] is None:
+        raise WartuneError(f"trial {trial['trial_id']} ran WAR: calibrate from a fixed-λ search")
+    if trial["zeta"] is None or not math.isfinite(trial["zeta"]):
+        raise WartuneError(f"trial {trial['trial_id']} has no finite ζ (l_rob was 0 in its last epoch)")
+    return ZetaEntry(
+        model=trial["model"],
+        dataset=trial["dataset"],
+        objective=trial["objective"],
+        eps=trial["eps"],
+        best_lambda=trial["lambda_setting"],
+        zeta=trial["zeta"],
+        zeta_step_std=trial["zeta_step_std"],
+        rob_acc=trial["rob_acc"],
+        nat_acc=trial["nat_acc"],
+        stability=trial["stability"],
+        search=search,
+        source="calibrated",
+        created_at=now(),
+    )
+
+
+def best_trial_entry(trials: list[dict[str, Any]], search: str, model: str | None = None) -> ZetaEntry:
+    """Calibrate from a finished search: its best finished fixed-λ trial by robust accuracy."""
+    models = sorted({t["model"] for t in trials})
+    if model is None and len(models) > 1:
+        raise WartuneError(f"search {search!r} trained several models ({', '.join(models)}): name one with --model")
+    pool = [
+        t for t in trials
+        if t["status"] == "finished" and t["lambda_setting"] is not None and t["rob_acc"] is not None
+        and (model is None or t["model"] == model)
+    ]  # fmt: skip
+    if not pool:
+        raise WartuneError(f"search {search!r} has no finished fixed-λ trial" + (f" of {model!r}" if model else ""))
+    return entry_from_trial(max(pool, key=lambda t: t["rob_acc"]), search)
