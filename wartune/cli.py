@@ -111,7 +111,7 @@ def space_eps(spec: Any) -> float:
 def run_and_report(spec: Any, out: Path, run: dict[str, Any], *, zeta: float | None = None, lam: Any = None) -> Any:
     """Validate the folder, run the search, print its table and write summary.md."""
     from wartune.data import check_data_dir
-    from wartune.report import rich_table, write_summary
+    from wartune.report import rich_table, rich_width_tables, write_summary
     from wartune.tune.strategies import check_folder, run_search
 
     check_data_dir(spec.dataset, spec.data_dir)
@@ -122,6 +122,8 @@ def run_and_report(spec: Any, out: Path, run: dict[str, Any], *, zeta: float | N
     )
     outcome = run_search(spec, out, zeta=zeta, lam=lam, **run)
     out_console.print(rich_table(outcome.trials, f"{spec.name}: metrics at each trial's best epoch (%)"))
+    for table in rich_width_tables(outcome.trials):
+        out_console.print(table)
     summary = write_summary(outcome.folder, spec.name, outcome.trials)
     out_console.print(f"results: {outcome.folder}/trials.parquet, epochs.parquet; summary: {summary}")
     return outcome
@@ -263,6 +265,68 @@ def transfer(
     lam = war_and_untuned(entry.zeta, spec.alpha, entry.best_lambda) if compare_untuned else None
     run = {"resume": resume, "overwrite": overwrite, "address": address, "num_cpus": num_cpus, "num_gpus": num_gpus}
     run_and_report(spec, out, run, zeta=entry.zeta, lam=lam)
+
+
+@app.command()
+def compare(
+    space: SpaceOpt = "table3",
+    model: ModelOpt = None,
+    epochs: EpochsOpt = None,
+    lambdas: Annotated[str | None, typer.Option(help="Comma-separated λ grid, e.g. 6,9,12.")] = None,
+    dataset: DatasetOpt = None,
+    data_dir: DataDirOpt = None,
+    out: OutOpt = Path("runs"),
+    name: NameOpt = None,
+    seed: SeedOpt = None,
+    gpus_per_trial: GpusOpt = None,
+    cpus_per_trial: CpusOpt = None,
+    max_concurrent: ConcurrentOpt = None,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+    address: AddressOpt = None,
+    num_cpus: NumCpusOpt = None,
+    num_gpus: NumGpusOpt = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """Table 3: untuned λ, grid, Optuna and WAR on every target width, with compute cost."""
+    import shutil
+
+    from rich.table import Table
+
+    from wartune.data import check_data_dir
+    from wartune.tune.compare import run_compare
+    from wartune.tune.spaces import load_space
+    from wartune.tune.strategies import check_folder
+
+    overrides = space_overrides(
+        name=name, model=model, epochs=epochs, lambdas=lambdas, seed=seed, max_concurrent=max_concurrent,
+        dataset=dataset, data_dir=data_dir, gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial,
+    )  # fmt: skip
+    spec = load_space(space, overrides)
+    if spec.strategy != "compare":
+        raise ConfigError(f"space {spec.name!r} has strategy {spec.strategy!r}: compare needs strategy 'compare' (e.g. table3)")
+    check_data_dir(spec.dataset, spec.data_dir)
+    folder = out / spec.name
+    if resume:
+        if not folder.is_dir():
+            raise WartuneError(f"nothing to resume in {str(folder)!r}: no earlier compare was started there")
+    else:
+        check_folder(folder, resume=False, overwrite=overwrite)
+        if overwrite and folder.exists():
+            shutil.rmtree(folder)
+    err_console.print(f"compare [bold]{spec.name}[/bold]: thin {spec.thin_model} → {', '.join(spec.models)}, results in {folder}")
+    outcome = run_compare(spec, out, resume=resume, registry=registry, address=address, num_cpus=num_cpus, num_gpus=num_gpus)
+    table = Table(title=f"{spec.name}: strategies per width (metrics %, cost in device-seconds)")
+    for col in ("model", "strategy", "λ", "natural", "robust", "stability", "trials", "cost s", "cost / grid"):
+        table.add_column(col, justify="left" if col in ("model", "strategy") else "right")
+    for r in outcome.rows:
+        table.add_row(
+            r["model"], r["strategy"], f"{r['lambda_final']:.2f}", f"{100 * r['nat_acc']:.2f}", f"{100 * r['rob_acc']:.2f}",
+            f"{100 * r['stability']:.2f}", str(r["trials"]), f"{r['total_seconds']:.0f}",
+            "–" if r["cost_vs_grid"] is None else f"{r['cost_vs_grid']:.2f}",
+        )  # fmt: skip
+    out_console.print(table)
+    out_console.print(f"results: {folder}/compare.parquet, {folder}/compare.md")
 
 
 @zeta_app.command("list")

@@ -128,7 +128,7 @@ class LambdaRange(_Strict):
         return self
 
 
-Strategy = Literal["grid", "optuna", "war", "fixed"]
+Strategy = Literal["grid", "optuna", "war", "fixed", "compare"]
 
 
 class SearchSpace(_Strict):
@@ -143,6 +143,7 @@ class SearchSpace(_Strict):
     model: str | list[str] = "wrn10-1"
     lam: list[NonNegFloat] | LambdaRange | NonNegFloat | None = Field(default=None, alias="lambda")
     zeta_from: str | None = None
+    thin_model: str | None = None  # compare: the cheap net that calibrates λ and ζ
     alpha: PositiveFloat = 0.1
     epochs: PositiveInt = 10
     batch_size: PositiveInt = 128
@@ -181,8 +182,14 @@ class SearchSpace(_Strict):
             raise ValueError("strategy 'grid' needs 'lambda' as a non-empty list, e.g. [6, 9, 12]")
         if self.strategy == "optuna" and not isinstance(lam, LambdaRange):
             raise ValueError("strategy 'optuna' needs 'lambda' as {low, high, log}")
+        if self.strategy == "optuna" and not isinstance(self.model, str) and len(self.model) > 1:
+            raise ValueError("strategy 'optuna' tunes one model per search: give a single 'model'")
         if self.strategy == "fixed" and not isinstance(lam, int | float):
             raise ValueError("strategy 'fixed' needs 'lambda' as one number")
+        if self.strategy == "compare" and not (isinstance(lam, list) and lam and self.thin_model):
+            raise ValueError("strategy 'compare' needs 'thin_model' and 'lambda' as a non-empty list (the grid)")
+        if self.thin_model is not None:
+            check_model_name(self.thin_model)
         if self.strategy == "war" and not self.zeta_from:
             raise ValueError("strategy 'war' needs 'zeta_from' (a ζ registry key such as wrn34-0.5)")
         return self

@@ -101,7 +101,59 @@ def summary_markdown(name: str, trials: list[dict[str, Any]]) -> str:
     return "\n".join(head)
 
 
+def width_blocks(trials: list[dict[str, Any]]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The paper's Table 1 layout: for robust, natural and stability, rows λ × columns width.
+
+    Only fixed-λ finished trials count; the last row of each block marks the best λ per
+    width (by robust accuracy). Empty when the search trained a single width.
+    """
+    fixed = [t for t in trials if t["lambda_setting"] is not None and t["status"] == "finished"]
+    widths = sorted({t["width"] for t in fixed})
+    lambdas = sorted({t["lambda_setting"] for t in fixed})
+    if len(widths) < 2:
+        return []
+    cell = {(t["lambda_setting"], t["width"]): t for t in fixed}
+    best = {w: max((t for t in fixed if t["width"] == w), key=lambda t: t["rob_acc"]) for w in widths}
+    header = ["λ"] + [f"width {w:g}" for w in widths]
+    blocks = []
+    for metric, title in (("rob_acc", "robust"), ("nat_acc", "natural"), ("stability", "stability")):
+        body = []
+        for lam in lambdas:
+            row = [f"{lam:g}"]
+            for w in widths:
+                t = cell.get((lam, w))
+                star = " ★" if t is not None and t is best[w] else ""
+                row.append(_pct(t[metric]) + star if t is not None else "–")
+            body.append(row)
+        blocks.append((title, header, body))
+    blocks.append(("best λ per width", header[1:], [[f"{best[w]['lambda_setting']:g}" for w in widths]]))
+    return blocks
+
+
+def width_markdown(trials: list[dict[str, Any]]) -> str:
+    parts = []
+    for title, header, body in width_blocks(trials):
+        parts += [f"### {title} (%)" if title != "best λ per width" else f"### {title}", "", markdown_table(header, body), ""]
+    return "\n".join(parts)
+
+
+def rich_width_tables(trials: list[dict[str, Any]]) -> list[Table]:
+    tables = []
+    for title, header, body in width_blocks(trials):
+        table = Table(title=title + (" (%)" if title != "best λ per width" else ""))
+        for col in header:
+            table.add_column(col, justify="right")
+        for row in body:
+            table.add_row(*row)
+        tables.append(table)
+    return tables
+
+
 def write_summary(folder: Path, name: str, trials: list[dict[str, Any]]) -> Path:
     path = folder / "summary.md"
-    path.write_text(summary_markdown(name, trials))
+    text = summary_markdown(name, trials)
+    widths = width_markdown(trials)
+    if widths:
+        text += "\n## λ × width (the paper's Table 1 layout; ★ best λ per width)\n\n" + widths
+    path.write_text(text)
     return path

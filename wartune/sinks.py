@@ -54,12 +54,20 @@ class ParquetSink:
         }
         self.trials = {r["trial_id"]: r for r in read_rows(folder / TRIALS_FILE, TRIAL_SCHEMA)}
         self.errors: dict[str, str] = {}
+        self.timing: dict[str, dict[str, Any]] = {
+            t: {k: r[k] for k in ("started_at", "ended_at", "resumed_from_epoch")} for t, r in self.trials.items()
+        }
 
     def on_epoch(self, meta: dict[str, Any], result: dict[str, Any]) -> None:
         trial_id = meta["trial_id"]
         if result.get("error"):
             self.errors[trial_id] = str(result["error"])
             return
+        self.timing[trial_id] = {
+            "started_at": result.get("started_at"),
+            "ended_at": result.get("reported_at"),
+            "resumed_from_epoch": result.get("resumed_from_epoch"),
+        }
         epoch = int(result["epoch"])
         row = {k: meta[k] for k in TRIAL_META_KEYS}
         row["lambda_setting"] = meta["lambda_setting"]
@@ -80,6 +88,9 @@ class ParquetSink:
         error = error or self.errors.get(meta["trial_id"])
         if error and status == "finished":
             status = "failed"
+        done = sum(1 for t, _ in self.epochs if t == meta["trial_id"])
+        if status == "finished" and done < meta.get("epochs_planned", done):
+            status = "stopped"  # ended early by the scheduler (ASHA)
         self.trials[meta["trial_id"]] = self._trial_row(meta, status, error)
         self._write()
 
@@ -94,6 +105,8 @@ class ParquetSink:
         wall = sum(r["wall_seconds"] for r in rows)
         share = meta["gpus"] if meta.get("device") == "cuda" and meta["gpus"] > 0 else meta["cpus"]
         row = {k: meta[k] for k in TRIAL_META_KEYS}
+        row.update({"started_at": None, "ended_at": None, "resumed_from_epoch": None})
+        row.update(self.timing.get(meta["trial_id"], {}))
         row.update(
             lambda_setting=meta["lambda_setting"],
             lambda_final=final.get("lambda_last"),
@@ -115,6 +128,7 @@ class ParquetSink:
             device=meta.get("device") or "cpu",
             cpus=meta["cpus"],
             gpus=meta["gpus"],
+            restarts=meta.get("restarts", 0),
             status=status,
             error=error,
             checkpoint=meta.get("checkpoint"),

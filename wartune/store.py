@@ -75,6 +75,10 @@ TRIAL_SCHEMA = pa.schema(
         ("device", pa.string()),
         ("cpus", pa.float64()),
         ("gpus", pa.float64()),
+        ("started_at", pa.float64()),  # unix seconds, when the trial (last) started
+        ("ended_at", pa.float64()),  # unix seconds of its last report
+        ("restarts", pa.int64()),  # retries after a crash (Ray's num_failures)
+        ("resumed_from_epoch", pa.int64()),  # epoch of the checkpoint its last run resumed from
         ("status", pa.string()),
         ("error", pa.string()),
         ("checkpoint", pa.string()),

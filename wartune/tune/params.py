@@ -62,6 +62,7 @@ def trial_meta(trial_id: str, params: dict[str, Any]) -> dict[str, Any]:
         "objective": base["objective"],
         "eps": float(eps),
         "seed": int(base["seed"]),
+        "epochs_planned": int(base["epochs"]),
         "lambda_setting": None if war else float(lam if not isinstance(lam, dict) else lam["value"]),
         "zeta_from": params.get("zeta_from"),
         "zeta_used": float(lam["zeta"]) if war else None,

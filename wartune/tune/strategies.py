@@ -21,7 +21,7 @@ from typing import Any
 import ray
 from ray import tune
 
-from wartune.config import SearchSpace
+from wartune.config import LambdaRange, SearchSpace
 from wartune.errors import WartuneError
 from wartune.store import TRIAL_SCHEMA, TRIALS_FILE, read_rows
 from wartune.tune.callbacks import SinkCallback
@@ -56,7 +56,37 @@ def lambda_param(space: SearchSpace, zeta: float | None = None) -> Any:
         if zeta is None:
             raise WartuneError("strategy 'war' needs a ζ (from the registry)")
         return {"kind": "war", "zeta": zeta, "alpha": space.alpha, "lambda0": 0.0}
-    raise WartuneError(f"strategy {space.strategy!r} is not available yet")
+    assert isinstance(space.lam, LambdaRange)  # guaranteed by SearchSpace validation
+    sample = tune.loguniform if space.lam.log else tune.uniform
+    return sample(space.lam.low, space.lam.high)
+
+
+SEARCH_METRIC = "best_rob_acc"  # the searcher ranks a trial by its best epoch, as the tables do
+
+
+def search_algorithm(space: SearchSpace) -> Any:
+    """Optuna's TPE (seeded) for strategy optuna; Ray's grid/variant generator otherwise."""
+    if space.strategy != "optuna":
+        return None
+    import optuna
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    searcher = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=space.seed), metric=SEARCH_METRIC, mode="max")
+    return ConcurrencyLimiter(searcher, max_concurrent=space.max_concurrent) if space.max_concurrent else searcher
+
+
+def trial_scheduler(space: SearchSpace) -> Any:
+    """ASHA stops trials whose robust accuracy lags at each rung (scheduler: asha)."""
+    if space.scheduler != "asha":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(
+        time_attr="epoch", metric="rob_acc", mode="max", max_t=space.epochs,
+        grace_period=max(1, space.epochs // 4), reduction_factor=2,
+    )  # fmt: skip
 
 
 def war_and_untuned(zeta: float, alpha: float, untuned: float) -> Any:
@@ -156,8 +186,10 @@ def run_search(
                 trainable,
                 param_space=params,
                 tune_config=tune.TuneConfig(
-                    num_samples=1,
+                    num_samples=(space.trials or 1) if space.strategy == "optuna" else 1,
                     max_concurrent_trials=space.max_concurrent,
+                    search_alg=search_algorithm(space),
+                    scheduler=trial_scheduler(space),
                 ),
                 run_config=tune.RunConfig(
                     name=EXPERIMENT,

@@ -8,7 +8,9 @@ or a retried failure) the trial continues from `tune.get_checkpoint()`.
 
 from __future__ import annotations
 
+import os
 import tempfile
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -24,17 +26,24 @@ TRAINER_FILE = "trainer.pt"
 
 def adversarial_training_trial(params: dict[str, Any]) -> None:
     """Train one model; `tune.report` after every epoch with a checkpoint."""
+    started_at = time.time()
     trainer = Trainer(train_config_of(params))
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             trainer.load(Path(folder) / TRAINER_FILE)
+    resumed_from_epoch = trainer.epoch
 
     def report(record: EpochRecord, t: Trainer) -> None:
         metrics = {
             **record.metrics(),
             "best_epoch": t.best_epoch,
+            "best_rob_acc": t.history[t.best_epoch - 1].rob_acc,
             "device": t.device.type,
+            "started_at": started_at,
+            "reported_at": time.time(),
+            "pid": os.getpid(),
+            "resumed_from_epoch": resumed_from_epoch,
             "steps": asdict(t.step_traces[-1]),
         }
         with tempfile.TemporaryDirectory() as folder:
@@ -46,4 +55,6 @@ def adversarial_training_trial(params: dict[str, Any]) -> None:
         trainer.fit(report)
     except DivergedError as err:
         # Deterministic: retrying would diverge again. Report the reason and stop the trial.
-        tune.report({"epoch": trainer.epoch, "rob_acc": 0.0, "error": str(err), "device": trainer.device.type})
+        tune.report(
+            {"epoch": trainer.epoch, "rob_acc": 0.0, "best_rob_acc": 0.0, "error": str(err), "device": trainer.device.type}
+        )

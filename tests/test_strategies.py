@@ -1,0 +1,208 @@
+"""Strategies end to end: Optuna (+ ASHA), width sweep, compare, fractional GPUs,
+resume after SIGKILL, and trial failures — through real Ray, Optuna and Parquet."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import write_space
+from tests.test_cli import _run
+from wartune.report import width_blocks
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _trials(folder: Path) -> list[dict]:
+    return pq.read_table(folder / "trials.parquet").to_pylist()
+
+
+def _epochs(folder: Path) -> list[dict]:
+    return pq.read_table(folder / "epochs.parquet").to_pylist()
+
+
+def _search(capsys, space: Path, out: Path, *extra: str) -> str:
+    code, stdout, err = _run(["search", "--space", str(space), "--out", str(out), *extra], capsys)
+    assert code == 0, err
+    return stdout
+
+
+def test_optuna_search_samples_lambda_in_range_with_its_budget(tmp_path, capsys):
+    space = write_space(tmp_path, strategy="optuna", trials=3, max_concurrent=2, scheduler="asha", epochs=2,
+                        **{"lambda": {"low": 0.5, "high": 12, "log": True}})  # fmt: skip
+    _search(capsys, space, tmp_path / "runs")
+    trials = _trials(tmp_path / "runs" / "tiny")
+    assert len(trials) == 3 and {t["strategy"] for t in trials} == {"optuna"}
+    assert all(0.5 <= t["lambda_setting"] <= 12 for t in trials)
+    assert len({t["lambda_setting"] for t in trials}) == 3
+    assert all(t["status"] in ("finished", "stopped") for t in trials)
+
+
+def test_width_sweep_prints_table1_blocks(tmp_path, capsys):
+    space = write_space(tmp_path, model=["cnn-4", "cnn-8"], epochs=1, **{"lambda": [1, 6]})
+    out = _search(capsys, space, tmp_path / "runs")
+    summary = (tmp_path / "runs" / "tiny" / "summary.md").read_text()
+    for title in ("robust", "natural", "stability", "best λ per width"):
+        assert f"### {title}" in summary and title in out
+    assert "width 4" in summary and "width 8" in summary
+
+
+def test_width_blocks_by_hand():
+    def t(lam, width, rob):
+        return {"lambda_setting": lam, "width": width, "rob_acc": rob, "nat_acc": 0.9, "stability": 0.8,
+                "status": "finished"}  # fmt: skip
+
+    blocks = width_blocks([t(1, 1, 0.5), t(6, 1, 0.6), t(1, 2, 0.7), t(6, 2, 0.4)])
+    titles = [b[0] for b in blocks]
+    assert titles == ["robust", "natural", "stability", "best λ per width"]
+    robust = blocks[0][2]
+    assert robust == [["1", "50.00", "70.00 ★"], ["6", "60.00 ★", "40.00"]]
+    assert blocks[3][2] == [["6", "1"]]
+
+
+def test_compare_runs_every_strategy_per_width_with_cost(tmp_path, capsys):
+    space = write_space(tmp_path, strategy="compare", thin_model="cnn-4", model=["cnn-8", "cnn-16"], epochs=1,
+                        **{"lambda": [1, 6]})  # fmt: skip
+    code, out, err = _run(["compare", "--space", str(space), "--out", str(tmp_path / "runs")], capsys)
+    assert code == 0, err
+    root = tmp_path / "runs" / "tiny"
+    rows = pq.read_table(root / "compare.parquet").to_pylist()
+    assert {(r["strategy"], r["model"]) for r in rows} == {
+        (s, m) for s in ("untuned", "grid", "optuna", "war") for m in ("cnn-8", "cnn-16")
+    }
+    calib_cost = sum(t["device_seconds"] for t in _trials(root / "calibrate"))
+    wide = _trials(root / "grid-untuned-war")
+    for r in rows:
+        if r["strategy"] == "optuna":
+            own = [t for t in _trials(root / f"optuna-{r['model']}")]
+            assert len(own) == 2  # the grid's budget
+        else:
+            own = [t for t in wide if t["strategy"] == r["strategy"] and t["model"] == r["model"]]
+        assert r["device_seconds"] == pytest.approx(sum(t["device_seconds"] for t in own))
+        expected_calib = calib_cost if r["strategy"] in ("untuned", "war") else 0.0
+        assert r["calibration_seconds"] == pytest.approx(expected_calib)
+        grid = next(g for g in rows if g["strategy"] == "grid" and g["model"] == r["model"])
+        assert r["cost_vs_grid"] == pytest.approx(r["total_seconds"] / grid["total_seconds"])
+    md = (root / "compare.md").read_text()
+    assert md.count("| cnn-8 |") == 4 and md.count("| cnn-16 |") == 4 and "calibration counted once" in md
+
+
+def _max_overlap(trials: list[dict]) -> int:
+    events = sorted([(t["started_at"], 1) for t in trials] + [(t["ended_at"], -1) for t in trials])
+    now = best = 0
+    for _, step in events:
+        now += step
+        best = max(best, now)
+    return best
+
+
+@pytest.mark.parametrize("share,expected", [(0.5, 2), (0.25, 4)])
+def test_fractional_gpus_pack_trials_on_a_declared_gpu(tmp_path, capsys, share, expected):
+    space = write_space(tmp_path, epochs=2, **{"lambda": [1, 2, 3, 4]})
+    _search(capsys, space, tmp_path / "runs", "--gpus-per-trial", str(share), "--num-gpus", "1", "--num-cpus", "8")
+    trials = _trials(tmp_path / "runs" / "tiny")
+    assert len(trials) == 4 and all(t["gpus"] == share for t in trials)
+    assert _max_overlap(trials) == expected
+    # no real GPU here: the trainable ran on CPU and is charged for its CPU
+    assert all(t["device"] == "cpu" and t["device_seconds"] == pytest.approx(t["wall_seconds"]) for t in trials)
+
+
+def _wait_for(predicate, timeout: float = 240.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if predicate():
+                return
+        except (OSError, ValueError):  # a table being replaced, or not there yet
+            pass
+        time.sleep(0.5)
+    raise AssertionError("timed out waiting for the search")
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    for p in psutil.process_iter(["cmdline"]):  # Ray workers live in their own groups
+        cmd = " ".join(p.info["cmdline"] or [])
+        if "ray::" in cmd and p.ppid() in (1, 0) or str(proc.pid) in cmd:
+            p.kill()
+
+
+def test_resume_after_sigkill_keeps_finished_trials_and_the_optuna_study(tmp_path, capsys):
+    space = write_space(tmp_path, strategy="optuna", trials=3, max_concurrent=1, epochs=3,
+                        **{"lambda": {"low": 0.5, "high": 12}})  # fmt: skip
+    out = tmp_path / "runs"
+    folder = out / "tiny"
+    argv = [sys.executable, "-m", "wartune.cli", "search", "--space", str(space), "--out", str(out), "--num-cpus", "2"]
+    proc = subprocess.Popen(argv, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+
+        def one_done_and_next_started() -> bool:
+            trials = _trials(folder)
+            return any(t["status"] == "finished" for t in trials) and len(trials) >= 2
+
+        _wait_for(one_done_and_next_started)
+    finally:
+        _kill_group(proc)
+    before = _trials(folder)
+    finished_before = {t["trial_id"]: t for t in before if t["status"] == "finished"}
+    epochs_before = [e for e in _epochs(folder) if e["trial_id"] in finished_before]
+    assert finished_before
+
+    _search(capsys, space, out, "--resume", "--num-cpus", "2")
+    after = _trials(folder)
+    ids = [t["trial_id"] for t in after]
+    assert len(ids) == len(set(ids)) == 3
+    assert all(t["status"] == "finished" and t["epochs"] == 3 for t in after)
+    # finished trials were not retrained: their epoch rows are exactly as before
+    assert [e for e in _epochs(folder) if e["trial_id"] in finished_before] == epochs_before
+    for t in after:
+        if t["trial_id"] in finished_before:
+            assert t["lambda_setting"] == finished_before[t["trial_id"]]["lambda_setting"]
+    # the Optuna study came back with the earlier trials
+    from ray.tune.search.optuna import OptunaSearch
+
+    searcher = OptunaSearch()
+    searcher.restore_from_dir(str(folder / "ray" / "tune"))
+    sampled = [tr.params for tr in searcher._ot_study.trials]
+    assert len(sampled) >= len(before)
+
+
+def _ray_trial_workers() -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["cmdline"]) if "ray::ImplicitFunc" in " ".join(p.info["cmdline"] or [])]
+
+
+def test_crashed_trial_is_retried_from_its_checkpoint(tmp_path, capsys):
+    space = write_space(tmp_path, epochs=3, max_concurrent=1, **{"lambda": [1, 6]})
+    out = tmp_path / "runs"
+    folder = out / "tiny"
+    argv = [sys.executable, "-m", "wartune.cli", "search", "--space", str(space), "--out", str(out), "--num-cpus", "2"]
+    proc = subprocess.Popen(argv, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: len(_epochs(folder)) >= 1)
+        victim = [t["trial_id"] for t in _trials(folder)][0]
+        for worker in _ray_trial_workers():
+            worker.kill()  # the worker process dies mid-run, as on a lost node
+        assert proc.wait(timeout=300) == 0
+    finally:
+        if proc.poll() is None:
+            _kill_group(proc)
+    trials = {t["trial_id"]: t for t in _trials(folder)}
+    assert all(t["status"] == "finished" and t["epochs"] == 3 for t in trials.values())
+    assert trials[victim]["restarts"] >= 1
+    assert trials[victim]["resumed_from_epoch"] >= 1  # continued from a checkpoint, not from scratch
+
+
+def test_diverging_trial_is_marked_failed_while_the_others_finish(tmp_path, capsys):
+    space = write_space(tmp_path, epochs=2, **{"lambda": [1, 1e30]})
+    _search(capsys, space, tmp_path / "runs")
+    trials = {t["lambda_setting"]: t for t in _trials(tmp_path / "runs" / "tiny")}
+    assert trials[1.0]["status"] == "finished" and trials[1.0]["epochs"] == 2
+    assert trials[1e30]["status"] == "failed" and "diverged" in trials[1e30]["error"]

@@ -1,0 +1,181 @@
+"""`wartune compare`: the paper's Table 3 for any model family and data set.
+
+For each target width it runs the four ways of choosing λ and prices each in compute:
+- untuned: the thin net's best λ, fixed (the paper's "no tuning" / N/A column);
+- grid: every λ of the grid (manual tuning on the wide net);
+- optuna: TPE over [min, max] of the grid with the grid's trial budget;
+- war: one WAR run with the thin net's ζ (Algorithm 1).
+The thin-net calibration (a grid on `thin_model`) is run once; its cost is added to
+untuned and WAR, as Table 3 does. Each part is its own resumable search under
+`runs/<name>/`; `compare.parquet` and `compare.md` join them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from wartune.config import SearchSpace
+from wartune.report import markdown_table
+from wartune.store import write_table
+from wartune.tune.params import labelled
+from wartune.tune.strategies import SearchOutcome, ray_session, run_search
+from wartune.zeta import ZetaRegistry, best_trial_entry
+
+STRATEGIES = ("untuned", "grid", "optuna", "war")
+
+COMPARE_SCHEMA = pa.schema(
+    [
+        ("compare", pa.string()),
+        ("strategy", pa.string()),
+        ("model", pa.string()),
+        ("width", pa.float64()),
+        ("lambda_final", pa.float64()),
+        ("nat_acc", pa.float64()),
+        ("rob_acc", pa.float64()),
+        ("stability", pa.float64()),
+        ("trials", pa.int64()),
+        ("device_seconds", pa.float64()),  # the strategy's own trials
+        ("calibration_seconds", pa.float64()),  # thin-net tuning it relied on
+        ("total_seconds", pa.float64()),
+        ("cost_vs_grid", pa.float64()),
+        ("best_trial", pa.string()),
+    ]
+)
+
+
+@dataclass
+class CompareOutcome:
+    folder: Path
+    rows: list[dict[str, Any]]
+
+
+def _part(space: SearchSpace, **changes: Any) -> SearchSpace:
+    return SearchSpace.model_validate({**space.model_dump(by_alias=True), **changes})
+
+
+def _run_part(part: SearchSpace, root: Path, resume: bool, **lam: Any) -> SearchOutcome:
+    """Run one part; on --resume, continue it if it was started, else start it."""
+    from ray import tune
+
+    started = tune.Tuner.can_restore(str((root / part.name / "ray" / "tune").resolve()))
+    return run_search(part, root, resume=resume and started, overwrite=not (resume and started), **lam)
+
+
+def _cost(trials: list[dict[str, Any]]) -> float:
+    return float(sum(t["device_seconds"] or 0.0 for t in trials))
+
+
+def _best(trials: list[dict[str, Any]]) -> dict[str, Any]:
+    done = [t for t in trials if t["status"] == "finished" and t["rob_acc"] is not None]
+    return max(done, key=lambda t: t["rob_acc"]) if done else trials[0]
+
+
+def compare_rows(
+    name: str, calibration: list[dict[str, Any]], by_strategy: dict[tuple[str, str], list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """One row per (strategy, model), costs in device-seconds, calibration counted in."""
+    calib_cost = _cost(calibration)
+    rows = []
+    for (strategy, model), trials in by_strategy.items():
+        best = _best(trials)
+        own = _cost(trials)
+        calib = calib_cost if strategy in ("untuned", "war") else 0.0
+        rows.append(
+            {
+                "compare": name, "strategy": strategy, "model": model, "width": best["width"],
+                "lambda_final": best["lambda_final"], "nat_acc": best["nat_acc"], "rob_acc": best["rob_acc"],
+                "stability": best["stability"], "trials": len(trials), "device_seconds": own,
+                "calibration_seconds": calib, "total_seconds": own + calib, "cost_vs_grid": None,
+                "best_trial": best["trial_id"],
+            }  # fmt: skip
+        )
+    grid_cost = {r["model"]: r["total_seconds"] for r in rows if r["strategy"] == "grid"}
+    for r in rows:
+        if grid_cost.get(r["model"]):
+            r["cost_vs_grid"] = r["total_seconds"] / grid_cost[r["model"]]
+    order = {s: i for i, s in enumerate(STRATEGIES)}
+    return sorted(rows, key=lambda r: (r["width"], order[r["strategy"]]))
+
+
+def totals(rows: list[dict[str, Any]], calibration_seconds: float) -> dict[str, float]:
+    """Each strategy's cost over all widths, the shared calibration counted once."""
+    out = {}
+    for s in STRATEGIES:
+        own = sum(r["device_seconds"] for r in rows if r["strategy"] == s)
+        out[s] = own + (calibration_seconds if s in ("untuned", "war") else 0.0)
+    return out
+
+
+def compare_markdown(name: str, rows: list[dict[str, Any]], calibration: dict[str, Any], total: dict[str, float]) -> str:
+    header = ["model", "strategy", "λ", "natural %", "robust %", "stability %", "trials", "cost s", "cost / grid"]
+    body = [
+        [
+            r["model"], r["strategy"], f"{r['lambda_final']:.2f}", f"{100 * r['nat_acc']:.2f}",
+            f"{100 * r['rob_acc']:.2f}", f"{100 * r['stability']:.2f}", str(r["trials"]),
+            f"{r['total_seconds']:.0f}", "–" if r["cost_vs_grid"] is None else f"{r['cost_vs_grid']:.2f}",
+        ]
+        for r in rows
+    ]  # fmt: skip
+    grid = total["grid"] or float("nan")
+    lines = [
+        f"# Compare `{name}` (the paper's Table 3 layout)",
+        "",
+        f"Calibration on {calibration['model']}: best λ {calibration['best_lambda']:g}, ζ {calibration['zeta']:.3f}, "
+        f"{calibration['seconds']:.0f} device-seconds (counted in untuned and WAR, per width).",
+        "",
+        "Metrics at each strategy's best trial and epoch (by robust accuracy); cost in device-seconds "
+        "(GPU share × wall on a GPU, CPUs × wall on CPU).",
+        "",
+        markdown_table(header, body),
+        "",
+        "## Total over all widths (calibration counted once)",
+        "",
+        markdown_table(
+            ["strategy", "cost s", "cost / grid"],
+            [[s, f"{total[s]:.0f}", f"{total[s] / grid:.2f}"] for s in STRATEGIES],
+        ),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def run_compare(space: SearchSpace, out: Path, *, resume: bool = False, registry: Path | None = None,
+                address: str | None = None, num_cpus: int | None = None, num_gpus: float | None = None) -> CompareOutcome:  # fmt: skip
+    """Calibrate on the thin net, then run all four strategies on every target width."""
+    root = out / space.name
+    root.mkdir(parents=True, exist_ok=True)
+    assert space.thin_model is not None
+    grid = space.lambdas
+    with ray_session(address, num_cpus, num_gpus):
+        calib = _run_part(_part(space, name="calibrate", strategy="grid", model=space.thin_model), root, resume)
+        entry = best_trial_entry(calib.trials, f"{space.name}/calibrate", space.thin_model)
+        ZetaRegistry(registry or out / "zeta.parquet").put(entry)
+        war = labelled({"kind": "war", "zeta": entry.zeta, "alpha": space.alpha, "lambda0": 0.0}, "war")
+        untuned = labelled({"kind": "fixed", "value": entry.best_lambda}, "untuned")
+        fixed_values = [labelled({"kind": "fixed", "value": v}, "grid") for v in grid]
+        from ray import tune
+
+        lam = tune.grid_search([untuned, *fixed_values, war])
+        wide = _run_part(_part(space, name="grid-untuned-war", strategy="grid"), root, resume, lam=lam)
+        optuna_parts = [
+            _run_part(
+                _part(space, name=f"optuna-{model}", strategy="optuna", model=model, trials=len(grid),
+                      **{"lambda": {"low": min(grid), "high": max(grid), "log": min(grid) > 0}}),
+                root, resume,
+            )  # fmt: skip
+            for model in space.models
+        ]
+    by_strategy: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for t in wide.trials + [t for p in optuna_parts for t in p.trials]:
+        by_strategy.setdefault((t["strategy"], t["model"]), []).append(t)
+    rows = compare_rows(space.name, calib.trials, by_strategy)
+    write_table(rows, COMPARE_SCHEMA, root / "compare.parquet")
+    calibration = {"model": space.thin_model, "best_lambda": entry.best_lambda, "zeta": entry.zeta,
+                   "seconds": _cost(calib.trials)}  # fmt: skip
+    (root / "compare.md").write_text(compare_markdown(space.name, rows, calibration, totals(rows, calibration["seconds"])))
+    return CompareOutcome(root, rows)
+
