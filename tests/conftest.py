@@ -58,3 +58,30 @@ def write_space(folder: Path, **changes) -> Path:
 @pytest.fixture
 def tiny_space(tmp_path: Path) -> Path:
     return write_space(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def war_search(tmp_path_factory) -> dict:
+    """A finished search, run once per session for the MLflow and plot tests (~40 s).
+
+    cnn-4 and cnn-8, each with λ = 1 fixed and with WAR (ζ = 400), 2 epochs: four trials
+    that give every figure data (two widths, a fixed λ, a λ_t trace). The search also logs
+    live to MLflow through the sink factory, so Ray pickles it as in a real run.
+    Returns {"folder": the search folder, "live_uri": the sqlite store the sink wrote}.
+    """
+    from ray import tune
+
+    from wartune.tracking import MlflowSinkFactory, default_tracking_uri
+    from wartune.tune.params import labelled
+    from wartune.tune.spaces import load_space
+    from wartune.tune.strategies import run_search
+
+    root = tmp_path_factory.mktemp("war_search")
+    space = load_space(str(write_space(root, model=["cnn-4", "cnn-8"], **{"lambda": [1.0]})))
+    war = labelled({"kind": "war", "zeta": 400.0, "alpha": 0.1, "lambda0": 0.0}, "war")
+    out = root / "runs"
+    uri = default_tracking_uri(out)
+    tags = {"strategy": space.strategy, "dataset": space.dataset, "objective": space.objective}
+    factory = MlflowSinkFactory(uri, space.name, space.model_dump(mode="json", by_alias=True), tags)
+    outcome = run_search(space, out, lam=tune.grid_search([1.0, war]), num_cpus=2, extra_sinks=[factory])
+    return {"folder": outcome.folder, "live_uri": uri}

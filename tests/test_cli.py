@@ -2,15 +2,14 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
+from tests.conftest import write_space
 from wartune.checkpoints import load_model
 from wartune.cli import main
 from wartune.store import EPOCH_SCHEMA, STEP_SCHEMA, TRIAL_SCHEMA
-from tests.conftest import write_space
 
 
 def _run(argv: list[str], capsys) -> tuple[int, str, str]:

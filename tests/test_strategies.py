@@ -136,7 +136,7 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 def test_resume_after_sigkill_keeps_finished_trials_and_the_optuna_study(tmp_path, capsys):
-    space = write_space(tmp_path, strategy="optuna", trials=3, max_concurrent=1, epochs=3,
+    space = write_space(tmp_path, strategy="optuna", trials=3, max_concurrent=1, epochs=3, model="wrn10-0.5",
                         **{"lambda": {"low": 0.5, "high": 12}})  # fmt: skip
     out = tmp_path / "runs"
     folder = out / "tiny"
@@ -149,6 +149,7 @@ def test_resume_after_sigkill_keeps_finished_trials_and_the_optuna_study(tmp_pat
             return any(t["status"] == "finished" for t in trials) and len(trials) >= 2
 
         _wait_for(one_done_and_next_started)
+        time.sleep(2.5)  # Ray snapshots the experiment every second: let it record the finish
     finally:
         _kill_group(proc)
     before = _trials(folder)
@@ -180,14 +181,15 @@ def _ray_trial_workers() -> list[psutil.Process]:
 
 
 def test_crashed_trial_is_retried_from_its_checkpoint(tmp_path, capsys):
-    space = write_space(tmp_path, epochs=3, max_concurrent=1, **{"lambda": [1, 6]})
+    # wrn10-0.5 epochs take seconds, so the kill lands inside a running trial
+    space = write_space(tmp_path, model="wrn10-0.5", epochs=3, max_concurrent=1, **{"lambda": [1, 6]})
     out = tmp_path / "runs"
     folder = out / "tiny"
     argv = [sys.executable, "-m", "wartune.cli", "search", "--space", str(space), "--out", str(out), "--num-cpus", "2"]
     proc = subprocess.Popen(argv, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for(lambda: len(_epochs(folder)) >= 1)
-        victim = [t["trial_id"] for t in _trials(folder)][0]
+        _wait_for(lambda: any(t["status"] == "running" and t["epochs"] == 1 for t in _trials(folder)))
+        victim = next(t["trial_id"] for t in _trials(folder) if t["status"] == "running")
         for worker in _ray_trial_workers():
             worker.kill()  # the worker process dies mid-run, as on a lost node
         assert proc.wait(timeout=300) == 0

@@ -12,7 +12,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-
 from typer import Abort, Exit
 
 try:  # typer >= 0.2x vendors its own click
@@ -60,6 +59,8 @@ OverwriteOpt = Annotated[bool, typer.Option(help="Delete an earlier search of th
 AddressOpt = Annotated[str | None, typer.Option(help="Ray cluster to join, e.g. auto.")]
 NumCpusOpt = Annotated[int | None, typer.Option(help="CPUs of the local Ray (default: all).")]
 NumGpusOpt = Annotated[float | None, typer.Option(help="GPUs the local Ray declares (default: detected).")]
+TrackingOpt = Annotated[str | None, typer.Option(help="MLflow tracking URI (default: sqlite:///OUT/mlflow.db).")]
+NoMlflowOpt = Annotated[bool, typer.Option("--no-mlflow", help="Do not log to MLflow.")]
 RegistryOpt = Annotated[Path | None, typer.Option(help="ζ registry file (default: OUT/zeta.parquet).")]
 ForceOpt = Annotated[bool, typer.Option(help="Use a ζ measured on another dataset / objective / ε.")]
 
@@ -108,9 +109,24 @@ def space_eps(spec: Any) -> float:
     return spec.attack.eps or dataset_info(spec.dataset).eps
 
 
-def run_and_report(spec: Any, out: Path, run: dict[str, Any], *, zeta: float | None = None, lam: Any = None) -> Any:
-    """Validate the folder, run the search, print its table and write summary.md."""
+def mlflow_sinks(spec: Any, out: Path, tracking_uri: str | None, no_mlflow: bool, experiment: str | None = None) -> list[Any]:
+    """The MLflow sink factory of a search, unless --no-mlflow."""
+    if no_mlflow:
+        return []
+    from wartune.tracking import MlflowSinkFactory, default_tracking_uri
+
+    tags = {"strategy": spec.strategy, "dataset": spec.dataset, "objective": spec.objective}
+    params = spec.model_dump(mode="json", by_alias=True)
+    return [MlflowSinkFactory(tracking_uri or default_tracking_uri(out), experiment or spec.name, params, tags)]
+
+
+def run_and_report(
+    spec: Any, out: Path, run: dict[str, Any], *, zeta: float | None = None, lam: Any = None,
+    tracking_uri: str | None = None, no_mlflow: bool = False,
+) -> Any:  # fmt: skip
+    """Validate the folder, run the search, print its table, write summary.md and plots."""
     from wartune.data import check_data_dir
+    from wartune.plots import write_plots
     from wartune.report import rich_table, rich_width_tables, write_summary
     from wartune.tune.strategies import check_folder, run_search
 
@@ -120,12 +136,18 @@ def run_and_report(spec: Any, out: Path, run: dict[str, Any], *, zeta: float | N
         f"search [bold]{spec.name}[/bold]: strategy {spec.strategy}, {spec.objective} on {spec.dataset}, "
         f"results in {out / spec.name}"
     )
-    outcome = run_search(spec, out, zeta=zeta, lam=lam, **run)
+    sinks = mlflow_sinks(spec, out, tracking_uri, no_mlflow)
+    outcome = run_search(spec, out, zeta=zeta, lam=lam, extra_sinks=sinks, **run)
     out_console.print(rich_table(outcome.trials, f"{spec.name}: metrics at each trial's best epoch (%)"))
     for table in rich_width_tables(outcome.trials):
         out_console.print(table)
     summary = write_summary(outcome.folder, spec.name, outcome.trials)
-    out_console.print(f"results: {outcome.folder}/trials.parquet, epochs.parquet; summary: {summary}")
+    plots = write_plots(outcome.folder)
+    if sinks:
+        from wartune.tracking import log_artifacts
+
+        log_artifacts(sinks[0].tracking_uri, sinks[0].experiment, [summary, *plots])
+    out_console.print(f"results: {outcome.folder}/trials.parquet, epochs.parquet; summary: {summary}; plots: {outcome.folder / 'plots'}")
     return outcome
 
 
@@ -149,6 +171,8 @@ def search(
     address: AddressOpt = None,
     num_cpus: NumCpusOpt = None,
     num_gpus: NumGpusOpt = None,
+    tracking_uri: TrackingOpt = None,
+    no_mlflow: NoMlflowOpt = False,
     registry: RegistryOpt = None,
     force: ForceOpt = False,
 ) -> None:
@@ -167,7 +191,7 @@ def search(
         entry = registry_at(registry, out).lookup(spec.zeta_from, spec.dataset, spec.objective, space_eps(spec), force)
         zeta = entry.zeta
     run = {"resume": resume, "overwrite": overwrite, "address": address, "num_cpus": num_cpus, "num_gpus": num_gpus}
-    run_and_report(spec, out, run, zeta=zeta)
+    run_and_report(spec, out, run, zeta=zeta, tracking_uri=tracking_uri, no_mlflow=no_mlflow)
 
 
 @app.command()
@@ -191,6 +215,8 @@ def calibrate(
     address: AddressOpt = None,
     num_cpus: NumCpusOpt = None,
     num_gpus: NumGpusOpt = None,
+    tracking_uri: TrackingOpt = None,
+    no_mlflow: NoMlflowOpt = False,
     registry: RegistryOpt = None,
 ) -> None:
     """Tune λ on a thin model, pick the best by robust accuracy, and store its ζ."""
@@ -213,7 +239,8 @@ def calibrate(
         )  # fmt: skip
         spec = load_space(space, overrides)
         run = {"resume": resume, "overwrite": overwrite, "address": address, "num_cpus": num_cpus, "num_gpus": num_gpus}
-        trials, search_name = run_and_report(spec, out, run).trials, spec.name
+        outcome = run_and_report(spec, out, run, tracking_uri=tracking_uri, no_mlflow=no_mlflow)
+        trials, search_name = outcome.trials, spec.name
     entry = best_trial_entry(trials, search_name, model)
     reg.put(entry)
     out_console.print(
@@ -246,6 +273,8 @@ def transfer(
     address: AddressOpt = None,
     num_cpus: NumCpusOpt = None,
     num_gpus: NumGpusOpt = None,
+    tracking_uri: TrackingOpt = None,
+    no_mlflow: NoMlflowOpt = False,
     registry: RegistryOpt = None,
 ) -> None:
     """Train wider models once each with WAR, using the ζ calibrated on a thin one."""
@@ -264,7 +293,7 @@ def transfer(
     err_console.print(f"ζ {entry.zeta:.3f} from {entry.describe()} (best λ {entry.best_lambda:g}, {entry.source})")
     lam = war_and_untuned(entry.zeta, spec.alpha, entry.best_lambda) if compare_untuned else None
     run = {"resume": resume, "overwrite": overwrite, "address": address, "num_cpus": num_cpus, "num_gpus": num_gpus}
-    run_and_report(spec, out, run, zeta=entry.zeta, lam=lam)
+    run_and_report(spec, out, run, zeta=entry.zeta, lam=lam, tracking_uri=tracking_uri, no_mlflow=no_mlflow)
 
 
 @app.command()
@@ -286,6 +315,8 @@ def compare(
     address: AddressOpt = None,
     num_cpus: NumCpusOpt = None,
     num_gpus: NumGpusOpt = None,
+    tracking_uri: TrackingOpt = None,
+    no_mlflow: NoMlflowOpt = False,
     registry: RegistryOpt = None,
 ) -> None:
     """Table 3: untuned λ, grid, Optuna and WAR on every target width, with compute cost."""
@@ -315,7 +346,16 @@ def compare(
         if overwrite and folder.exists():
             shutil.rmtree(folder)
     err_console.print(f"compare [bold]{spec.name}[/bold]: thin {spec.thin_model} → {', '.join(spec.models)}, results in {folder}")
-    outcome = run_compare(spec, out, resume=resume, registry=registry, address=address, num_cpus=num_cpus, num_gpus=num_gpus)
+    def sinks_for(part: Any) -> list[Any]:
+        return mlflow_sinks(part, out, tracking_uri, no_mlflow, experiment=f"{spec.name}/{part.name}")
+
+    outcome = run_compare(
+        spec, out, resume=resume, registry=registry, address=address, num_cpus=num_cpus, num_gpus=num_gpus,
+        sinks_for=sinks_for,
+    )
+    from wartune.plots import write_plots
+
+    write_plots(folder)
     table = Table(title=f"{spec.name}: strategies per width (metrics %, cost in device-seconds)")
     for col in ("model", "strategy", "λ", "natural", "robust", "stability", "trials", "cost s", "cost / grid"):
         table.add_column(col, justify="left" if col in ("model", "strategy") else "right")
@@ -326,7 +366,37 @@ def compare(
             "–" if r["cost_vs_grid"] is None else f"{r['cost_vs_grid']:.2f}",
         )  # fmt: skip
     out_console.print(table)
-    out_console.print(f"results: {folder}/compare.parquet, {folder}/compare.md")
+    out_console.print(f"results: {folder}/compare.parquet, {folder}/compare.md, plots in {folder / 'plots'}")
+
+
+@app.command()
+def report(
+    folder: Annotated[Path, typer.Argument(help="A finished search or compare folder, e.g. runs/lambda_grid.")],
+    to_mlflow: Annotated[bool, typer.Option(help="Also log the search to MLflow from its Parquet files.")] = False,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Regenerate summary.md and the plots from the Parquet files alone."""
+    from wartune.plots import write_plots
+    from wartune.report import rich_table, write_summary
+    from wartune.store import TRIAL_SCHEMA, TRIALS_FILE, read_rows
+
+    has_trials = (folder / TRIALS_FILE).is_file()
+    if not has_trials and not (folder / "compare.parquet").is_file():
+        raise WartuneError(f"{str(folder)!r} holds neither {TRIALS_FILE} nor compare.parquet: not a wartune result folder")
+    if has_trials:
+        trials = read_rows(folder / TRIALS_FILE, TRIAL_SCHEMA)
+        out_console.print(rich_table(trials, f"{folder.name}: metrics at each trial's best epoch (%)"))
+        out_console.print(f"summary: {write_summary(folder, folder.name, trials)}")
+    for path in write_plots(folder):
+        out_console.print(f"plot: {path}")
+    if to_mlflow:
+        if not has_trials:
+            raise WartuneError(f"--to-mlflow logs a search folder; {str(folder)!r} is a compare folder: log its parts")
+        from wartune.tracking import default_tracking_uri, log_search
+
+        uri = tracking_uri or default_tracking_uri(folder.parent)
+        run_id = log_search(folder, uri)
+        out_console.print(f"logged to MLflow at {uri}: parent run {run_id}")
 
 
 @zeta_app.command("list")

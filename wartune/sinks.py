@@ -97,6 +97,17 @@ class ParquetSink:
     def close(self) -> None:
         self._write()
 
+    def forget_except(self, trial_ids: set[str]) -> None:
+        """Drop rows of trials the experiment does not know (yet) — work lost in a crash.
+
+        A driver killed between a new trial's first report and Ray's next experiment
+        snapshot leaves rows of a trial that `Tuner.restore` will not resume; Ray starts
+        a replacement instead, so the orphan's rows must go to keep one row per trial.
+        """
+        self.epochs = {k: r for k, r in self.epochs.items() if k[0] in trial_ids}
+        self.steps = {k: r for k, r in self.steps.items() if k[0] in trial_ids}
+        self.trials = {k: r for k, r in self.trials.items() if k in trial_ids}
+
     def _trial_row(self, meta: dict[str, Any], status: str, error: str | None) -> dict[str, Any]:
         """Best-epoch metrics (by robust accuracy), the final epoch's, ζ and the cost."""
         rows = sorted((r for (t, _), r in self.epochs.items() if t == meta["trial_id"]), key=lambda r: r["epoch"])

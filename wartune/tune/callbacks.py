@@ -95,5 +95,8 @@ class SinkCallback(tune.Callback):
                 shutil.copy2(Path(folder) / name, target / name)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
+        known = {t.trial_id for t in trials}
         for sink in self.sinks:
+            if isinstance(sink, ParquetSink):
+                sink.forget_except(known)
             sink.close()

@@ -12,6 +12,7 @@ untuned and WAR, as Table 3 does. Each part is its own resumable search under
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from wartune.tune.strategies import SearchOutcome, ray_session, run_search
 from wartune.zeta import ZetaRegistry, best_trial_entry
 
 STRATEGIES = ("untuned", "grid", "optuna", "war")
+SinksFor = Callable[[SearchSpace], list[Any]]  # a part's extra sink factories (MLflow)
 
 COMPARE_SCHEMA = pa.schema(
     [
@@ -57,12 +59,13 @@ def _part(space: SearchSpace, **changes: Any) -> SearchSpace:
     return SearchSpace.model_validate({**space.model_dump(by_alias=True), **changes})
 
 
-def _run_part(part: SearchSpace, root: Path, resume: bool, **lam: Any) -> SearchOutcome:
+def _run_part(part: SearchSpace, root: Path, resume: bool, sinks_for: SinksFor | None, **lam: Any) -> SearchOutcome:
     """Run one part; on --resume, continue it if it was started, else start it."""
     from ray import tune
 
     started = tune.Tuner.can_restore(str((root / part.name / "ray" / "tune").resolve()))
-    return run_search(part, root, resume=resume and started, overwrite=not (resume and started), **lam)
+    sinks = sinks_for(part) if sinks_for is not None else None
+    return run_search(part, root, resume=resume and started, overwrite=not (resume and started), extra_sinks=sinks, **lam)
 
 
 def _cost(trials: list[dict[str, Any]]) -> float:
@@ -144,14 +147,15 @@ def compare_markdown(name: str, rows: list[dict[str, Any]], calibration: dict[st
 
 
 def run_compare(space: SearchSpace, out: Path, *, resume: bool = False, registry: Path | None = None,
-                address: str | None = None, num_cpus: int | None = None, num_gpus: float | None = None) -> CompareOutcome:  # fmt: skip
+                address: str | None = None, num_cpus: int | None = None, num_gpus: float | None = None,
+                sinks_for: SinksFor | None = None) -> CompareOutcome:  # fmt: skip
     """Calibrate on the thin net, then run all four strategies on every target width."""
     root = out / space.name
     root.mkdir(parents=True, exist_ok=True)
     assert space.thin_model is not None
     grid = space.lambdas
     with ray_session(address, num_cpus, num_gpus):
-        calib = _run_part(_part(space, name="calibrate", strategy="grid", model=space.thin_model), root, resume)
+        calib = _run_part(_part(space, name="calibrate", strategy="grid", model=space.thin_model), root, resume, sinks_for)
         entry = best_trial_entry(calib.trials, f"{space.name}/calibrate", space.thin_model)
         ZetaRegistry(registry or out / "zeta.parquet").put(entry)
         war = labelled({"kind": "war", "zeta": entry.zeta, "alpha": space.alpha, "lambda0": 0.0}, "war")
@@ -160,12 +164,12 @@ def run_compare(space: SearchSpace, out: Path, *, resume: bool = False, registry
         from ray import tune
 
         lam = tune.grid_search([untuned, *fixed_values, war])
-        wide = _run_part(_part(space, name="grid-untuned-war", strategy="grid"), root, resume, lam=lam)
+        wide = _run_part(_part(space, name="grid-untuned-war", strategy="grid"), root, resume, sinks_for, lam=lam)
         optuna_parts = [
             _run_part(
                 _part(space, name=f"optuna-{model}", strategy="optuna", model=model, trials=len(grid),
                       **{"lambda": {"low": min(grid), "high": max(grid), "log": min(grid) > 0}}),
-                root, resume,
+                root, resume, sinks_for,
             )  # fmt: skip
             for model in space.models
         ]

@@ -119,6 +119,9 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, num_gpu
         yield
         return
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # Snapshot the experiment (trial list, searcher state) every second, not every 10 s,
+    # so a killed driver loses at most a second of bookkeeping.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     kwargs: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
     if address:

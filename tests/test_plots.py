@@ -1,0 +1,77 @@
+"""Figures from a real search's Parquet files: which PNGs appear, that they are images, and
+that a figure without data is skipped rather than failed."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import matplotlib.image
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from wartune.plots import write_plots
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+ALL = {"lambda_metrics.png", "stability_vs_width.png", "epoch_curves.png", "war_lambda.png", "lipschitz_vs_width.png"}
+TABLES = ("trials.parquet", "epochs.parquet", "steps.parquet")
+
+
+def _copy(src: Path, dest: Path, keep: Callable[[dict[str, Any]], bool] = lambda t: True) -> Path:
+    """The search's tables, limited to the trials `keep` accepts (the session's folder stays untouched)."""
+    dest.mkdir(parents=True)
+    ids = {t["trial_id"] for t in pq.read_table(src / "trials.parquet").to_pylist() if keep(t)}
+    for name in TABLES:
+        table = pq.read_table(src / name)
+        pq.write_table(table.filter(pc.is_in(table["trial_id"], pa.array(sorted(ids)))), dest / name)
+    return dest
+
+
+def _assert_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert data.startswith(PNG_SIGNATURE) and len(data) > 10_000, path
+    height, width, _ = matplotlib.image.imread(path).shape
+    assert height >= 400 and width >= 400, (path, height, width)
+
+
+def test_write_plots_writes_every_figure_as_png(war_search, tmp_path):
+    folder = _copy(war_search["folder"], tmp_path / "search")
+    written = write_plots(folder)
+    assert {p.name for p in written} == ALL and len(written) == len(ALL)
+    for path in written:
+        assert path.parent == folder / "plots"
+        _assert_png(path)
+
+
+def test_figures_without_data_are_skipped(war_search, tmp_path):
+    src = war_search["folder"]
+    fixed_only = _copy(src, tmp_path / "fixed", lambda t: t["lambda_setting"] is not None)
+    assert {p.name for p in write_plots(fixed_only)} == ALL - {"war_lambda.png"}  # no WAR trial
+    one_width = _copy(src, tmp_path / "one_width", lambda t: t["model"] == "cnn-8")
+    assert {p.name for p in write_plots(one_width)} == {"lambda_metrics.png", "epoch_curves.png", "war_lambda.png"}
+    war_only = _copy(src, tmp_path / "war_only", lambda t: t["lambda_setting"] is None)
+    assert {p.name for p in write_plots(war_only)} == {"epoch_curves.png", "war_lambda.png", "lipschitz_vs_width.png"}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert write_plots(empty) == [] and not (empty / "plots").exists()
+
+
+def test_compare_table_adds_robust_accuracy_against_compute(war_search, tmp_path):
+    trials = pq.read_table(war_search["folder"] / "trials.parquet").to_pylist()
+    rows = [
+        {"compare": "c", "strategy": t["strategy"], "model": t["model"], "width": t["width"],
+         "rob_acc": t["rob_acc"], "device_seconds": t["device_seconds"] * (8 if t["strategy"] == "grid" else 1)}
+        for t in trials
+    ]  # fmt: skip
+    only_compare = tmp_path / "compare"
+    only_compare.mkdir()
+    pq.write_table(pa.Table.from_pylist(rows), only_compare / "compare.parquet")
+    (path,) = write_plots(only_compare)
+    assert path.name == "robust_vs_cost.png"
+    _assert_png(path)
+    folder = _copy(war_search["folder"], tmp_path / "search")
+    shutil.copy(only_compare / "compare.parquet", folder)
+    assert {p.name for p in write_plots(folder)} == ALL | {"robust_vs_cost.png"}

@@ -1,0 +1,303 @@
+"""MLflow logging against real stores: sqlite files and a real `mlflow server` process.
+
+Every check compares MLflow with the Parquet tables of one real search (the session's
+`war_search`): one parent run, one nested run per trial, per-epoch histories equal to
+epochs.parquet, whether the runs come from the live sink or from `log_search`.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from wartune.errors import WartuneError
+from wartune.tracking import (
+    EPOCH_METRICS,
+    MlflowSinkFactory,
+    default_tracking_uri,
+    flatten,
+    log_search,
+)
+
+META_KEYS = (
+    "search", "trial_id", "strategy", "model", "width", "dataset", "objective", "eps", "seed",
+    "lambda_setting", "zeta_from", "zeta_used", "cpus", "gpus", "device", "checkpoint",
+)  # fmt: skip
+
+
+def _tables(folder: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    return pq.read_table(folder / "trials.parquet").to_pylist(), pq.read_table(folder / "epochs.parquet").to_pylist()
+
+
+def _structure(uri: str, experiment: str) -> tuple[Run, dict[str, Run]]:
+    """The experiment's single parent run and its nested runs by trial id; nothing else is there."""
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no experiment {experiment!r}"
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if MLFLOW_PARENT_RUN_ID not in r.data.tags]
+    assert len(parents) == 1
+    parent = parents[0]
+    children = [r for r in runs if r.data.tags.get(MLFLOW_PARENT_RUN_ID) == parent.info.run_id]
+    assert len(children) == len(runs) - 1
+    by_trial = {r.data.params["trial_id"]: r for r in children}
+    assert len(by_trial) == len(children), "one nested run per trial"
+    return parent, by_trial
+
+
+def _check_trials(uri: str, runs: dict[str, Run], trials: list[dict[str, Any]], epochs: list[dict[str, Any]]) -> None:
+    """Each trial's nested run: its setting as params, histories equal to epochs.parquet, best metrics, status."""
+    client = MlflowClient(uri)
+    for trial in trials:
+        run = runs[trial["trial_id"]]
+        params = run.data.params
+        assert params["model"] == trial["model"] and params["strategy"] == trial["strategy"]
+        assert float(params["width"]) == trial["width"] and float(params["eps"]) == trial["eps"]
+        assert params["objective"] == trial["objective"] and int(params["seed"]) == trial["seed"]
+        if trial["lambda_setting"] is None:
+            assert float(params["zeta_used"]) == trial["zeta_used"] and "lambda_setting" not in params
+        else:
+            assert float(params["lambda_setting"]) == trial["lambda_setting"] and "zeta_used" not in params
+        rows = sorted((r for r in epochs if r["trial_id"] == trial["trial_id"]), key=lambda r: r["epoch"])
+        assert rows
+        for key in EPOCH_METRICS:
+            history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
+            assert history == [(r["epoch"], r[key]) for r in rows if r[key] is not None], key
+        metrics = run.data.metrics
+        assert metrics["best_rob_acc"] == trial["rob_acc"] and metrics["best_epoch"] == trial["best_epoch"]
+        assert metrics["final_nat_acc"] == trial["final_nat_acc"] and metrics["lambda_final"] == trial["lambda_final"]
+        assert run.data.tags["status"] == trial["status"] == "finished" and "error" not in run.data.tags
+        assert run.info.status == "FINISHED"
+
+
+def _check_parent(parent: Run, strategy: str = "grid") -> None:
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["attack.eps"] == "0.2" and parent.data.params["model"] == '["cnn-4", "cnn-8"]'
+    assert parent.data.tags["strategy"] == strategy
+    assert parent.data.tags["dataset"] == "digits" and parent.data.tags["objective"] == "trades"
+
+
+def _head() -> str | None:
+    proc = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def _free_port() -> int:
+    """A port nothing listens on (bound and released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_flatten_and_default_uri():
+    assert flatten({"attack": {"eps": 0.2, "step": None}, "model": ["a", "b"], "seed": 0}) == {
+        "attack.eps": "0.2", "model": '["a", "b"]', "seed": "0",
+    }  # fmt: skip
+    uri = default_tracking_uri(Path("runs"))
+    assert uri == f"sqlite:///{Path('runs').resolve()}/mlflow.db" and uri.startswith("sqlite:////")
+
+
+def test_log_search_mirrors_the_parquet_tables(war_search, tmp_path):
+    folder = war_search["folder"]
+    trials, epochs = _tables(folder)
+    uri = default_tracking_uri(tmp_path)
+    parent_id = log_search(folder, uri)
+    parent, runs = _structure(uri, "tiny")
+    assert parent.info.run_id == parent_id and len(runs) == len(trials) == 4
+    _check_parent(parent)
+    assert parent.data.tags["wartune.source"] == "parquet"
+    _check_trials(uri, runs, trials, epochs)
+
+
+def test_live_sink_in_a_real_search_logged_every_epoch(war_search):
+    """The factory went through Ray's pickling into the driver callback and logged live."""
+    trials, epochs = _tables(war_search["folder"])
+    parent, runs = _structure(war_search["live_uri"], "tiny")
+    assert len(runs) == len(trials)
+    _check_parent(parent)
+    assert parent.data.tags["wartune.source"] == "live"
+    _check_trials(war_search["live_uri"], runs, trials, epochs)
+
+
+def test_sink_driven_directly_gives_the_same_structure(war_search, tmp_path):
+    trials, epochs = _tables(war_search["folder"])
+    uri = default_tracking_uri(tmp_path)
+    space = {"model": ["cnn-4", "cnn-8"], "attack": {"eps": 0.2, "steps": 3}, "seed": 0}
+    factory = MlflowSinkFactory(uri, "direct", space, {"strategy": "grid", "dataset": "digits", "objective": "trades"})
+    sink = pickle.loads(pickle.dumps(factory))()
+    client = MlflowClient(uri)
+    client.delete_experiment(client.create_experiment("direct"))  # a deleted name is restored, not an error
+    metas = {t["trial_id"]: {k: t[k] for k in META_KEYS} for t in trials}
+    # Trials interleave, as they do under Ray: every trial's epoch 1, then every epoch 2.
+    for epoch in sorted({r["epoch"] for r in epochs}):
+        for row in (r for r in epochs if r["epoch"] == epoch):
+            sink.on_epoch(metas[row["trial_id"]], {**row, "best_epoch": 1, "device": "cpu", "steps": {"l_nat": [1.0]}})
+    for meta in metas.values():
+        sink.on_trial_end(meta, "finished", None)
+    diverged = {**metas[trials[0]["trial_id"]], "trial_id": "x_00098"}
+    sink.on_epoch(diverged, {"epoch": 1, "rob_acc": 0.0, "error": "loss is nan at step 3", "device": "cpu"})
+    sink.on_trial_end(diverged, "finished", None)
+    interrupted = {**metas[trials[0]["trial_id"]], "trial_id": "x_00099"}
+    sink.on_epoch(interrupted, {**epochs[0], "trial_id": "x_00099"})
+    assert client.get_run(sink.parent_run_id).info.status == "RUNNING"
+    sink.close()
+    assert not sink.disabled
+
+    parent, runs = _structure(uri, "direct")
+    assert set(runs) == {*metas, "x_00098", "x_00099"}
+    _check_parent(parent)
+    if _head():
+        assert parent.data.tags["git_commit"] == _head()
+    _check_trials(uri, {t: runs[t] for t in metas}, trials, epochs)
+    bad = runs["x_00098"]
+    assert bad.info.status == "FAILED" and bad.data.tags["status"] == "failed"
+    assert bad.data.tags["error"] == "loss is nan at step 3" and not bad.data.metrics
+    assert runs["x_00099"].info.status == "KILLED"
+
+
+def test_unreachable_server_warns_once_and_never_raises(war_search, capsys):
+    trials, epochs = _tables(war_search["folder"])
+    uri = f"http://127.0.0.1:{_free_port()}"
+    sink = MlflowSinkFactory(uri, "down", {"seed": 0}, {"strategy": "grid"})()
+    meta = {k: trials[0][k] for k in META_KEYS}
+    start = time.monotonic()
+    for row in (r for r in epochs if r["trial_id"] == meta["trial_id"]):
+        sink.on_epoch(meta, row)
+    sink.on_trial_end(meta, "finished", None)
+    sink.close()
+    assert time.monotonic() - start < 30
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if "warning" in line]
+    assert len(warnings) == 1, err
+    assert warnings[0].startswith(f"wartune: warning: MLflow logging skipped: cannot reach {uri} (")
+    assert "Traceback" not in err and sink.disabled
+    start = time.monotonic()
+    with pytest.raises(WartuneError, match=f"cannot log .* to MLflow at {uri}"):
+        log_search(war_search["folder"], uri)
+    assert time.monotonic() - start < 30
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory) -> Iterator[str]:
+    """A real tracking server on a free local port; its whole process group ends afterwards."""
+    root = tmp_path_factory.mktemp("mlflow_server")
+    port = _free_port()
+    cmd = [
+        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+        "--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--default-artifact-root", str(root / "artifacts"),
+        "--workers", "1",
+    ]  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    with open(root / "server.log", "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                if proc.poll() is not None:
+                    pytest.fail(f"mlflow server exited with {proc.returncode}:\n{(root / 'server.log').read_text()}")
+                try:
+                    with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                        if answer.status == 200:
+                            break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    pytest.fail(f"mlflow server did not answer in 120 s:\n{(root / 'server.log').read_text()}")
+                time.sleep(0.5)
+            yield url
+        finally:
+            _end_group(proc)
+
+
+def _end_group(proc: subprocess.Popen) -> None:
+    """SIGTERM to the server's own process group (uvicorn worker, job runner), then SIGKILL to what is left."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=15)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def test_log_search_to_a_running_mlflow_server(war_search, mlflow_server):
+    folder = war_search["folder"]
+    trials, epochs = _tables(folder)
+    parent_id = log_search(folder, mlflow_server, experiment="tiny-on-server")
+    parent, runs = _structure(mlflow_server, "tiny-on-server")
+    assert parent.info.run_id == parent_id and len(runs) == len(trials)
+    _check_parent(parent)
+    _check_trials(mlflow_server, runs, trials, epochs)
+
+
+def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    from wartune.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+        raise SystemExit(0)
+    captured = capsys.readouterr()
+    return done.value.code or 0, captured.out, captured.err
+
+
+def test_cli_search_logs_to_a_running_mlflow_server(mlflow_server, tmp_path, capsys):
+    from tests.conftest import write_space
+
+    space = write_space(tmp_path, **{"lambda": [1, 6]})
+    code, _, err = _cli(["search", "--space", str(space), "--out", str(tmp_path / "runs"),
+                         "--tracking-uri", mlflow_server, "--name", "cli-on-server"], capsys)  # fmt: skip
+    assert code == 0, err
+    folder = tmp_path / "runs" / "cli-on-server"
+    trials, epochs = _tables(folder)
+    parent, runs = _structure(mlflow_server, "cli-on-server")
+    assert len(runs) == len(trials) == 2
+    _check_trials(mlflow_server, runs, trials, epochs)
+    artifacts = [a.path for a in MlflowClient(mlflow_server).list_artifacts(parent.info.run_id)]
+    assert "summary.md" in artifacts and "plots" in artifacts
+
+
+def test_cli_search_with_unreachable_tracking_completes_and_warns_once(tmp_path, capsys):
+    from tests.conftest import write_space
+
+    space = write_space(tmp_path, **{"lambda": [1, 6]})
+    uri = f"http://127.0.0.1:{_free_port()}"
+    code, _, err = _cli(["search", "--space", str(space), "--out", str(tmp_path / "runs"), "--tracking-uri", uri], capsys)
+    assert code == 0, err
+    assert [ln for ln in err.splitlines() if "warning" in ln] == [
+        next(ln for ln in err.splitlines() if ln.startswith(f"wartune: warning: MLflow logging skipped: cannot reach {uri}"))
+    ]
+    trials, epochs = _tables(tmp_path / "runs" / "tiny")
+    assert len(trials) == 2 and len(epochs) == 4 and all(t["status"] == "finished" for t in trials)
+
+
+def test_cli_report_regenerates_summary_and_logs_to_mlflow(war_search, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(war_search["folder"], folder, ignore=shutil.ignore_patterns("ray", "plots", "summary.md"))
+    uri = default_tracking_uri(tmp_path)
+    code, out, err = _cli(["report", str(folder), "--to-mlflow", "--tracking-uri", uri], capsys)
+    assert code == 0, err
+    assert (folder / "summary.md").is_file() and len(list((folder / "plots").glob("*.png"))) >= 4
+    parent, runs = _structure(uri, "tiny")
+    assert len(runs) == 4 and parent.data.tags["wartune.source"] == "parquet"
+    code, _, err = _cli(["report", str(tmp_path / "nowhere")], capsys)
+    assert code == 2 and "not a wartune result folder" in err

@@ -1,0 +1,249 @@
+"""Figures of a search, drawn from its Parquet files alone into `<folder>/plots/`.
+
+The paper's Table 1 as curves over λ, stability and the Lipschitz estimate over width
+(Fig. 4), per-epoch curves (Fig. 3), WAR's λ_t trace, and robust accuracy against compute
+when a `compare.parquet` is there. Each figure is skipped, not failed, when its data is
+missing (no WAR trial, a single width...). Figures are `matplotlib.figure.Figure` objects
+on an explicit Agg canvas: no pyplot state, so this works headless, from a Ray driver or a
+test, and leaves a notebook's backend alone.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+from wartune.store import EPOCHS_FILE, STEPS_FILE, TRIALS_FILE
+
+PLOTS_DIR = "plots"
+COMPARE_FILE = "compare.parquet"
+METRICS = (("rob_acc", "robust accuracy (%)"), ("nat_acc", "natural accuracy (%)"), ("stability", "perturbation stability (%)"))
+
+
+@dataclass
+class SearchData:
+    """A search folder's tables as rows; a missing file is an empty list."""
+
+    name: str
+    trials: list[dict[str, Any]]
+    epochs: list[dict[str, Any]]
+    steps: list[dict[str, Any]]
+    compare: list[dict[str, Any]]
+
+    @property
+    def finished_fixed(self) -> list[dict[str, Any]]:
+        """Finished trials with a fixed λ and metrics: the rows of the paper's Table 1."""
+        return [t for t in self.trials if t.get("lambda_setting") is not None and t.get("status") == "finished" and t.get("rob_acc") is not None]
+
+    @property
+    def war_ids(self) -> set[str]:
+        return {t["trial_id"] for t in self.trials if t.get("lambda_setting") is None and t.get("zeta_used") is not None}
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    # Not store.read_rows: a figure should not refuse a table of an older or newer schema.
+    return pq.read_table(path).to_pylist() if path.is_file() else []
+
+
+def load(folder: Path) -> SearchData:
+    folder = Path(folder)
+    return SearchData(
+        name=folder.name,
+        trials=_rows(folder / TRIALS_FILE),
+        epochs=_rows(folder / EPOCHS_FILE),
+        steps=_rows(folder / STEPS_FILE),
+        compare=_rows(folder / COMPARE_FILE),
+    )
+
+
+def _pct(v: float | None) -> float:
+    return float("nan") if v is None else 100.0 * v
+
+
+def _subtitle(data: SearchData) -> str:
+    if not data.trials:
+        return data.name
+    t = data.trials[0]
+    return f"search {data.name}: {t['objective']} on {t['dataset']}, ε = {t['eps']:g}"
+
+
+def _trial_label(t: dict[str, Any]) -> str:
+    lam = f"λ={t['lambda_setting']:g}" if t.get("lambda_setting") is not None else f"WAR ζ={t.get('zeta_used') or 0:g}"
+    return f"{t['trial_id'][-5:]} {t['model']} {lam}"
+
+
+def _width_axis(ax: Axes, widths: list[float]) -> None:
+    """Widths double from one model to the next, so a wide span reads better on log2."""
+    if min(widths) > 0 and max(widths) / min(widths) >= 4:
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(widths, [f"{w:g}" for w in widths])
+    ax.set_xlabel("width (the W in the model name)")
+
+
+def _mean_by(rows: list[dict[str, Any]], key: str, value: str) -> tuple[list[float], list[float]]:
+    """x sorted, y averaged over trials that share x (several seeds, or a repeated λ)."""
+    groups: dict[float, list[float]] = defaultdict(list)
+    for r in rows:
+        if r.get(value) is not None:
+            groups[r[key]].append(r[value])
+    xs = sorted(groups)
+    return xs, [sum(groups[x]) / len(groups[x]) for x in xs]
+
+
+def _save(fig: Figure, out: Path, name: str) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / name
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def _figure(panels: int, title: str) -> tuple[Figure, list[Axes]]:
+    fig = Figure(figsize=(4.6 * panels, 4.2), layout="constrained")
+    axes = [fig.add_subplot(1, panels, i + 1) for i in range(panels)]
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    return fig, axes
+
+
+def lambda_metrics(data: SearchData, out: Path) -> Path | None:
+    """Robust / natural / stability against λ, one line per model: Table 1 as a figure."""
+    fixed = data.finished_fixed
+    if not fixed:
+        return None
+    fig, axes = _figure(3, f"Metrics at each trial's best epoch against λ\n{_subtitle(data)}")
+    models = sorted({t["model"] for t in fixed}, key=lambda m: (next(t["width"] for t in fixed if t["model"] == m), m))
+    for model in models:
+        rows = [t for t in fixed if t["model"] == model]
+        for ax, (key, _) in zip(axes, METRICS, strict=True):
+            xs, ys = _mean_by(rows, "lambda_setting", key)
+            ax.plot(xs, [_pct(y) for y in ys], marker="o", label=f"{model} (width {rows[0]['width']:g})")
+    for ax, (_, label) in zip(axes, METRICS, strict=True):
+        ax.set_xlabel("λ (robust-regularisation weight)")
+        ax.set_ylabel(label)
+    axes[0].legend(title="model", fontsize="small")
+    return _save(fig, out, "lambda_metrics.png")
+
+
+def stability_vs_width(data: SearchData, out: Path) -> Path | None:
+    """Perturbation stability against width at each fixed λ (the paper's width effect)."""
+    fixed = data.finished_fixed
+    widths = sorted({t["width"] for t in fixed})
+    if len(widths) < 2:
+        return None
+    fig, (ax,) = _figure(1, f"Stability against width\n{_subtitle(data)}")
+    for lam in sorted({t["lambda_setting"] for t in fixed}):
+        xs, ys = _mean_by([t for t in fixed if t["lambda_setting"] == lam], "width", "stability")
+        ax.plot(xs, [_pct(y) for y in ys], marker="o", label=f"λ = {lam:g}")
+    _width_axis(ax, widths)
+    ax.set_ylabel("perturbation stability (%)")
+    ax.legend(fontsize="small")
+    return _save(fig, out, "stability_vs_width.png")
+
+
+def epoch_curves(data: SearchData, out: Path) -> Path | None:
+    """Natural, robust accuracy and stability per epoch, one line per trial (Fig. 3)."""
+    if not data.epochs:
+        return None
+    trials = {t["trial_id"]: t for t in data.trials}
+    ids = sorted({r["trial_id"] for r in data.epochs})
+    fig, axes = _figure(3, f"Per-epoch evaluation\n{_subtitle(data)}")
+    for trial_id in ids:
+        rows = sorted((r for r in data.epochs if r["trial_id"] == trial_id), key=lambda r: r["epoch"])
+        label = _trial_label(trials.get(trial_id, rows[0]))
+        for ax, (key, _) in zip(axes, METRICS, strict=True):
+            ax.plot([r["epoch"] for r in rows], [_pct(r[key]) for r in rows], marker=".", label=label)
+    for ax, (_, label) in zip(axes, METRICS, strict=True):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right center", fontsize="small", title="trial")
+    return _save(fig, out, "epoch_curves.png")
+
+
+def war_lambda(data: SearchData, out: Path) -> Path | None:
+    """λ_t over training for each WAR trial (Algorithm 1's trace, from steps.parquet)."""
+    war = {t["trial_id"]: t for t in data.trials if t["trial_id"] in data.war_ids}
+    steps = [s for s in data.steps if s["trial_id"] in war]
+    if not steps:
+        return None
+    fig, (ax,) = _figure(1, f"WAR: λ_t over training\n{_subtitle(data)}")
+    for trial_id, t in sorted(war.items()):
+        trace = sorted((s for s in steps if s["trial_id"] == trial_id), key=lambda s: (s["epoch"], s["step"]))
+        if trace:
+            ax.plot(range(1, len(trace) + 1), [s["lambda_t"] for s in trace], label=f"{t['model']} (ζ = {t['zeta_used']:g})")
+    ax.set_xlabel("training step (all epochs)")
+    ax.set_ylabel("λ_t")
+    ax.legend(fontsize="small")
+    return _save(fig, out, "war_lambda.png")
+
+
+def lipschitz_vs_width(data: SearchData, out: Path) -> Path | None:
+    """The Lipschitz estimate at each trial's best epoch against width, per λ (Fig. 4)."""
+    done = [t for t in data.trials if t.get("status") == "finished" and t.get("lipschitz") is not None]
+    widths = sorted({t["width"] for t in done})
+    if len(widths) < 2:
+        return None
+    fig, (ax,) = _figure(1, f"Lipschitz estimate against width\n{_subtitle(data)}")
+    for lam in sorted({t["lambda_setting"] for t in done if t["lambda_setting"] is not None}):
+        xs, ys = _mean_by([t for t in done if t["lambda_setting"] == lam], "width", "lipschitz")
+        ax.plot(xs, ys, marker="o", label=f"λ = {lam:g}")
+    war = [t for t in done if t["trial_id"] in data.war_ids]
+    if war:
+        xs, ys = _mean_by(war, "width", "lipschitz")
+        ax.plot(xs, ys, marker="s", linestyle="--", color="black", label="WAR")
+    _width_axis(ax, widths)
+    ax.set_ylabel("Lipschitz estimate\n(mean input-gradient ℓ1 norm under PGD)")
+    ax.legend(fontsize="small")
+    return _save(fig, out, "lipschitz_vs_width.png")
+
+
+def robust_vs_cost(data: SearchData, out: Path) -> Path | None:
+    """Robust accuracy against compute per strategy, from compare.parquet (Table 3's trade-off)."""
+    cost_key = "total_seconds" if any(r.get("total_seconds") is not None for r in data.compare) else "device_seconds"
+    rows = [r for r in data.compare if r.get(cost_key) is not None and r.get("rob_acc") is not None]
+    if not rows:
+        return None
+    hours = max(r[cost_key] for r in rows) >= 3600
+    scale, unit = (1 / 3600, "device-hours") if hours else (1.0, "device-seconds")
+    fig, (ax,) = _figure(1, f"Robust accuracy against compute\n{data.name}: each strategy's best trial per model")
+    for marker, strategy in zip("osD^v<>p*", sorted({r["strategy"] for r in rows}), strict=False):
+        points = sorted((r for r in rows if r["strategy"] == strategy), key=lambda r: (r.get("width") or 0, r["model"]))
+        xs, ys = [r[cost_key] * scale for r in points], [_pct(r["rob_acc"]) for r in points]
+        ax.plot(xs, ys, marker=marker, label=strategy)
+        for r, x, y in zip(points, xs, ys, strict=True):
+            ax.annotate(r["model"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize="x-small")
+    costs = [r[cost_key] for r in rows]
+    if min(costs) > 0 and max(costs) / min(costs) >= 10:
+        ax.set_xscale("log")
+        # Ticks at 1-2-5 with plain labels: matplotlib's minor log labels overlap on a short axis.
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    included = ", calibration included" if cost_key == "total_seconds" else ""
+    ax.set_xlabel(f"compute ({unit}{included})")
+    ax.set_ylabel("robust accuracy (%)")
+    ax.legend(title="strategy", fontsize="small")
+    return _save(fig, out, "robust_vs_cost.png")
+
+
+PLOTS: tuple[Callable[[SearchData, Path], Path | None], ...] = (
+    lambda_metrics, stability_vs_width, epoch_curves, war_lambda, lipschitz_vs_width, robust_vs_cost,
+)  # fmt: skip
+
+
+def write_plots(folder: Path) -> list[Path]:
+    """Every figure the folder's data supports, as PNGs in `folder/plots/`; the written paths."""
+    data = load(folder)
+    out = Path(folder) / PLOTS_DIR
+    return [path for plot in PLOTS if (path := plot(data, out)) is not None]

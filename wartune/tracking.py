@@ -1,0 +1,347 @@
+"""MLflow tracking of a search: a live sink, and a replay of a finished search's Parquet files.
+
+Layout: one experiment per search name, one parent run per invocation (the resolved search
+space as params), one nested run per trial (its setting as params, per-epoch metrics with
+step = epoch, best/final metrics and its status at the end). The Parquet tables stay the
+source of truth and MLflow is a view of them, so a tracking server that cannot be reached
+costs the live sink one warning line, never the search. All calls go through
+`MlflowClient` with explicit run ids: trials finish in any order, and the fluent
+active-run API would mix them up.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import yaml
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PARENT_RUN_ID
+from sqlalchemy.exc import SQLAlchemyError
+
+from wartune.errors import WartuneError
+from wartune.store import EPOCHS_FILE, TRIALS_FILE
+
+# Without these MLflow retries an unreachable server for minutes (7 retries, 120 s timeout).
+FAST_FAIL_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+# What goes wrong when the store is unreachable or refuses a call; requests' errors are OSErrors.
+TRACKING_ERRORS: tuple[type[Exception], ...] = (MlflowException, OSError, SQLAlchemyError)
+
+SPACE_FILE = "space.yaml"  # the resolved space, as `run_search` writes it
+EPOCH_METRICS = ("nat_acc", "rob_acc", "stability", "l_nat", "l_rob", "zeta", "lambda_mean", "lambda_last", "lipschitz", "lr")
+TRIAL_PARAMS = ("trial_id", "strategy", "model", "width", "dataset", "objective", "eps", "seed", "lambda_setting", "zeta_used", "zeta_from")
+_RUN_STATUS = {"finished": "FINISHED", "stopped": "FINISHED", "running": "KILLED"}  # error, failed: FAILED
+_BATCH = 100  # MLflow's limit of params or tags per log_batch call (metrics: 1000)
+
+
+def default_tracking_uri(out: Path) -> str:
+    """The local default store: `sqlite:////abs/out/mlflow.db` (absolute, so any cwd works)."""
+    return f"sqlite:///{(Path(out) / 'mlflow.db').resolve()}"
+
+
+def artifact_location(tracking_uri: str) -> str | None:
+    """Beside a local sqlite store (`runs/mlartifacts`), not in whatever folder the user is in."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None  # a server decides where its artifacts go
+    return (Path(tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+
+
+def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested settings as MLflow params: {"attack": {"eps": 0.2}} -> {"attack.eps": "0.2"}; None is left out."""
+    flat: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        elif value is not None:
+            flat[name] = json.dumps(value) if isinstance(value, list | tuple) else str(value)
+    return flat
+
+
+def git_commit() -> str | None:
+    """HEAD of the repository the search runs from, when there is one."""
+    try:
+        proc = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (proc.stdout.strip() or None) if proc.returncode == 0 else None
+
+
+def short_reason(err: BaseException) -> str:
+    """The useful end of MLflow's long error text, e.g. 'Connection refused'."""
+    text = str(err)
+    errno = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)('[^']*')?", text)
+    if errno:  # "Connection refused", "File exists: '/path'"
+        reason = errno.group(1).strip()
+        return f"{reason} {errno.group(2)}" if reason.endswith(":") and errno.group(2) else reason
+    if "timed out" in text.lower():
+        return "timed out"
+    first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    return first if len(first) <= 160 else first[:157] + "..."
+
+
+def _unreachable(err: BaseException) -> bool:
+    text = str(err)
+    return isinstance(err, OSError) or any(s in text for s in ("Errno", "Max retries", "timed out", "Connection"))
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and not math.isnan(v)
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def summary_metrics(rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, float]:
+    """A trial's end-of-run metrics: best epoch by robust accuracy (as trials.parquet), final epoch, cost."""
+    rows = sorted(rows, key=lambda r: r["epoch"])
+    best = max(rows, key=lambda r: (r["rob_acc"] if _finite(r["rob_acc"]) else -math.inf, -r["epoch"]))
+    final = rows[-1]
+    wall = sum(r.get("wall_seconds") or 0.0 for r in rows)
+    share = meta["gpus"] if meta.get("device") == "cuda" and meta.get("gpus", 0) > 0 else meta.get("cpus", 1.0)
+    out = {
+        "best_epoch": best["epoch"],
+        **{f"best_{k}": best.get(k) for k in ("nat_acc", "rob_acc", "stability", "lipschitz")},
+        **{f"final_{k}": final.get(k) for k in ("nat_acc", "rob_acc", "stability")},
+        "lambda_final": final.get("lambda_last"),
+        "final_zeta": final.get("zeta"),
+        "wall_seconds": wall,
+        "device_seconds": wall * share,
+    }
+    return {k: float(v) for k, v in out.items() if _finite(v)}
+
+
+def _run_name(meta: dict[str, Any]) -> str:
+    lam = f"λ={meta['lambda_setting']:g}" if meta.get("lambda_setting") is not None else f"WAR ζ={meta.get('zeta_used') or 0:g}"
+    return f"{meta['trial_id']} {meta['model']} {lam}"
+
+
+@dataclass
+class _Tracker:
+    """The MLflow calls of one invocation; raises whatever MLflow raises (callers decide)."""
+
+    tracking_uri: str
+    experiment: str
+    search_params: dict[str, Any]
+    tags: dict[str, str]
+    source: str = "live"  # "live" (a running search) or "parquet" (log_search)
+    parent_id: str | None = None
+    runs: dict[str, str] = field(default_factory=dict)  # trial id -> nested run id
+    epochs: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    ended: set[str] = field(default_factory=set)
+    _client: MlflowClient | None = None
+    _experiment_id: str | None = None
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            for key, value in FAST_FAIL_ENV.items():
+                os.environ.setdefault(key, value)
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
+
+    def _experiment(self) -> str:
+        if self._experiment_id is None:
+            exp = self.client.get_experiment_by_name(self.experiment)
+            if exp is None:
+                try:
+                    self._experiment_id = self.client.create_experiment(
+                        self.experiment, artifact_location=artifact_location(self.tracking_uri)
+                    )
+                except MlflowException:
+                    exp = self.client.get_experiment_by_name(self.experiment)  # another process made it
+                    if exp is None:
+                        raise
+            if exp is not None:
+                if exp.lifecycle_stage == "deleted":  # its name stays taken; logging to it is what was asked
+                    self.client.restore_experiment(exp.experiment_id)
+                self._experiment_id = exp.experiment_id
+        assert self._experiment_id is not None
+        return self._experiment_id
+
+    def parent(self) -> str:
+        """The invocation's parent run, created on first use."""
+        if self.parent_id is None:
+            tags = {**self.tags, "search": self.experiment, "wartune.source": self.source}
+            commit = git_commit() if self.source == "live" else None
+            if commit:
+                tags.update({"git_commit": commit, MLFLOW_GIT_COMMIT: commit})
+            run = self.client.create_run(self._experiment(), run_name=self.experiment, tags=tags)
+            self.parent_id = run.info.run_id
+            self._log(self.parent_id, params=flatten(self.search_params))
+        return self.parent_id
+
+    def _log(self, run_id: str, metrics: Iterable[Metric] = (), params: dict[str, str] | None = None,
+             tags: dict[str, str] | None = None) -> None:  # fmt: skip
+        """log_batch in chunks within MLflow's per-call limits."""
+        for chunk in _chunks([Param(k, v) for k, v in (params or {}).items()], _BATCH):
+            self.client.log_batch(run_id, params=chunk, synchronous=True)
+        for chunk in _chunks([RunTag(k, v) for k, v in (tags or {}).items()], _BATCH):
+            self.client.log_batch(run_id, tags=chunk, synchronous=True)
+        for chunk in _chunks(list(metrics), 1000):
+            self.client.log_batch(run_id, metrics=chunk, synchronous=True)
+
+    def trial_run(self, meta: dict[str, Any]) -> str:
+        """The trial's nested run, created (with its setting as params) on first use."""
+        trial_id = meta["trial_id"]
+        if trial_id not in self.runs:
+            parent = self.parent()
+            run = self.client.create_run(self._experiment(), run_name=_run_name(meta), tags={MLFLOW_PARENT_RUN_ID: parent})
+            self.runs[trial_id] = run.info.run_id
+            params = {k: str(meta[k]) for k in TRIAL_PARAMS if meta.get(k) is not None}
+            self._log(run.info.run_id, params=params)
+        return self.runs[trial_id]
+
+    def epoch(self, meta: dict[str, Any], result: dict[str, Any]) -> None:
+        if result.get("error"):  # a diverged trial reports its reason instead of metrics
+            self.errors[meta["trial_id"]] = str(result["error"])
+            return
+        run_id = self.trial_run(meta)
+        epoch = int(result["epoch"])
+        self.epochs.setdefault(meta["trial_id"], {})[epoch] = {k: result.get(k) for k in (*EPOCH_METRICS, "epoch", "wall_seconds")}
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(result[k]), now, epoch) for k in EPOCH_METRICS if _finite(result.get(k))]
+        self._log(run_id, metrics=metrics)
+
+    def trial_end(self, meta: dict[str, Any], status: str, error: str | None) -> None:
+        trial_id = meta["trial_id"]
+        run_id = self.trial_run(meta)
+        error = error or self.errors.get(trial_id)
+        if error and status == "finished":
+            status = "failed"
+        rows = list(self.epochs.get(trial_id, {}).values())
+        if status == "finished" and len(rows) < meta.get("epochs_planned", len(rows)):
+            status = "stopped"  # ended early by the scheduler, as trials.parquet says
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, v, now, 0) for k, v in summary_metrics(rows, meta).items()] if rows else []
+        tags = {"status": status, **({"error": error[:5000]} if error else {})}
+        self._log(run_id, metrics=metrics, tags=tags)
+        self.client.set_terminated(run_id, status=_RUN_STATUS.get(status, "FAILED"))
+        self.ended.add(trial_id)
+
+    def close(self) -> None:
+        """End trials that never ended (an interrupted search) as KILLED, then the parent."""
+        for trial_id, run_id in self.runs.items():
+            if trial_id not in self.ended:
+                self.client.set_terminated(run_id, status="KILLED")
+        if self.parent_id is not None:
+            self.client.set_terminated(self.parent_id, status="FINISHED")
+
+
+class MlflowSink:
+    """The live sink: logs each result as it arrives; an unreachable store costs one warning.
+
+    On the first MLflow/network failure it prints one line to stderr and does nothing for
+    the rest of the search: the Parquet tables hold every result anyway, and
+    `log_search` can replay them once the server is back.
+    """
+
+    def __init__(self, tracking_uri: str, experiment: str, search_params: dict[str, Any], tags: dict[str, str]) -> None:
+        self.tracker = _Tracker(tracking_uri, experiment, search_params, dict(tags))
+        self.disabled = False
+
+    @property
+    def parent_run_id(self) -> str | None:
+        return self.tracker.parent_id
+
+    def on_epoch(self, meta: dict[str, Any], result: dict[str, Any]) -> None:
+        self._guard(self.tracker.epoch, meta, result)
+
+    def on_trial_end(self, meta: dict[str, Any], status: str, error: str | None) -> None:
+        self._guard(self.tracker.trial_end, meta, status, error)
+
+    def close(self) -> None:
+        self._guard(self.tracker.close)
+
+    def _guard(self, call: Any, *args: Any) -> None:
+        if self.disabled:
+            return
+        try:
+            call(*args)
+        except TRACKING_ERRORS as err:
+            self.disabled = True
+            uri = self.tracker.tracking_uri
+            what = f"cannot reach {uri}" if _unreachable(err) else f"error from {uri}"
+            print(f"wartune: warning: MLflow logging skipped: {what} ({short_reason(err)})", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class MlflowSinkFactory:
+    """Plain settings that build an `MlflowSink`: Ray pickles the callback holding this."""
+
+    tracking_uri: str
+    experiment: str
+    search_params: dict[str, Any]
+    tags: dict[str, str]
+
+    def __call__(self) -> MlflowSink:
+        return MlflowSink(self.tracking_uri, self.experiment, self.search_params, self.tags)
+
+
+def log_search(folder: Path, tracking_uri: str, experiment: str | None = None) -> str:
+    """Log a finished search from its Parquet files alone; returns the parent run id.
+
+    The same layout as the live sink, fed with the stored rows, so the metric histories
+    equal epochs.parquet. Each call makes a new parent run. Failures raise `WartuneError`
+    (an explicit request should fail loudly, unlike the live sink).
+    """
+    folder = Path(folder)
+    if not (folder / TRIALS_FILE).is_file():
+        raise WartuneError(f"{str(folder)!r}: no {TRIALS_FILE} there (not a wartune search folder)")
+    # Plain reads, not store.read_rows: a search written before a schema change still logs.
+    trials = pq.read_table(folder / TRIALS_FILE).to_pylist()
+    epochs = pq.read_table(folder / EPOCHS_FILE).to_pylist() if (folder / EPOCHS_FILE).is_file() else []
+    space = yaml.safe_load((folder / SPACE_FILE).read_text()) if (folder / SPACE_FILE).is_file() else {}
+    space = space or {}
+    first = trials[0] if trials else {}
+    name = experiment or space.get("name") or first.get("search") or folder.name
+    tags = {k: str(space.get(k) or first.get(k)) for k in ("strategy", "dataset", "objective") if space.get(k) or first.get(k)}
+    tracker = _Tracker(tracking_uri, name, space, tags, source="parquet")
+    try:
+        tracker.parent()
+        for trial in trials:
+            for row in sorted((r for r in epochs if r["trial_id"] == trial["trial_id"]), key=lambda r: r["epoch"]):
+                tracker.epoch(trial, row)
+            if trial["status"] != "running":
+                tracker.trial_end(trial, trial["status"], trial.get("error"))
+        tracker.close()
+    except TRACKING_ERRORS as err:
+        raise WartuneError(f"cannot log {str(folder)!r} to MLflow at {tracking_uri}: {short_reason(err)}") from err
+    assert tracker.parent_id is not None
+    return tracker.parent_id
+
+
+def log_artifacts(tracking_uri: str, experiment: str, files: list[Path]) -> None:
+    """Attach the search's summary and plots to its newest parent run (warn, never raise)."""
+    try:
+        client = MlflowClient(tracking_uri=tracking_uri)
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            return
+        runs = client.search_runs(
+            [exp.experiment_id], filter_string="tags.`wartune.source` = 'live'", order_by=["attributes.start_time DESC"],
+            max_results=20,
+        )  # fmt: skip
+        parents = [r for r in runs if MLFLOW_PARENT_RUN_ID not in r.data.tags]
+        if not parents:
+            return
+        for path in files:
+            client.log_artifact(parents[0].info.run_id, str(path), artifact_path="plots" if path.suffix == ".png" else None)
+    except TRACKING_ERRORS as err:
+        if not _unreachable(err):  # an unreachable store was already reported by the sink
+            print(f"wartune: warning: MLflow artifacts skipped ({short_reason(err)})", file=sys.stderr, flush=True)
