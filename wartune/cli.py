@@ -58,6 +58,7 @@ ResumeOpt = Annotated[bool, typer.Option(help="Continue an interrupted search of
 OverwriteOpt = Annotated[bool, typer.Option(help="Delete an earlier search of the same name first.")]
 AddressOpt = Annotated[str | None, typer.Option(help="Ray cluster to join, e.g. auto.")]
 NumCpusOpt = Annotated[int | None, typer.Option(help="CPUs of the local Ray (default: all).")]
+StorageOpt = Annotated[str | None, typer.Option(help="Shared path or s3:// URI for trial checkpoints on a cluster.")]
 NumGpusOpt = Annotated[float | None, typer.Option(help="GPUs the local Ray declares (default: detected).")]
 TrackingOpt = Annotated[str | None, typer.Option(help="MLflow tracking URI (default: sqlite:///OUT/mlflow.db).")]
 NoMlflowOpt = Annotated[bool, typer.Option("--no-mlflow", help="Do not log to MLflow.")]
@@ -131,7 +132,7 @@ def run_and_report(
     from wartune.tune.strategies import check_folder, run_search
 
     check_data_dir(spec.dataset, spec.data_dir)
-    check_folder(out / spec.name, run["resume"], run["overwrite"])
+    check_folder(out / spec.name, run["resume"], run["overwrite"], run.get("storage"))
     err_console.print(
         f"search [bold]{spec.name}[/bold]: strategy {spec.strategy}, {spec.objective} on {spec.dataset}, "
         f"results in {out / spec.name}"
@@ -171,6 +172,7 @@ def search(
     address: AddressOpt = None,
     num_cpus: NumCpusOpt = None,
     num_gpus: NumGpusOpt = None,
+    storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
     no_mlflow: NoMlflowOpt = False,
     registry: RegistryOpt = None,
@@ -190,7 +192,8 @@ def search(
         assert spec.zeta_from is not None
         entry = registry_at(registry, out).lookup(spec.zeta_from, spec.dataset, spec.objective, space_eps(spec), force)
         zeta = entry.zeta
-    run = {"resume": resume, "overwrite": overwrite, "address": address, "num_cpus": num_cpus, "num_gpus": num_gpus}
+    run = {"resume": resume, "overwrite": overwrite, "address": address, "num_cpus": num_cpus, "num_gpus": num_gpus,
+           "storage": storage}
     run_and_report(spec, out, run, zeta=zeta, tracking_uri=tracking_uri, no_mlflow=no_mlflow)
 
 
@@ -215,6 +218,7 @@ def calibrate(
     address: AddressOpt = None,
     num_cpus: NumCpusOpt = None,
     num_gpus: NumGpusOpt = None,
+    storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
     no_mlflow: NoMlflowOpt = False,
     registry: RegistryOpt = None,
@@ -238,7 +242,8 @@ def calibrate(
             gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial,
         )  # fmt: skip
         spec = load_space(space, overrides)
-        run = {"resume": resume, "overwrite": overwrite, "address": address, "num_cpus": num_cpus, "num_gpus": num_gpus}
+        run = {"resume": resume, "overwrite": overwrite, "address": address, "num_cpus": num_cpus, "num_gpus": num_gpus,
+           "storage": storage}
         outcome = run_and_report(spec, out, run, tracking_uri=tracking_uri, no_mlflow=no_mlflow)
         trials, search_name = outcome.trials, spec.name
     entry = best_trial_entry(trials, search_name, model)
@@ -273,6 +278,7 @@ def transfer(
     address: AddressOpt = None,
     num_cpus: NumCpusOpt = None,
     num_gpus: NumGpusOpt = None,
+    storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
     no_mlflow: NoMlflowOpt = False,
     registry: RegistryOpt = None,
@@ -292,7 +298,8 @@ def transfer(
     entry = registry_at(registry, out).lookup(zeta_from, spec.dataset, spec.objective, space_eps(spec), force)
     err_console.print(f"ζ {entry.zeta:.3f} from {entry.describe()} (best λ {entry.best_lambda:g}, {entry.source})")
     lam = war_and_untuned(entry.zeta, spec.alpha, entry.best_lambda) if compare_untuned else None
-    run = {"resume": resume, "overwrite": overwrite, "address": address, "num_cpus": num_cpus, "num_gpus": num_gpus}
+    run = {"resume": resume, "overwrite": overwrite, "address": address, "num_cpus": num_cpus, "num_gpus": num_gpus,
+           "storage": storage}
     run_and_report(spec, out, run, zeta=entry.zeta, lam=lam, tracking_uri=tracking_uri, no_mlflow=no_mlflow)
 
 
@@ -315,6 +322,7 @@ def compare(
     address: AddressOpt = None,
     num_cpus: NumCpusOpt = None,
     num_gpus: NumGpusOpt = None,
+    storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
     no_mlflow: NoMlflowOpt = False,
     registry: RegistryOpt = None,
@@ -351,7 +359,7 @@ def compare(
 
     outcome = run_compare(
         spec, out, resume=resume, registry=registry, address=address, num_cpus=num_cpus, num_gpus=num_gpus,
-        sinks_for=sinks_for,
+        storage=storage, sinks_for=sinks_for,
     )
     from wartune.plots import write_plots
 

@@ -55,7 +55,7 @@ class ParquetSink:
         self.trials = {r["trial_id"]: r for r in read_rows(folder / TRIALS_FILE, TRIAL_SCHEMA)}
         self.errors: dict[str, str] = {}
         self.timing: dict[str, dict[str, Any]] = {
-            t: {k: r[k] for k in ("started_at", "ended_at", "resumed_from_epoch")} for t, r in self.trials.items()
+            t: {k: r[k] for k in ("started_at", "ended_at", "resumed_from_epoch", "node")} for t, r in self.trials.items()
         }
 
     def on_epoch(self, meta: dict[str, Any], result: dict[str, Any]) -> None:
@@ -67,6 +67,7 @@ class ParquetSink:
             "started_at": result.get("started_at"),
             "ended_at": result.get("reported_at"),
             "resumed_from_epoch": result.get("resumed_from_epoch"),
+            "node": result.get("node_id"),
         }
         epoch = int(result["epoch"])
         row = {k: meta[k] for k in TRIAL_META_KEYS}
@@ -116,7 +117,7 @@ class ParquetSink:
         wall = sum(r["wall_seconds"] for r in rows)
         share = meta["gpus"] if meta.get("device") == "cuda" and meta["gpus"] > 0 else meta["cpus"]
         row = {k: meta[k] for k in TRIAL_META_KEYS}
-        row.update({"started_at": None, "ended_at": None, "resumed_from_epoch": None})
+        row.update({"started_at": None, "ended_at": None, "resumed_from_epoch": None, "node": None})
         row.update(self.timing.get(meta["trial_id"], {}))
         row.update(
             lambda_setting=meta["lambda_setting"],

@@ -79,6 +79,7 @@ TRIAL_SCHEMA = pa.schema(
         ("ended_at", pa.float64()),  # unix seconds of its last report
         ("restarts", pa.int64()),  # retries after a crash (Ray's num_failures)
         ("resumed_from_epoch", pa.int64()),  # epoch of the checkpoint its last run resumed from
+        ("node", pa.string()),  # Ray node id that ran it (last)
         ("status", pa.string()),
         ("error", pa.string()),
         ("checkpoint", pa.string()),

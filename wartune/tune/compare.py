@@ -23,7 +23,7 @@ from wartune.config import SearchSpace
 from wartune.report import markdown_table
 from wartune.store import write_table
 from wartune.tune.params import labelled
-from wartune.tune.strategies import SearchOutcome, ray_session, run_search
+from wartune.tune.strategies import EXPERIMENT, SearchOutcome, ray_session, run_search, storage_root
 from wartune.zeta import ZetaRegistry, best_trial_entry
 
 STRATEGIES = ("untuned", "grid", "optuna", "war")
@@ -59,13 +59,15 @@ def _part(space: SearchSpace, **changes: Any) -> SearchSpace:
     return SearchSpace.model_validate({**space.model_dump(by_alias=True), **changes})
 
 
-def _run_part(part: SearchSpace, root: Path, resume: bool, sinks_for: SinksFor | None, **lam: Any) -> SearchOutcome:
+def _run_part(part: SearchSpace, root: Path, resume: bool, sinks_for: SinksFor | None, storage: str | None,
+              **lam: Any) -> SearchOutcome:  # fmt: skip
     """Run one part; on --resume, continue it if it was started, else start it."""
     from ray import tune
 
-    started = tune.Tuner.can_restore(str((root / part.name / "ray" / "tune").resolve()))
+    started = tune.Tuner.can_restore(f"{storage_root(root / part.name, storage)}/{EXPERIMENT}")
     sinks = sinks_for(part) if sinks_for is not None else None
-    return run_search(part, root, resume=resume and started, overwrite=not (resume and started), extra_sinks=sinks, **lam)
+    return run_search(part, root, resume=resume and started, overwrite=not (resume and started), extra_sinks=sinks,
+                      storage=storage, **lam)  # fmt: skip
 
 
 def _cost(trials: list[dict[str, Any]]) -> float:
@@ -148,14 +150,14 @@ def compare_markdown(name: str, rows: list[dict[str, Any]], calibration: dict[st
 
 def run_compare(space: SearchSpace, out: Path, *, resume: bool = False, registry: Path | None = None,
                 address: str | None = None, num_cpus: int | None = None, num_gpus: float | None = None,
-                sinks_for: SinksFor | None = None) -> CompareOutcome:  # fmt: skip
+                storage: str | None = None, sinks_for: SinksFor | None = None) -> CompareOutcome:  # fmt: skip
     """Calibrate on the thin net, then run all four strategies on every target width."""
     root = out / space.name
     root.mkdir(parents=True, exist_ok=True)
     assert space.thin_model is not None
     grid = space.lambdas
     with ray_session(address, num_cpus, num_gpus):
-        calib = _run_part(_part(space, name="calibrate", strategy="grid", model=space.thin_model), root, resume, sinks_for)
+        calib = _run_part(_part(space, name="calibrate", strategy="grid", model=space.thin_model), root, resume, sinks_for, storage)
         entry = best_trial_entry(calib.trials, f"{space.name}/calibrate", space.thin_model)
         ZetaRegistry(registry or out / "zeta.parquet").put(entry)
         war = labelled({"kind": "war", "zeta": entry.zeta, "alpha": space.alpha, "lambda0": 0.0}, "war")
@@ -164,12 +166,12 @@ def run_compare(space: SearchSpace, out: Path, *, resume: bool = False, registry
         from ray import tune
 
         lam = tune.grid_search([untuned, *fixed_values, war])
-        wide = _run_part(_part(space, name="grid-untuned-war", strategy="grid"), root, resume, sinks_for, lam=lam)
+        wide = _run_part(_part(space, name="grid-untuned-war", strategy="grid"), root, resume, sinks_for, storage, lam=lam)
         optuna_parts = [
             _run_part(
                 _part(space, name=f"optuna-{model}", strategy="optuna", model=model, trials=len(grid),
                       **{"lambda": {"low": min(grid), "high": max(grid), "log": min(grid) > 0}}),
-                root, resume, sinks_for,
+                root, resume, sinks_for, storage,
             )  # fmt: skip
             for model in space.models
         ]

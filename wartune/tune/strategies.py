@@ -134,10 +134,21 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, num_gpu
         ray.shutdown()
 
 
-def check_folder(folder: Path, resume: bool, overwrite: bool) -> None:
+def storage_root(folder: Path, storage: str | None) -> str:
+    """Where Ray keeps the experiment: `<folder>/ray`, or `<storage>/<search>` for a cluster.
+
+    On several nodes every trial must reach its checkpoints, so `--storage` names a shared
+    path or an object store URI (s3://, gs://) that pyarrow understands.
+    """
+    if storage:
+        return f"{storage.rstrip('/')}/{folder.name}"
+    return str((folder / "ray").resolve())
+
+
+def check_folder(folder: Path, resume: bool, overwrite: bool, storage: str | None = None) -> None:
     """Refuse to mix two searches in one folder; resume needs an earlier search there."""
     if resume:
-        if not tune.Tuner.can_restore(str((folder / "ray" / EXPERIMENT).resolve())):
+        if not tune.Tuner.can_restore(f"{storage_root(folder, storage)}/{EXPERIMENT}"):
             raise WartuneError(f"nothing to resume in {str(folder)!r}: no earlier search was started there")
     elif folder.exists() and any(folder.iterdir()) and not overwrite:
         raise WartuneError(
@@ -146,9 +157,9 @@ def check_folder(folder: Path, resume: bool, overwrite: bool) -> None:
         )
 
 
-def prepare_folder(folder: Path, resume: bool, overwrite: bool) -> None:
+def prepare_folder(folder: Path, resume: bool, overwrite: bool, storage: str | None = None) -> None:
     """Check the folder, then clear it (with overwrite) and create it."""
-    check_folder(folder, resume, overwrite)
+    check_folder(folder, resume, overwrite, storage)
     if not resume and folder.exists() and overwrite:
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -163,6 +174,7 @@ def run_search(
     address: str | None = None,
     num_cpus: int | None = None,
     num_gpus: float | None = None,
+    storage: str | None = None,
     zeta: float | None = None,
     lam: Any = None,
     extra_sinks: list[Callable[[], Any]] | None = None,
@@ -173,16 +185,16 @@ def run_search(
     """
     folder = out / space.name
     params = param_space(space, zeta, lam)  # fails before anything is written
-    prepare_folder(folder, resume, overwrite)
+    prepare_folder(folder, resume, overwrite, storage)
     if not resume:
         import yaml
 
         (folder / SPACE_FILE).write_text(yaml.safe_dump(space.model_dump(mode="json", by_alias=True), sort_keys=False))
-    storage = (folder / "ray").resolve()
+    experiments = storage_root(folder, storage)
     trainable = tune.with_resources(adversarial_training_trial, {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
     with ray_session(address, num_cpus, num_gpus):
         if resume:
-            tuner = tune.Tuner.restore(str(storage / EXPERIMENT), trainable, resume_unfinished=True, resume_errored=True)
+            tuner = tune.Tuner.restore(f"{experiments}/{EXPERIMENT}", trainable, resume_unfinished=True, resume_errored=True)
         else:
             callback = SinkCallback(folder.resolve(), count_trials(space, params), space.epochs, extra_sinks)
             tuner = tune.Tuner(
@@ -196,7 +208,7 @@ def run_search(
                 ),
                 run_config=tune.RunConfig(
                     name=EXPERIMENT,
-                    storage_path=str(storage),
+                    storage_path=experiments,
                     verbose=0,
                     callbacks=[callback],
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=2),

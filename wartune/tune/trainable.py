@@ -15,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray import tune
 
 from wartune.checkpoints import save_model_files
@@ -33,6 +34,7 @@ def adversarial_training_trial(params: dict[str, Any]) -> None:
         with checkpoint.as_directory() as folder:
             trainer.load(Path(folder) / TRAINER_FILE)
     resumed_from_epoch = trainer.epoch
+    node_id = ray.get_runtime_context().get_node_id()
 
     def report(record: EpochRecord, t: Trainer) -> None:
         metrics = {
@@ -43,6 +45,7 @@ def adversarial_training_trial(params: dict[str, Any]) -> None:
             "started_at": started_at,
             "reported_at": time.time(),
             "pid": os.getpid(),
+            "node_id": node_id,
             "resumed_from_epoch": resumed_from_epoch,
             "steps": asdict(t.step_traces[-1]),
         }
