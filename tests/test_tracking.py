@@ -270,8 +270,11 @@ def test_cli_search_logs_to_a_running_mlflow_server(mlflow_server, tmp_path, cap
     parent, runs = _structure(mlflow_server, "cli-on-server")
     assert len(runs) == len(trials) == 2
     _check_trials(mlflow_server, runs, trials, epochs)
-    artifacts = [a.path for a in MlflowClient(mlflow_server).list_artifacts(parent.info.run_id)]
+    client = MlflowClient(mlflow_server)
+    artifacts = [a.path for a in client.list_artifacts(parent.info.run_id)]
     assert "summary.md" in artifacts and "plots" in artifacts
+    for run in runs.values():
+        assert {"trial_summary.md", "model.json"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
 
 
 def test_cli_search_with_unreachable_tracking_completes_and_warns_once(tmp_path, capsys):

@@ -1,8 +1,9 @@
 """Projected gradient descent in the L∞ ball, the attack of training and of evaluation.
 
-Two flavours, as in the reference code of each objective:
+Flavours, as in the reference code of each objective:
 - TRADES: start at x + 0.001·N(0, 1) and ascend KL(f(x) ‖ f(x̂)) (the regulariser itself);
-- Madry / evaluation: start uniformly in the ε-ball and ascend CE(f(x̂), y).
+- Madry / evaluation: start uniformly in the ε-ball and ascend CE(f(x̂), y);
+- C&W∞ (evaluation, Table 2): ascend the CW margin max_{j≠y} z_j − z_y instead of CE.
 The model is put in eval mode while attacking (batch-norm statistics are left alone),
 then restored, as in TRADES' `trades_loss`. Each example's largest input-gradient ℓ1
 norm over the steps is recorded: the paper's local-Lipschitz estimate (Sec. 4.2, Fig. 4).
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-AttackLoss = Literal["kl", "ce"]
+AttackLoss = Literal["kl", "ce", "cw"]
 RandomStart = Literal["gaussian", "uniform", "none"]
 
 
@@ -56,7 +57,16 @@ def _attack_loss(model: nn.Module, x_adv: torch.Tensor, target: torch.Tensor, lo
     logits = model(x_adv)
     if loss == "kl":
         return F.kl_div(F.log_softmax(logits, dim=1), target, reduction="sum")
+    if loss == "cw":
+        return cw_margin(logits, target).sum()
     return F.cross_entropy(logits, target, reduction="sum")
+
+
+def cw_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Carlini-Wagner margin per example: the best wrong logit minus the true one."""
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    wrong = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(dim=1)
+    return wrong - true
 
 
 def pgd_linf(

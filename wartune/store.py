@@ -98,6 +98,19 @@ STEP_SCHEMA = pa.schema(
     ]
 )
 
+EVAL_SCHEMA = pa.schema(
+    [
+        ("model", pa.string()),
+        ("dataset", pa.string()),
+        ("attack", pa.string()),
+        ("eps", pa.float64()),
+        ("nat_acc", pa.float64()),
+        ("rob_acc", pa.float64()),
+        ("stability", pa.float64()),
+        ("examples", pa.int64()),
+    ]
+)
+
 EPOCHS_FILE, TRIALS_FILE, STEPS_FILE = "epochs.parquet", "trials.parquet", "steps.parquet"
 
 

@@ -231,8 +231,21 @@ class _Tracker:
         metrics = [Metric(k, v, now, 0) for k, v in summary_metrics(rows, meta).items()] if rows else []
         tags = {"status": status, **({"error": error[:5000]} if error else {})}
         self._log(run_id, metrics=metrics, tags=tags)
+        self._trial_artifacts(run_id, meta, rows, status)
         self.client.set_terminated(run_id, status=_RUN_STATUS.get(status, "FAILED"))
         self.ended.add(trial_id)
+
+    def _trial_artifacts(self, run_id: str, meta: dict[str, Any], rows: list[dict[str, Any]], status: str) -> None:
+        """The trial's own summary (its epochs as a table) and its best model's description."""
+        lines = [f"# Trial {meta['trial_id']}: {meta['model']}, {meta['strategy']}, status {status}", "",
+                 "| epoch | " + " | ".join(EPOCH_METRICS) + " |", "|---" * (len(EPOCH_METRICS) + 1) + "|"]  # fmt: skip
+        for row in sorted(rows, key=lambda r: r["epoch"]):
+            cells = ["–" if row.get(k) is None else f"{row[k]:.4g}" for k in EPOCH_METRICS]
+            lines.append(f"| {row['epoch']} | " + " | ".join(cells) + " |")
+        self.client.log_text(run_id, "\n".join(lines) + "\n", "trial_summary.md")
+        model_json = Path(meta.get("model_dir") or "") / "model.json"
+        if meta.get("model_dir") and model_json.is_file():
+            self.client.log_artifact(run_id, str(model_json))
 
     def close(self) -> None:
         """End trials that never ended (an interrupted search) as KILLED, then the parent."""

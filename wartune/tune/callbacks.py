@@ -61,6 +61,7 @@ class SinkCallback(tune.Callback):
         meta = trial_meta(trial.trial_id, trial.config)
         meta["device"] = self._device.get(trial.trial_id, "cpu")
         meta["checkpoint"] = str(Path(self.models_dir.name) / trial.trial_id)
+        meta["model_dir"] = str(self.models_dir / trial.trial_id)
         meta["restarts"] = int(getattr(trial, "num_failures", 0) or 0)
         return meta
 

@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 
 from wartune.config import SearchSpace
-from wartune.report import markdown_table
+from wartune.report import best_trial, markdown_table
 from wartune.store import write_table
 from wartune.tune.params import labelled
 from wartune.tune.strategies import EXPERIMENT, SearchOutcome, ray_session, run_search, storage_root
@@ -75,8 +75,8 @@ def _cost(trials: list[dict[str, Any]]) -> float:
 
 
 def _best(trials: list[dict[str, Any]]) -> dict[str, Any]:
-    done = [t for t in trials if t["status"] == "finished" and t["rob_acc"] is not None]
-    return max(done, key=lambda t: t["rob_acc"]) if done else trials[0]
+    """The best finished trial; the first one when none finished (its row shows the failure)."""
+    return best_trial(trials) or trials[0]
 
 
 def compare_rows(

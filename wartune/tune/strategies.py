@@ -40,11 +40,6 @@ class SearchOutcome:
     space: SearchSpace
     trials: list[dict[str, Any]]
 
-    @property
-    def best(self) -> dict[str, Any] | None:
-        done = [t for t in self.trials if t["status"] == "finished" and t["rob_acc"] is not None]
-        return max(done, key=lambda t: t["rob_acc"]) if done else None
-
 
 def lambda_param(space: SearchSpace, zeta: float | None = None) -> Any:
     """The trial's λ: a grid, a fixed value, a WAR spec or an Optuna distribution."""

@@ -1,0 +1,5 @@
+"""`python -m wartune.cli`."""
+
+from wartune.cli import main
+
+main()

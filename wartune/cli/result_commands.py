@@ -1,0 +1,111 @@
+"""Commands that read results: report, evaluate, zeta list."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from wartune.cli.app import app, zeta_app
+from wartune.cli.options import (
+    DataDirOpt,
+    OutOpt,
+    RegistryOpt,
+    TrackingOpt,
+    out_console,
+    registry_at,
+)
+from wartune.errors import ConfigError, WartuneError
+
+
+@app.command()
+def report(
+    folder: Annotated[Path, typer.Argument(help="A finished search or compare folder, e.g. runs/lambda_grid.")],
+    to_mlflow: Annotated[bool, typer.Option(help="Also log the search to MLflow from its Parquet files.")] = False,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Regenerate summary.md and the plots from the Parquet files alone."""
+    from wartune.plots import write_plots
+    from wartune.report import rich_table, write_summary
+    from wartune.store import TRIAL_SCHEMA, TRIALS_FILE, read_rows
+
+    has_trials = (folder / TRIALS_FILE).is_file()
+    if not has_trials and not (folder / "compare.parquet").is_file():
+        raise WartuneError(f"{str(folder)!r} holds neither {TRIALS_FILE} nor compare.parquet: not a wartune result folder")
+    if has_trials:
+        trials = read_rows(folder / TRIALS_FILE, TRIAL_SCHEMA)
+        out_console.print(rich_table(trials, f"{folder.name}: metrics at each trial's best epoch (%)"))
+        out_console.print(f"summary: {write_summary(folder, folder.name, trials)}")
+    for path in write_plots(folder):
+        out_console.print(f"plot: {path}")
+    if to_mlflow:
+        if not has_trials:
+            raise WartuneError(f"--to-mlflow logs a search folder; {str(folder)!r} is a compare folder: log its parts")
+        from wartune.tracking import default_tracking_uri, log_search
+
+        uri = tracking_uri or default_tracking_uri(folder.parent)
+        run_id = log_search(folder, uri)
+        out_console.print(f"logged to MLflow at {uri}: parent run {run_id}")
+
+
+@app.command()
+def evaluate(
+    model_dir: Annotated[Path, typer.Argument(help="A trained model folder, e.g. runs/lambda_grid/models/<trial>.")],
+    attacks: Annotated[str, typer.Option(help="Comma-separated: pgd20, cw, apgd-ce, fab, square, autoattack.")] = "pgd20,cw,fab,square,autoattack",
+    max_examples: Annotated[int | None, typer.Option(help="Evaluate on the first N test examples.")] = None,
+    eps: Annotated[float | None, typer.Option(help="L∞ radius (default: the model's training ε).")] = None,
+    data_dir: DataDirOpt = None,
+    seed: Annotated[int, typer.Option(help="Seed of the attacks' randomness.")] = 0,
+) -> None:
+    """Robust accuracy and stability of a trained model under the paper's attacks (Tables 2 and 4)."""
+    import torch
+    from rich.table import Table
+
+    from wartune.checkpoints import META_FILE, load_model
+    from wartune.data import load_dataset
+    from wartune.evaluate import check_attacks, evaluate_attacks
+    from wartune.store import EVAL_SCHEMA, write_table
+
+    names = [a.strip() for a in attacks.split(",") if a.strip()]
+    check_attacks(names)
+    if not (model_dir / META_FILE).is_file():
+        raise WartuneError(f"{str(model_dir)!r} holds no {META_FILE}: give a folder under runs/<search>/models/")
+    if eps is not None and eps <= 0:
+        raise ConfigError(f"--eps must be > 0, got {eps}")
+    model, meta = load_model(model_dir)
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    data = load_dataset(meta["dataset"], data_dir or meta["train_config"].get("data_dir"))
+    radius = eps or meta["eps"]
+    results = evaluate_attacks(model, data, radius, names, max_examples, seed=seed)
+    table = Table(title=f"{meta['model']} on {meta['dataset']}, L∞ ε = {radius:g} (%)")
+    for col in ("attack", "natural", "robust", "stability", "examples"):
+        table.add_column(col, justify="left" if col == "attack" else "right")
+    rows = []
+    for r in results:
+        table.add_row(r.attack, f"{100 * r.nat_acc:.2f}", f"{100 * r.rob_acc:.2f}", f"{100 * r.stability:.2f}", str(r.n))
+        rows.append({"model": meta["model"], "dataset": meta["dataset"], "attack": r.attack, "eps": r.eps,
+                     "nat_acc": r.nat_acc, "rob_acc": r.rob_acc, "stability": r.stability, "examples": r.n})  # fmt: skip
+    write_table(rows, EVAL_SCHEMA, model_dir / "evaluation.parquet")
+    out_console.print(table)
+    out_console.print(f"written: {model_dir / 'evaluation.parquet'}")
+
+
+@zeta_app.command("list")
+def zeta_list(registry: RegistryOpt = None, out: OutOpt = Path("runs")) -> None:
+    """Print the ζ registry (the paper's built-in row included)."""
+    from rich.table import Table
+
+    reg = registry_at(registry, out)
+    table = Table(title=f"ζ registry {reg.path}")
+    for col in ("model", "dataset", "objective", "ε", "best λ", "ζ", "ζ spread", "robust %", "search", "source", "when"):
+        table.add_column(col)
+    for e in reg.entries():
+        table.add_row(
+            e.model, e.dataset, e.objective, f"{e.eps:.4g}", f"{e.best_lambda:g}", f"{e.zeta:.3f}",
+            "–" if e.zeta_step_std is None else f"{e.zeta_step_std:.3f}",
+            "–" if e.rob_acc is None else f"{100 * e.rob_acc:.2f}", e.search, e.source, e.created_at,
+        )  # fmt: skip
+    out_console.print(table)
+
+
