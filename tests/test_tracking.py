@@ -25,6 +25,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+from tests.test_cli import _run
 from wartune.errors import WartuneError
 from wartune.tracking import (
     EPOCH_METRICS,
@@ -248,21 +249,11 @@ def test_log_search_to_a_running_mlflow_server(war_search, mlflow_server):
     _check_trials(mlflow_server, runs, trials, epochs)
 
 
-def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    from wartune.cli import main
-
-    with pytest.raises(SystemExit) as done:
-        main(argv)
-        raise SystemExit(0)
-    captured = capsys.readouterr()
-    return done.value.code or 0, captured.out, captured.err
-
-
 def test_cli_search_logs_to_a_running_mlflow_server(mlflow_server, tmp_path, capsys):
     from tests.conftest import write_space
 
     space = write_space(tmp_path, **{"lambda": [1, 6]})
-    code, _, err = _cli(["search", "--space", str(space), "--out", str(tmp_path / "runs"),
+    code, _, err = _run(["search", "--space", str(space), "--out", str(tmp_path / "runs"),
                          "--tracking-uri", mlflow_server, "--name", "cli-on-server"], capsys)  # fmt: skip
     assert code == 0, err
     folder = tmp_path / "runs" / "cli-on-server"
@@ -282,7 +273,7 @@ def test_cli_search_with_unreachable_tracking_completes_and_warns_once(tmp_path,
 
     space = write_space(tmp_path, **{"lambda": [1, 6]})
     uri = f"http://127.0.0.1:{_free_port()}"
-    code, _, err = _cli(["search", "--space", str(space), "--out", str(tmp_path / "runs"), "--tracking-uri", uri], capsys)
+    code, _, err = _run(["search", "--space", str(space), "--out", str(tmp_path / "runs"), "--tracking-uri", uri], capsys)
     assert code == 0, err
     assert [ln for ln in err.splitlines() if "warning" in ln] == [
         next(ln for ln in err.splitlines() if ln.startswith(f"wartune: warning: MLflow logging skipped: cannot reach {uri}"))
@@ -297,10 +288,10 @@ def test_cli_report_regenerates_summary_and_logs_to_mlflow(war_search, tmp_path,
     folder = tmp_path / "copy"
     shutil.copytree(war_search["folder"], folder, ignore=shutil.ignore_patterns("ray", "plots", "summary.md"))
     uri = default_tracking_uri(tmp_path)
-    code, out, err = _cli(["report", str(folder), "--to-mlflow", "--tracking-uri", uri], capsys)
+    code, out, err = _run(["report", str(folder), "--to-mlflow", "--tracking-uri", uri], capsys)
     assert code == 0, err
     assert (folder / "summary.md").is_file() and len(list((folder / "plots").glob("*.png"))) >= 4
     parent, runs = _structure(uri, "tiny")
     assert len(runs) == 4 and parent.data.tags["wartune.source"] == "parquet"
-    code, _, err = _cli(["report", str(tmp_path / "nowhere")], capsys)
+    code, _, err = _run(["report", str(tmp_path / "nowhere")], capsys)
     assert code == 2 and "not a wartune result folder" in err

@@ -65,14 +65,12 @@ class WARLambda(_Strict):
 LambdaSpec = Annotated[FixedLambda | WARLambda, Field(discriminator="kind")]
 
 
-class TrainConfig(_Strict):
-    """One adversarial-training run: data, model, objective, λ controller, optimisation."""
+class TrainingSettings(_Strict):
+    """What a single run and a whole search share: data, objective, optimisation, attacks."""
 
     dataset: str = "digits"
     data_dir: Path | None = None
-    model: str = "wrn10-1"
     objective: ObjectiveName = "trades"
-    lam: LambdaSpec = FixedLambda(value=6.0)
     epochs: PositiveInt = 10
     batch_size: PositiveInt = 128
     lr: PositiveFloat = 0.1
@@ -82,6 +80,19 @@ class TrainConfig(_Strict):
     attack: AttackSettings = AttackSettings()
     eval: EvalSettings = EvalSettings()
     seed: int = 0
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, v: str) -> str:
+        dataset_info(v)
+        return v
+
+
+class TrainConfig(TrainingSettings):
+    """One adversarial-training run: the shared settings plus a model and a λ controller."""
+
+    model: str = "wrn10-1"
+    lam: LambdaSpec = FixedLambda(value=6.0)
     device: str = "auto"
     threads: PositiveInt | None = None
 
@@ -90,12 +101,6 @@ class TrainConfig(_Strict):
     def _number_is_fixed(cls, v: Any) -> Any:
         if isinstance(v, int | float) and not isinstance(v, bool):
             return {"kind": "fixed", "value": v}
-        return v
-
-    @field_validator("dataset")
-    @classmethod
-    def _known_dataset(cls, v: str) -> str:
-        dataset_info(v)
         return v
 
     @field_validator("model")
@@ -131,39 +136,21 @@ class LambdaRange(_Strict):
 Strategy = Literal["grid", "optuna", "war", "fixed", "compare"]
 
 
-class SearchSpace(_Strict):
+class SearchSpace(TrainingSettings):
     """A named search: a strategy over λ (and optionally model widths) plus the training settings."""
 
     name: str = "search"
     description: str = ""
     strategy: Strategy = "grid"
-    objective: ObjectiveName = "trades"
-    dataset: str = "digits"
-    data_dir: Path | None = None
     model: str | list[str] = "wrn10-1"
     lam: list[NonNegFloat] | LambdaRange | NonNegFloat | None = Field(default=None, alias="lambda")
     zeta_from: str | None = None
     thin_model: str | None = None  # compare: the cheap net that calibrates λ and ζ
     alpha: PositiveFloat = 0.1
-    epochs: PositiveInt = 10
-    batch_size: PositiveInt = 128
-    lr: PositiveFloat = 0.1
-    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
-    weight_decay: NonNegFloat = 2e-4
-    schedule: ScheduleName = "exp-decay"
-    attack: AttackSettings = AttackSettings()
-    eval: EvalSettings = EvalSettings()
     trials: PositiveInt | None = None
     max_concurrent: PositiveInt | None = None
     resources: Resources = Resources()
     scheduler: Literal["none", "asha"] = "none"
-    seed: int = 0
-
-    @field_validator("dataset")
-    @classmethod
-    def _known_dataset(cls, v: str) -> str:
-        dataset_info(v)
-        return v
 
     @field_validator("model")
     @classmethod
@@ -209,24 +196,8 @@ class SearchSpace(_Strict):
 
     def train_config(self, model: str, lam: Any, device: str = "auto") -> TrainConfig:
         """The engine config of one trial of this search."""
-        return TrainConfig(
-            dataset=self.dataset,
-            data_dir=self.data_dir,
-            model=model,
-            objective=self.objective,
-            lam=lam,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            momentum=self.momentum,
-            weight_decay=self.weight_decay,
-            schedule=self.schedule,
-            attack=self.attack,
-            eval=self.eval,
-            seed=self.seed,
-            device=device,
-            threads=max(1, int(self.resources.cpu)),
-        )
+        shared = {name: getattr(self, name) for name in TrainingSettings.model_fields}
+        return TrainConfig(**shared, model=model, lam=lam, device=device, threads=max(1, int(self.resources.cpu)))
 
 
 def describe_validation_error(err: ValidationError, model: type[BaseModel]) -> str:
