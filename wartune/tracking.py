@@ -12,6 +12,7 @@ active-run API would mix them up.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -152,6 +153,8 @@ class _Tracker:
         if self._client is None:
             for key, value in FAST_FAIL_ENV.items():
                 os.environ.setdefault(key, value)
+            # "Creating initial MLflow database tables..." would land between progress lines
+            logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
             self._client = MlflowClient(tracking_uri=self.tracking_uri)
         return self._client
 
