@@ -142,7 +142,8 @@ def test_sink_driven_directly_gives_the_same_structure(war_search, tmp_path):
     factory = MlflowSinkFactory(uri, "direct", space, {"strategy": "grid", "dataset": "digits", "objective": "trades"})
     sink = pickle.loads(pickle.dumps(factory))()
     client = MlflowClient(uri)
-    client.delete_experiment(client.create_experiment("direct"))  # a deleted name is restored, not an error
+    artifacts = (tmp_path / "artifacts").as_uri()  # not ./mlruns in the working directory
+    client.delete_experiment(client.create_experiment("direct", artifact_location=artifacts))  # restored, not an error
     metas = {t["trial_id"]: {k: t[k] for k in META_KEYS} for t in trials}
     # Trials interleave, as they do under Ray: every trial's epoch 1, then every epoch 2.
     for epoch in sorted({r["epoch"] for r in epochs}):
