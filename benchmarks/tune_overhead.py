@@ -4,7 +4,7 @@ another with the plain engine, in this process.
 Prints both wall times and their ratio. With C concurrent trials on C cores the ideal
 ratio is 1/C plus Ray's start-up and per-epoch checkpointing; target: ratio ≤ 1/C + 0.15.
 
-    python benchmarks/tune_overhead.py [--lambdas 1,6,12,18] [--epochs 3] [--cpus 2]
+    python benchmarks/tune_overhead.py [--lambdas 1,6,12,18] [--epochs 10] [--cpus 2]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from wartune.tune.strategies import run_search
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lambdas", default="1,6,12,18")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--model", default="wrn10-1")
     parser.add_argument("--cpus", type=int, default=2)
     args = parser.parse_args()

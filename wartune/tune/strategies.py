@@ -198,6 +198,7 @@ def run_search(
                 tune_config=tune.TuneConfig(
                     num_samples=(space.trials or 1) if space.strategy == "optuna" else 1,
                     max_concurrent_trials=space.max_concurrent,
+                    reuse_actors=True,  # a new trial keeps the worker (torch imported, data loaded)
                     search_alg=search_algorithm(space),
                     scheduler=trial_scheduler(space),
                 ),
