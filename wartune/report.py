@@ -31,7 +31,7 @@ def best_trial(trials: list[dict[str, Any]]) -> dict[str, Any] | None:
 def _lambda_text(t: dict[str, Any]) -> str:
     if t["lambda_setting"] is None:
         return f"WAR→{_num(t['lambda_final'])}"
-    return f"{t['lambda_setting']:g}"
+    return f"{t['lambda_setting']:.3g}"
 
 
 def rows(trials: list[dict[str, Any]]) -> list[list[str]]:
