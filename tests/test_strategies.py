@@ -127,6 +127,13 @@ def _wait_for(predicate, timeout: float = 240.0) -> None:
     raise AssertionError("timed out waiting for the search")
 
 
+def _search_in_background(space: Path, out: Path) -> subprocess.Popen:
+    """`wartune search` as its own process group, so a test can kill it like a user would."""
+    argv = [sys.executable, "-m", "wartune.cli", "search", "--space", str(space), "--out", str(out),
+            "--num-cpus", "2", "--no-mlflow"]  # fmt: skip
+    return subprocess.Popen(argv, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
@@ -141,9 +148,7 @@ def test_resume_after_sigkill_keeps_finished_trials_and_the_optuna_study(tmp_pat
                         **{"lambda": {"low": 0.5, "high": 12}})  # fmt: skip
     out = tmp_path / "runs"
     folder = out / "tiny"
-    argv = [sys.executable, "-m", "wartune.cli", "search", "--space", str(space), "--out", str(out),
-            "--num-cpus", "2", "--no-mlflow"]  # fmt: skip
-    proc = subprocess.Popen(argv, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = _search_in_background(space, out)
     try:
 
         def one_done_and_next_started() -> bool:
@@ -187,9 +192,7 @@ def test_crashed_trial_is_retried_from_its_checkpoint(tmp_path, capsys):
     space = write_space(tmp_path, model="wrn10-1", epochs=4, max_concurrent=1, **{"lambda": [1, 6]})
     out = tmp_path / "runs"
     folder = out / "tiny"
-    argv = [sys.executable, "-m", "wartune.cli", "search", "--space", str(space), "--out", str(out),
-            "--num-cpus", "2", "--no-mlflow"]  # fmt: skip
-    proc = subprocess.Popen(argv, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = _search_in_background(space, out)
     try:
         _wait_for(lambda: any(t["status"] == "running" and t["epochs"] == 1 for t in _trials(folder)))
         victim = next(t["trial_id"] for t in _trials(folder) if t["status"] == "running")
