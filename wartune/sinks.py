@@ -35,6 +35,21 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+def best_epoch_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The epoch with the highest robust accuracy (the earliest on ties): a trial's result."""
+    return max(rows, key=lambda r: (r["rob_acc"] if _finite(r["rob_acc"]) else -math.inf, -r["epoch"]))
+
+
+def device_seconds(wall: float, meta: dict[str, Any]) -> float:
+    """Compute cost: GPU share × wall on a GPU, CPUs × wall on CPU."""
+    on_gpu = meta.get("device") == "cuda" and (meta.get("gpus") or 0) > 0
+    return wall * (meta["gpus"] if on_gpu else meta.get("cpus", 1.0))
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and math.isfinite(v)
+
+
 def _nan_to_none(v: Any) -> Any:
     return None if isinstance(v, float) and math.isnan(v) else v
 
@@ -112,10 +127,9 @@ class ParquetSink:
     def _trial_row(self, meta: dict[str, Any], status: str, error: str | None) -> dict[str, Any]:
         """Best-epoch metrics (by robust accuracy), the final epoch's, ζ and the cost."""
         rows = sorted((r for (t, _), r in self.epochs.items() if t == meta["trial_id"]), key=lambda r: r["epoch"])
-        best = max(rows, key=lambda r: (r["rob_acc"], -r["epoch"])) if rows else {}
+        best = best_epoch_row(rows) if rows else {}
         final = rows[-1] if rows else {}
         wall = sum(r["wall_seconds"] for r in rows)
-        share = meta["gpus"] if meta.get("device") == "cuda" and meta["gpus"] > 0 else meta["cpus"]
         row = {k: meta[k] for k in TRIAL_META_KEYS}
         row.update({"started_at": None, "ended_at": None, "resumed_from_epoch": None, "node": None})
         row.update(self.timing.get(meta["trial_id"], {}))
@@ -136,7 +150,7 @@ class ParquetSink:
             final_rob_acc=final.get("rob_acc"),
             final_stability=final.get("stability"),
             wall_seconds=wall,
-            device_seconds=wall * share,
+            device_seconds=device_seconds(wall, meta),
             device=meta.get("device") or "cpu",
             cpus=meta["cpus"],
             gpus=meta["gpus"],

@@ -111,6 +111,43 @@ EVAL_SCHEMA = pa.schema(
     ]
 )
 
+ZETA_SCHEMA = pa.schema(
+    [
+        ("model", pa.string()),
+        ("dataset", pa.string()),
+        ("objective", pa.string()),
+        ("eps", pa.float64()),
+        ("best_lambda", pa.float64()),
+        ("zeta", pa.float64()),
+        ("zeta_step_std", pa.float64()),
+        ("rob_acc", pa.float64()),
+        ("nat_acc", pa.float64()),
+        ("stability", pa.float64()),
+        ("search", pa.string()),
+        ("source", pa.string()),
+        ("created_at", pa.string()),
+    ]
+)
+
+COMPARE_SCHEMA = pa.schema(
+    [
+        ("compare", pa.string()),
+        ("strategy", pa.string()),
+        ("model", pa.string()),
+        ("width", pa.float64()),
+        ("lambda_final", pa.float64()),
+        ("nat_acc", pa.float64()),
+        ("rob_acc", pa.float64()),
+        ("stability", pa.float64()),
+        ("trials", pa.int64()),
+        ("device_seconds", pa.float64()),  # the strategy's own trials
+        ("calibration_seconds", pa.float64()),  # thin-net tuning it relied on
+        ("total_seconds", pa.float64()),
+        ("cost_vs_grid", pa.float64()),
+        ("best_trial", pa.string()),
+    ]
+)
+
 EPOCHS_FILE, TRIALS_FILE, STEPS_FILE = "epochs.parquet", "trials.parquet", "steps.parquet"
 
 

@@ -33,6 +33,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PARENT_RUN_ID
 from sqlalchemy.exc import SQLAlchemyError
 
 from wartune.errors import WartuneError
+from wartune.sinks import best_epoch_row, device_seconds
 from wartune.store import EPOCHS_FILE, TRIALS_FILE
 
 # Without these MLflow retries an unreachable server for minutes (7 retries, 120 s timeout).
@@ -110,10 +111,9 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
 def summary_metrics(rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, float]:
     """A trial's end-of-run metrics: best epoch by robust accuracy (as trials.parquet), final epoch, cost."""
     rows = sorted(rows, key=lambda r: r["epoch"])
-    best = max(rows, key=lambda r: (r["rob_acc"] if _finite(r["rob_acc"]) else -math.inf, -r["epoch"]))
+    best = best_epoch_row(rows)
     final = rows[-1]
     wall = sum(r.get("wall_seconds") or 0.0 for r in rows)
-    share = meta["gpus"] if meta.get("device") == "cuda" and meta.get("gpus", 0) > 0 else meta.get("cpus", 1.0)
     out = {
         "best_epoch": best["epoch"],
         **{f"best_{k}": best.get(k) for k in ("nat_acc", "rob_acc", "stability", "lipschitz")},
@@ -121,7 +121,7 @@ def summary_metrics(rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[st
         "lambda_final": final.get("lambda_last"),
         "final_zeta": final.get("zeta"),
         "wall_seconds": wall,
-        "device_seconds": wall * share,
+        "device_seconds": device_seconds(wall, meta),
     }
     return {k: float(v) for k, v in out.items() if _finite(v)}
 

@@ -21,28 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-
 from wartune.errors import WartuneError
-from wartune.store import read_rows, write_table
-
-ZETA_SCHEMA = pa.schema(
-    [
-        ("model", pa.string()),
-        ("dataset", pa.string()),
-        ("objective", pa.string()),
-        ("eps", pa.float64()),
-        ("best_lambda", pa.float64()),
-        ("zeta", pa.float64()),
-        ("zeta_step_std", pa.float64()),
-        ("rob_acc", pa.float64()),
-        ("nat_acc", pa.float64()),
-        ("stability", pa.float64()),
-        ("search", pa.string()),
-        ("source", pa.string()),
-        ("created_at", pa.string()),
-    ]
-)
+from wartune.store import ZETA_SCHEMA, read_rows, write_table
 
 
 @dataclass(frozen=True)

@@ -17,37 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-
 from wartune.config import SearchSpace
 from wartune.report import best_trial, markdown_table
-from wartune.store import write_table
+from wartune.store import COMPARE_SCHEMA, write_table
 from wartune.tune.params import labelled
 from wartune.tune.strategies import EXPERIMENT, SearchOutcome, ray_session, run_search, storage_root
 from wartune.zeta import ZetaRegistry, best_trial_entry
 
 STRATEGIES = ("untuned", "grid", "optuna", "war")
 SinksFor = Callable[[SearchSpace], list[Any]]  # a part's extra sink factories (MLflow)
-
-COMPARE_SCHEMA = pa.schema(
-    [
-        ("compare", pa.string()),
-        ("strategy", pa.string()),
-        ("model", pa.string()),
-        ("width", pa.float64()),
-        ("lambda_final", pa.float64()),
-        ("nat_acc", pa.float64()),
-        ("rob_acc", pa.float64()),
-        ("stability", pa.float64()),
-        ("trials", pa.int64()),
-        ("device_seconds", pa.float64()),  # the strategy's own trials
-        ("calibration_seconds", pa.float64()),  # thin-net tuning it relied on
-        ("total_seconds", pa.float64()),
-        ("cost_vs_grid", pa.float64()),
-        ("best_trial", pa.string()),
-    ]
-)
-
 
 @dataclass
 class CompareOutcome:
