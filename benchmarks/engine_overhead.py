@@ -16,10 +16,10 @@ import time
 import torch
 from torch.nn import functional as F
 
-from wartune.config import TrainConfig
-from wartune.data import load_dataset
-from wartune.engine import Trainer
-from wartune.models import create_model
+from wartune.engine.config import TrainConfig
+from wartune.engine.data import load_dataset
+from wartune.engine.models import create_model
+from wartune.engine.trainer import Trainer
 
 
 def reference_epoch(model, optimizer, x_all, y_all, order, batch, eps, step, steps, beta) -> None:

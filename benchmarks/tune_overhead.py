@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from wartune.config import SearchSpace
-from wartune.engine import train
+from wartune.engine.trainer import train
+from wartune.tune.spaces import SearchSpace
 from wartune.tune.strategies import run_search
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 import yaml
 
-from wartune.config import TrainConfig
-from wartune.data import load_dataset
+from wartune.engine.config import TrainConfig
+from wartune.engine.data import load_dataset
 
 torch.set_num_threads(1)
 
@@ -71,17 +71,28 @@ def war_search(tmp_path_factory) -> dict:
     """
     from ray import tune
 
-    from wartune.tracking import MlflowSinkFactory, default_tracking_uri
-    from wartune.tune.params import labelled
+    from wartune.results.tracking import MlflowSinkFactory, default_tracking_uri
+    from wartune.tune.params import war_lambda
     from wartune.tune.spaces import load_space
     from wartune.tune.strategies import run_search
 
     root = tmp_path_factory.mktemp("war_search")
     space = load_space(str(write_space(root, model=["cnn-4", "cnn-8"], **{"lambda": [1.0]})))
-    war = labelled({"kind": "war", "zeta": 400.0, "alpha": 0.1, "lambda0": 0.0}, "war")
+    war = war_lambda(400.0, 0.1, "war")
     out = root / "runs"
     uri = default_tracking_uri(out)
     tags = {"strategy": space.strategy, "dataset": space.dataset, "objective": space.objective}
     factory = MlflowSinkFactory(uri, space.name, space.model_dump(mode="json", by_alias=True), tags)
     outcome = run_search(space, out, lam=tune.grid_search([1.0, war]), num_cpus=2, extra_sinks=[factory])
     return {"folder": outcome.folder, "live_uri": uri}
+
+
+# Fixtures that start Ray, a search or a server: a test that uses one is end-to-end.
+E2E_FIXTURES = frozenset({"war_search", "mlflow_server", "calibrated"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs an `E2E_FIXTURES` fixture `e2e`, so `-m "not e2e"` is the fast tier."""
+    for item in items:
+        if E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from wartune.attacks import PGDConfig, pgd_linf
-from wartune.models import create_model
+from wartune.engine.attacks import PGDConfig, pgd_linf
+from wartune.engine.models import create_model
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import write_space
-from wartune.checkpoints import load_model
 from wartune.cli import main
-from wartune.store import EPOCH_SCHEMA, STEP_SCHEMA, TRIAL_SCHEMA
+from wartune.results.model_files import load_model
+from wartune.results.store import EPOCH_SCHEMA, STEP_SCHEMA, TRIAL_SCHEMA
 
 
 def _run(argv: list[str], capsys) -> tuple[int, str, str]:

@@ -2,9 +2,9 @@
 
 import pytest
 
-from wartune.config import SearchSpace, TrainConfig, validate
+from wartune.engine.config import TrainConfig, validate
 from wartune.errors import ConfigError
-from wartune.tune.spaces import load_space, shipped_spaces
+from wartune.tune.spaces import SearchSpace, load_space, shipped_spaces
 
 
 def _space(**changes):

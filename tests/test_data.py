@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from wartune.data import augment_batch, load_dataset
+from wartune.engine.data import augment_batch, load_dataset
 from wartune.errors import DataError
 
 

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from wartune.checkpoints import load_model, save_model_files
-from wartune.config import TrainConfig
-from wartune.engine import Trainer, best_model_meta, train
+from wartune.engine.config import TrainConfig
+from wartune.engine.trainer import Trainer, best_model_meta, train
+from wartune.results.model_files import load_model, save_model_files
 
 
 def _changed(config: TrainConfig, **changes) -> TrainConfig:

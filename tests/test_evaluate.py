@@ -6,16 +6,16 @@ import pytest
 import torch
 
 from tests.test_cli import _error_line, _run
-from wartune.attacks import cw_margin
-from wartune.checkpoints import save_model_files
-from wartune.engine import Trainer, best_model_meta
-from wartune.evaluate import evaluate_attacks
-from wartune.store import EVAL_SCHEMA
+from wartune.engine.attack_suite import evaluate_attacks
+from wartune.engine.attacks import cw_margin
+from wartune.engine.trainer import Trainer, best_model_meta
+from wartune.results.model_files import save_model_files
+from wartune.results.store import EVAL_SCHEMA
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, digits):
-    from wartune.config import TrainConfig
+    from wartune.engine.config import TrainConfig
 
     config = TrainConfig(model="cnn-16", lam=3.0, epochs=3, attack={"steps": 3}, eval={"steps": 3, "max_examples": 60})
     trainer = Trainer(config, digits)

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from wartune.lambdas import WAR, Fixed, war_step
+from wartune.engine.lambdas import WAR, Fixed, war_step
 
 
 def test_fixed_returns_its_value_whatever_the_losses():

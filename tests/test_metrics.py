@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from wartune.metrics import example_flags, summarize
+from wartune.engine.metrics import example_flags, summarize
 
 
 def test_flags_by_hand():

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from wartune.engine.models import create_model, model_width
 from wartune.errors import ModelNameError
-from wartune.models import create_model, model_width
 
 
 def _params(model: torch.nn.Module) -> int:

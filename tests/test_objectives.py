@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from wartune.objectives import madry_losses, trades_losses
+from wartune.engine.objectives import madry_losses, trades_losses
 
 LOGITS_NAT = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
 LOGITS_ADV = torch.tensor([[1.0, 1.0], [1.0, 0.0]])

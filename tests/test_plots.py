@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from wartune.plots import write_plots
+from wartune.results.plots import write_plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ALL = {"lambda_metrics.png", "stability_vs_width.png", "epoch_curves.png", "war_lambda.png", "lipschitz_vs_width.png"}

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from wartune.schedules import make_scheduler
+from wartune.engine.schedules import make_scheduler
 
 
 def _lrs(name: str, epochs: int) -> list[float]:

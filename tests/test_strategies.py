@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import write_space
 from tests.test_cli import _run
-from wartune.report import width_blocks
+from wartune.results.report import width_blocks
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[1]

@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +28,14 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from tests.test_cli import _run
 from wartune.errors import WartuneError
-from wartune.tracking import (
+from wartune.results.tracking import (
     EPOCH_METRICS,
     MlflowSinkFactory,
     default_tracking_uri,
     flatten,
     log_search,
 )
-
-META_KEYS = (
-    "search", "trial_id", "strategy", "model", "width", "dataset", "objective", "eps", "seed",
-    "lambda_setting", "zeta_from", "zeta_used", "cpus", "gpus", "device", "checkpoint",
-)  # fmt: skip
+from wartune.results.trials import TrialMeta
 
 
 def _tables(folder: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -144,17 +141,17 @@ def test_sink_driven_directly_gives_the_same_structure(war_search, tmp_path):
     client = MlflowClient(uri)
     artifacts = (tmp_path / "artifacts").as_uri()  # not ./mlruns in the working directory
     client.delete_experiment(client.create_experiment("direct", artifact_location=artifacts))  # restored, not an error
-    metas = {t["trial_id"]: {k: t[k] for k in META_KEYS} for t in trials}
+    metas = {t["trial_id"]: TrialMeta.from_row(t) for t in trials}
     # Trials interleave, as they do under Ray: every trial's epoch 1, then every epoch 2.
     for epoch in sorted({r["epoch"] for r in epochs}):
         for row in (r for r in epochs if r["epoch"] == epoch):
             sink.on_epoch(metas[row["trial_id"]], {**row, "best_epoch": 1, "device": "cpu", "steps": {"l_nat": [1.0]}})
     for meta in metas.values():
         sink.on_trial_end(meta, "finished", None)
-    diverged = {**metas[trials[0]["trial_id"]], "trial_id": "x_00098"}
+    diverged = replace(metas[trials[0]["trial_id"]], trial_id="x_00098")
     sink.on_epoch(diverged, {"epoch": 1, "rob_acc": 0.0, "error": "loss is nan at step 3", "device": "cpu"})
     sink.on_trial_end(diverged, "finished", None)
-    interrupted = {**metas[trials[0]["trial_id"]], "trial_id": "x_00099"}
+    interrupted = replace(metas[trials[0]["trial_id"]], trial_id="x_00099")
     sink.on_epoch(interrupted, {**epochs[0], "trial_id": "x_00099"})
     assert client.get_run(sink.parent_run_id).info.status == "RUNNING"
     sink.close()
@@ -176,9 +173,9 @@ def test_unreachable_server_warns_once_and_never_raises(war_search, capsys):
     trials, epochs = _tables(war_search["folder"])
     uri = f"http://127.0.0.1:{_free_port()}"
     sink = MlflowSinkFactory(uri, "down", {"seed": 0}, {"strategy": "grid"})()
-    meta = {k: trials[0][k] for k in META_KEYS}
+    meta = TrialMeta.from_row(trials[0])
     start = time.monotonic()
-    for row in (r for r in epochs if r["trial_id"] == meta["trial_id"]):
+    for row in (r for r in epochs if r["trial_id"] == meta.trial_id):
         sink.on_epoch(meta, row)
     sink.on_trial_end(meta, "finished", None)
     sink.close()
@@ -269,6 +266,7 @@ def test_cli_search_logs_to_a_running_mlflow_server(mlflow_server, tmp_path, cap
         assert {"trial_summary.md", "model.json"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
 
 
+@pytest.mark.e2e
 def test_cli_search_with_unreachable_tracking_completes_and_warns_once(tmp_path, capsys):
     from tests.conftest import write_space
 

@@ -7,7 +7,7 @@ import pytest
 
 from tests.conftest import write_space
 from tests.test_cli import _error_line, _run
-from wartune.zeta import ZetaRegistry
+from wartune.results.zeta import ZetaRegistry
 
 pytestmark = pytest.mark.e2e
 

@@ -5,9 +5,9 @@ import multiprocessing
 
 import pytest
 
-from wartune.engine import zeta_of
+from wartune.engine.trainer import zeta_of
 from wartune.errors import WartuneError
-from wartune.zeta import PAPER_ENTRY, ZetaEntry, ZetaRegistry, best_trial_entry
+from wartune.results.zeta import PAPER_ENTRY, ZetaEntry, ZetaRegistry, best_trial_entry
 
 
 def _entry(model="wrn10-0.5", dataset="digits", objective="trades", eps=0.2, zeta=10.0, lam=6.0) -> ZetaEntry:

@@ -7,12 +7,22 @@ The plain-Python API mirrors the CLI:
     result.best.rob_acc, result.best.stability
 """
 
-from wartune.config import FixedLambda, SearchSpace, TrainConfig, WARLambda
-from wartune.data import load_dataset
-from wartune.engine import EpochRecord, Trainer, TrainResult, train
+from wartune.engine import (
+    WAR,
+    EpochRecord,
+    Fixed,
+    FixedLambda,
+    TrainConfig,
+    Trainer,
+    TrainResult,
+    WARLambda,
+    create_model,
+    load_dataset,
+    train,
+)
 from wartune.errors import WartuneError
-from wartune.lambdas import WAR, Fixed
-from wartune.models import create_model
+from wartune.results.model_files import load_model
+from wartune.tune.spaces import SearchSpace, load_space
 
 __all__ = [
     "WAR",
@@ -26,6 +36,8 @@ __all__ = [
     "WARLambda",
     "WartuneError",
     "create_model",
+    "load_model",
+    "load_space",
     "load_dataset",
     "train",
 ]

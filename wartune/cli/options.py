@@ -72,23 +72,17 @@ def space_overrides(**flags: Any) -> dict[str, Any]:
 
 
 def registry_at(registry: Path | None, out: Path) -> Any:
-    from wartune.zeta import ZetaRegistry
+    from wartune.results.store import ZETA_FILE
+    from wartune.results.zeta import ZetaRegistry
 
-    return ZetaRegistry(registry or out / "zeta.parquet")
-
-
-def space_eps(spec: Any) -> float:
-    """The training ε of a space: its own, else the dataset's default."""
-    from wartune.data import dataset_info
-
-    return spec.attack.eps or dataset_info(spec.dataset).eps
+    return ZetaRegistry(registry or out / ZETA_FILE)
 
 
 def mlflow_sinks(spec: Any, out: Path, tracking_uri: str | None, no_mlflow: bool, experiment: str | None = None) -> list[Any]:
     """The MLflow sink factory of a search, unless --no-mlflow."""
     if no_mlflow:
         return []
-    from wartune.tracking import MlflowSinkFactory, default_tracking_uri
+    from wartune.results.tracking import MlflowSinkFactory, default_tracking_uri
 
     tags = {"strategy": spec.strategy, "dataset": spec.dataset, "objective": spec.objective}
     params = spec.model_dump(mode="json", by_alias=True)

@@ -26,9 +26,9 @@ def report(
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Regenerate summary.md and the plots from the Parquet files alone."""
-    from wartune.plots import write_plots
-    from wartune.report import rich_table, write_summary
-    from wartune.store import TRIAL_SCHEMA, TRIALS_FILE, read_rows
+    from wartune.results.plots import write_plots
+    from wartune.results.report import rich_table, write_summary
+    from wartune.results.store import TRIAL_SCHEMA, TRIALS_FILE, read_rows
 
     has_trials = (folder / TRIALS_FILE).is_file()
     if not has_trials and not (folder / "compare.parquet").is_file():
@@ -42,7 +42,7 @@ def report(
     if to_mlflow:
         if not has_trials:
             raise WartuneError(f"--to-mlflow logs a search folder; {str(folder)!r} is a compare folder: log its parts")
-        from wartune.tracking import default_tracking_uri, log_search
+        from wartune.results.tracking import default_tracking_uri, log_search
 
         uri = tracking_uri or default_tracking_uri(folder.parent)
         run_id = log_search(folder, uri)
@@ -62,10 +62,10 @@ def evaluate(
     import torch
     from rich.table import Table
 
-    from wartune.checkpoints import META_FILE, load_model
-    from wartune.data import load_dataset
-    from wartune.evaluate import check_attacks, evaluate_attacks
-    from wartune.store import EVAL_SCHEMA, write_table
+    from wartune.engine.attack_suite import check_attacks, evaluate_attacks
+    from wartune.engine.data import load_dataset
+    from wartune.results.model_files import META_FILE, load_model
+    from wartune.results.store import EVAL_SCHEMA, write_table
 
     names = [a.strip() for a in attacks.split(",") if a.strip()]
     check_attacks(names)

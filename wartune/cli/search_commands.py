@@ -36,7 +36,6 @@ from wartune.cli.options import (
     out_console,
     ray_options,
     registry_at,
-    space_eps,
     space_overrides,
 )
 from wartune.errors import ConfigError, WartuneError
@@ -47,9 +46,9 @@ def run_and_report(
     tracking_uri: str | None = None, no_mlflow: bool = False,
 ) -> Any:  # fmt: skip
     """Validate the folder, run the search, print its table, write summary.md and plots."""
-    from wartune.data import check_data_dir
-    from wartune.plots import write_plots
-    from wartune.report import rich_table, rich_width_tables, write_summary
+    from wartune.engine.data import check_data_dir
+    from wartune.results.plots import write_plots
+    from wartune.results.report import rich_table, rich_width_tables, write_summary
     from wartune.tune.strategies import check_folder, run_search
 
     check_data_dir(spec.dataset, spec.data_dir)
@@ -66,7 +65,7 @@ def run_and_report(
     summary = write_summary(outcome.folder, spec.name, outcome.trials)
     plots = write_plots(outcome.folder)
     if sinks:
-        from wartune.tracking import log_artifacts
+        from wartune.results.tracking import log_artifacts
 
         log_artifacts(sinks[0].tracking_uri, sinks[0].experiment, [summary, *plots])
     out_console.print(f"results: {outcome.folder}/trials.parquet, epochs.parquet; summary: {summary}; plots: {outcome.folder / 'plots'}")
@@ -111,7 +110,7 @@ def search(
     zeta = None
     if spec.strategy == "war" and not resume:
         assert spec.zeta_from is not None
-        entry = registry_at(registry, out).lookup(spec.zeta_from, spec.dataset, spec.objective, space_eps(spec), force)
+        entry = registry_at(registry, out).lookup(spec.zeta_from, spec.dataset, spec.objective, spec.eps, force)
         zeta = entry.zeta
     run = ray_options(resume, overwrite, address, num_cpus, num_gpus, storage)
     run_and_report(spec, out, run, zeta=zeta, tracking_uri=tracking_uri, no_mlflow=no_mlflow)
@@ -144,9 +143,9 @@ def calibrate(
     registry: RegistryOpt = None,
 ) -> None:
     """Tune λ on a thin model, pick the best by robust accuracy, and store its ζ."""
-    from wartune.store import TRIAL_SCHEMA, TRIALS_FILE, read_rows
+    from wartune.results.store import TRIAL_SCHEMA, TRIALS_FILE, read_rows
+    from wartune.results.zeta import best_trial_entry
     from wartune.tune.spaces import load_space
-    from wartune.zeta import best_trial_entry
 
     reg = registry_at(registry, out)
     if from_search is not None:
@@ -214,7 +213,7 @@ def transfer(
     if alpha is not None:
         overrides["alpha"] = alpha
     spec = load_space(space, overrides)
-    entry = registry_at(registry, out).lookup(zeta_from, spec.dataset, spec.objective, space_eps(spec), force)
+    entry = registry_at(registry, out).lookup(zeta_from, spec.dataset, spec.objective, spec.eps, force)
     err_console.print(f"ζ {entry.zeta:.3f} from {entry.describe()} (best λ {entry.best_lambda:g}, {entry.source})")
     lam = war_and_untuned(entry.zeta, spec.alpha, entry.best_lambda) if compare_untuned else None
     run = ray_options(resume, overwrite, address, num_cpus, num_gpus, storage)
@@ -250,7 +249,7 @@ def compare(
 
     from rich.table import Table
 
-    from wartune.data import check_data_dir
+    from wartune.engine.data import check_data_dir
     from wartune.tune.compare import run_compare
     from wartune.tune.spaces import load_space
     from wartune.tune.strategies import check_folder
@@ -279,9 +278,9 @@ def compare(
         spec, out, resume=resume, registry=registry, address=address, num_cpus=num_cpus, num_gpus=num_gpus,
         storage=storage, sinks_for=sinks_for,
     )
-    from wartune.plots import write_plots
-    from wartune.report import write_summary
-    from wartune.store import TRIAL_SCHEMA, TRIALS_FILE, read_rows
+    from wartune.results.plots import write_plots
+    from wartune.results.report import write_summary
+    from wartune.results.store import TRIAL_SCHEMA, TRIALS_FILE, read_rows
 
     write_plots(folder)
     for part in sorted(p for p in folder.iterdir() if (p / TRIALS_FILE).is_file()):

@@ -12,10 +12,12 @@ from typing import Any
 
 from ray import tune
 
-from wartune.checkpoints import META_FILE, WEIGHTS_FILE
-from wartune.sinks import ParquetSink, Sink
-from wartune.tune.params import trial_meta
-from wartune.tune.progress import ProgressSink
+from wartune.results.model_files import META_FILE, WEIGHTS_FILE
+from wartune.results.progress import ProgressSink
+from wartune.results.sinks import ParquetSink, Sink
+from wartune.results.store import MODELS_DIR
+from wartune.results.trials import TrialMeta
+from wartune.tune.params import TrialParams
 
 
 def _error_line(trial: Any) -> str:
@@ -38,7 +40,7 @@ class SinkCallback(tune.Callback):
 
     def __init__(self, folder: Path, total_trials: int | None, epochs: int, extra: list[Any] | None = None) -> None:
         self.folder = folder
-        self.models_dir = folder / "models"
+        self.models_dir = folder / MODELS_DIR
         self.total_trials = total_trials
         self.epochs = epochs
         self.extra = extra or []  # picklable sink factories: callables returning a Sink
@@ -57,13 +59,14 @@ class SinkCallback(tune.Callback):
             *(make() for make in self.extra),
         ]
 
-    def _meta(self, trial: Any) -> dict[str, Any]:
-        meta = trial_meta(trial.trial_id, trial.config)
-        meta["device"] = self._device.get(trial.trial_id, "cpu")
-        meta["checkpoint"] = str(Path(self.models_dir.name) / trial.trial_id)
-        meta["model_dir"] = str(self.models_dir / trial.trial_id)
-        meta["restarts"] = int(getattr(trial, "num_failures", 0) or 0)
-        return meta
+    def _meta(self, trial: Any) -> TrialMeta:
+        return TrialParams.parse(trial.config).meta(
+            trial.trial_id,
+            device=self._device.get(trial.trial_id, "cpu"),
+            checkpoint=str(Path(MODELS_DIR) / trial.trial_id),
+            model_dir=str(self.models_dir / trial.trial_id),
+            restarts=int(getattr(trial, "num_failures", 0) or 0),
+        )
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self._device[trial.trial_id] = result.get("device", "cpu")

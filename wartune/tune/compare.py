@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wartune.config import SearchSpace
-from wartune.report import best_trial, markdown_table
-from wartune.store import COMPARE_SCHEMA, write_table
-from wartune.tune.params import labelled
+from wartune.results.formatting import markdown_table
+from wartune.results.store import COMPARE_SCHEMA, write_table
+from wartune.results.trials import best_trial
+from wartune.results.zeta import ZetaRegistry, best_trial_entry
+from wartune.tune.params import fixed_lambda, war_lambda
+from wartune.tune.spaces import SearchSpace
 from wartune.tune.strategies import EXPERIMENT, SearchOutcome, ray_session, run_search, storage_root
-from wartune.zeta import ZetaRegistry, best_trial_entry
 
 STRATEGIES = ("untuned", "grid", "optuna", "war")
 SinksFor = Callable[[SearchSpace], list[Any]]  # a part's extra sink factories (MLflow)
@@ -138,9 +139,9 @@ def run_compare(space: SearchSpace, out: Path, *, resume: bool = False, registry
         calib = _run_part(_part(space, name="calibrate", strategy="grid", model=space.thin_model), root, resume, sinks_for, storage)
         entry = best_trial_entry(calib.trials, f"{space.name}/calibrate", space.thin_model)
         ZetaRegistry(registry or out / "zeta.parquet").put(entry)
-        war = labelled({"kind": "war", "zeta": entry.zeta, "alpha": space.alpha, "lambda0": 0.0}, "war")
-        untuned = labelled({"kind": "fixed", "value": entry.best_lambda}, "untuned")
-        fixed_values = [labelled({"kind": "fixed", "value": v}, "grid") for v in grid]
+        war = war_lambda(entry.zeta, space.alpha, "war")
+        untuned = fixed_lambda(entry.best_lambda, "untuned")
+        fixed_values = [fixed_lambda(v, "grid") for v in grid]
         from ray import tune
 
         lam = tune.grid_search([untuned, *fixed_values, war])

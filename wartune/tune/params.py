@@ -1,18 +1,25 @@
-"""The layout of one trial's parameters, shared by the strategies, trainable and sinks.
+"""The layout of one trial's parameters, shared by the strategies, the trainable and the callback.
 
-A trial's Ray config is plain data:
+Ray hands a trial plain data (it must pickle, and grid search and Optuna put their values
+at `model` and `lam`):
     {"search", "strategy", "base": TrainConfig fields except model and λ,
-     "model": str, "lam": float | {"kind": "war", ...}, "zeta_from", "resources"}
-Strategies put `tune.grid_search` / distributions at "model" and "lam".
+     "model": str, "lam": float | {"kind": "fixed" | "war", ..., "strategy"?},
+     "zeta_from", "resources": {"cpu", "gpu"}}
+`TrialParams.parse` turns that into typed objects once; λ specs are always built from the
+engine's `FixedLambda` / `WARLambda` models, never written out by hand.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from wartune.config import SearchSpace, TrainConfig
-from wartune.data import dataset_info
-from wartune.models import model_width
+from wartune.engine.config import FixedLambda, TrainConfig, WARLambda
+from wartune.engine.models import model_width
+from wartune.results.trials import TrialMeta
+from wartune.tune.spaces import Resources, SearchSpace
+
+STRATEGY_LABEL = "strategy"  # the key a λ spec may carry when one search mixes strategies
 
 
 def base_params(space: SearchSpace, device: str = "auto") -> dict[str, Any]:
@@ -34,38 +41,65 @@ def trial_params(space: SearchSpace, model: Any, lam: Any, zeta_from: str | None
     }
 
 
-def labelled(lam: dict[str, Any], strategy: str) -> dict[str, Any]:
-    """A λ spec that names the strategy it stands for (when one search mixes several)."""
-    return {**lam, "strategy": strategy}
+def lambda_value(spec: FixedLambda | WARLambda, strategy: str | None = None) -> dict[str, Any]:
+    """A λ spec as a trial parameter, labelled with the strategy it stands for when one
+    search mixes several (transfer's WAR beside the untuned λ; compare's grid + WAR)."""
+    value = spec.model_dump(mode="json")
+    return {**value, STRATEGY_LABEL: strategy} if strategy else value
+
+
+def war_lambda(zeta: float, alpha: float, strategy: str | None = None) -> dict[str, Any]:
+    """WAR as the paper runs it (Algorithm 1: λ_0 = 0), towards the registry's ζ."""
+    return lambda_value(WARLambda(zeta=zeta, alpha=alpha), strategy)
+
+
+def fixed_lambda(value: float, strategy: str | None = None) -> dict[str, Any]:
+    return lambda_value(FixedLambda(value=value), strategy)
+
+
+@dataclass(frozen=True)
+class TrialParams:
+    """A trial's parameters, typed: the engine config it runs and how the search labels it."""
+
+    search: str
+    strategy: str
+    config: TrainConfig
+    zeta_from: str | None
+    resources: Resources
+
+    @classmethod
+    def parse(cls, params: dict[str, Any]) -> TrialParams:
+        lam = params["lam"]
+        strategy = params["strategy"]
+        if isinstance(lam, dict):
+            strategy = lam.get(STRATEGY_LABEL) or strategy
+            lam = {k: v for k, v in lam.items() if k != STRATEGY_LABEL}
+        config = TrainConfig.model_validate({**params["base"], "model": params["model"], "lam": lam})
+        return cls(params["search"], strategy, config, params.get("zeta_from"), Resources(**params["resources"]))
+
+    def meta(self, trial_id: str, **state: Any) -> TrialMeta:
+        """The trial's descriptive columns; `state` adds what the driver knows (device, restarts...)."""
+        lam, config = self.config.lam, self.config
+        return TrialMeta(
+            search=self.search,
+            trial_id=trial_id,
+            strategy=self.strategy,
+            model=config.model,
+            width=model_width(config.model),
+            dataset=config.dataset,
+            objective=config.objective,
+            eps=float(config.eps),
+            seed=int(config.seed),
+            epochs_planned=int(config.epochs),
+            lambda_setting=lam.value if isinstance(lam, FixedLambda) else None,
+            zeta_from=self.zeta_from,
+            zeta_used=lam.zeta if isinstance(lam, WARLambda) else None,
+            cpus=float(self.resources.cpu),
+            gpus=float(self.resources.gpu),
+            **state,
+        )
 
 
 def train_config_of(params: dict[str, Any]) -> TrainConfig:
     """The engine config a trial runs."""
-    lam = params["lam"]
-    if isinstance(lam, dict):
-        lam = {k: v for k, v in lam.items() if k != "strategy"}
-    return TrainConfig.model_validate({**params["base"], "model": params["model"], "lam": lam})
-
-
-def trial_meta(trial_id: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Descriptive columns of a trial, as the Parquet tables and MLflow want them."""
-    base, lam = params["base"], params["lam"]
-    eps = (base.get("attack") or {}).get("eps") or dataset_info(base["dataset"]).eps
-    war = isinstance(lam, dict) and lam.get("kind") == "war"
-    return {
-        "search": params["search"],
-        "trial_id": trial_id,
-        "strategy": lam.get("strategy", params["strategy"]) if isinstance(lam, dict) else params["strategy"],
-        "model": params["model"],
-        "width": model_width(params["model"]),
-        "dataset": base["dataset"],
-        "objective": base["objective"],
-        "eps": float(eps),
-        "seed": int(base["seed"]),
-        "epochs_planned": int(base["epochs"]),
-        "lambda_setting": None if war else float(lam if not isinstance(lam, dict) else lam["value"]),
-        "zeta_from": params.get("zeta_from"),
-        "zeta_used": float(lam["zeta"]) if war else None,
-        "cpus": float(params["resources"]["cpu"]),
-        "gpus": float(params["resources"]["gpu"]),
-    }
+    return TrialParams.parse(params).config

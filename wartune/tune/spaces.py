@@ -1,18 +1,139 @@
-"""Search spaces: YAML files shipped with wartune (or any path), validated into `SearchSpace`.
+"""Search spaces: the `SearchSpace` model, and YAML files (shipped with wartune or any path).
 
 `--space lambda_grid` finds `search_spaces/lambda_grid.yaml` inside the installed package;
 a value ending in .yaml/.yml, or naming an existing file, is read as a path. CLI flags are
 merged in before validation, so a bad flag is reported exactly like a bad YAML key.
+A space is the tune layer's config: the engine's `TrainingSettings` plus what a search
+adds (strategy, λ grid or range, models, budget, resources).
 """
 
 from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from wartune.config import SearchSpace, read_yaml, validate
+import yaml
+from pydantic import Field, field_validator, model_validator
+
+from wartune.engine.config import (
+    NonNegFloat,
+    PositiveFloat,
+    PositiveInt,
+    StrictModel,
+    TrainConfig,
+    TrainingSettings,
+    validate,
+)
+from wartune.engine.models import check_model_name
 from wartune.errors import ConfigError
+
+
+class Resources(StrictModel):
+    """Per-trial resources: CPUs and a (fractional) share of a GPU, e.g. 0.25."""
+
+    cpu: PositiveFloat = 1.0
+    gpu: NonNegFloat = 0.0
+
+
+class LambdaRange(StrictModel):
+    """A continuous λ range for Optuna."""
+
+    low: NonNegFloat
+    high: PositiveFloat
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LambdaRange:
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+
+Strategy = Literal["grid", "optuna", "war", "fixed", "compare"]
+
+
+class SearchSpace(TrainingSettings):
+    """A named search: a strategy over λ (and optionally model widths) plus the training settings."""
+
+    name: str = "search"
+    description: str = ""
+    strategy: Strategy = "grid"
+    model: str | list[str] = "wrn10-1"
+    lam: list[NonNegFloat] | LambdaRange | NonNegFloat | None = Field(default=None, alias="lambda")
+    zeta_from: str | None = None
+    thin_model: str | None = None  # compare: the cheap net that calibrates λ and ζ
+    alpha: PositiveFloat = 0.1
+    trials: PositiveInt | None = None
+    max_concurrent: PositiveInt | None = None
+    resources: Resources = Resources()
+    scheduler: Literal["none", "asha"] = "none"
+
+    @field_validator("model")
+    @classmethod
+    def _known_models(cls, v: str | list[str]) -> str | list[str]:
+        names = [v] if isinstance(v, str) else v
+        if not names:
+            raise ValueError("give at least one model")
+        for name in names:
+            check_model_name(name)
+        return v
+
+    @model_validator(mode="after")
+    def _strategy_needs(self) -> SearchSpace:
+        lam = self.lam
+        if self.strategy == "grid" and not (isinstance(lam, list) and lam):
+            raise ValueError("strategy 'grid' needs 'lambda' as a non-empty list, e.g. [6, 9, 12]")
+        if self.strategy == "optuna" and not isinstance(lam, LambdaRange):
+            raise ValueError("strategy 'optuna' needs 'lambda' as {low, high, log}")
+        if self.strategy == "optuna" and not isinstance(self.model, str) and len(self.model) > 1:
+            raise ValueError("strategy 'optuna' tunes one model per search: give a single 'model'")
+        if self.strategy == "fixed" and not isinstance(lam, int | float):
+            raise ValueError("strategy 'fixed' needs 'lambda' as one number")
+        if self.strategy == "compare" and not (isinstance(lam, list) and lam and self.thin_model):
+            raise ValueError("strategy 'compare' needs 'thin_model' and 'lambda' as a non-empty list (the grid)")
+        if self.thin_model is not None:
+            check_model_name(self.thin_model)
+        if self.strategy == "war" and not self.zeta_from:
+            raise ValueError("strategy 'war' needs 'zeta_from' (a ζ registry key such as wrn34-0.5)")
+        return self
+
+    @property
+    def models(self) -> list[str]:
+        return [self.model] if isinstance(self.model, str) else list(self.model)
+
+    @property
+    def lambdas(self) -> list[float]:
+        """The grid's λ values (or the one fixed value)."""
+        if isinstance(self.lam, list):
+            return [float(v) for v in self.lam]
+        if isinstance(self.lam, int | float):
+            return [float(self.lam)]
+        return []
+
+    def train_config(self, model: str, lam: Any, device: str = "auto") -> TrainConfig:
+        """The engine config of one trial of this search."""
+        shared = {name: getattr(self, name) for name in TrainingSettings.model_fields}
+        return TrainConfig(**shared, model=model, lam=lam, device=device, threads=max(1, int(self.resources.cpu)))
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Parse a YAML mapping, with a one-line error for unreadable or malformed files."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise ConfigError(f"cannot read {str(path)!r}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path.name}:{where} not valid YAML") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path.name}: expected a mapping of keys to values at the top level")
+    return data
 
 
 def spaces_dir() -> Path:

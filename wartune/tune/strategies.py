@@ -21,15 +21,14 @@ from typing import Any
 import ray
 from ray import tune
 
-from wartune.config import LambdaRange, SearchSpace
 from wartune.errors import WartuneError
-from wartune.store import TRIAL_SCHEMA, TRIALS_FILE, read_rows
+from wartune.results.store import SPACE_FILE, TRIAL_SCHEMA, TRIALS_FILE, read_rows
 from wartune.tune.callbacks import SinkCallback
-from wartune.tune.params import labelled, trial_params
+from wartune.tune.params import fixed_lambda, trial_params, war_lambda
+from wartune.tune.spaces import LambdaRange, SearchSpace
 from wartune.tune.trainable import adversarial_training_trial
 
 EXPERIMENT = "tune"
-SPACE_FILE = "space.yaml"
 
 
 @dataclass
@@ -50,7 +49,7 @@ def lambda_param(space: SearchSpace, zeta: float | None = None) -> Any:
     if space.strategy == "war":
         if zeta is None:
             raise WartuneError("strategy 'war' needs a ζ (from the registry)")
-        return {"kind": "war", "zeta": zeta, "alpha": space.alpha, "lambda0": 0.0}
+        return war_lambda(zeta, space.alpha)
     assert isinstance(space.lam, LambdaRange)  # guaranteed by SearchSpace validation
     sample = tune.loguniform if space.lam.log else tune.uniform
     return sample(space.lam.low, space.lam.high)
@@ -86,8 +85,7 @@ def trial_scheduler(space: SearchSpace) -> Any:
 
 def war_and_untuned(zeta: float, alpha: float, untuned: float) -> Any:
     """WAR beside the thin net's best λ held fixed (Table 3's "no tuning" column)."""
-    war = labelled({"kind": "war", "zeta": zeta, "alpha": alpha, "lambda0": 0.0}, "war")
-    return tune.grid_search([war, labelled({"kind": "fixed", "value": untuned}, "untuned")])
+    return tune.grid_search([war_lambda(zeta, alpha, "war"), fixed_lambda(untuned, "untuned")])
 
 
 def _grid_size(value: Any) -> int:

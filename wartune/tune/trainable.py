@@ -18,8 +18,8 @@ from typing import Any
 import ray
 from ray import tune
 
-from wartune.checkpoints import save_model_files
-from wartune.engine import DivergedError, EpochRecord, Trainer, best_model_meta
+from wartune.engine.trainer import DivergedError, EpochRecord, Trainer, best_model_meta
+from wartune.results.model_files import save_model_files
 from wartune.tune.params import train_config_of
 
 TRAINER_FILE = "trainer.pt"

@@ -148,7 +148,14 @@ COMPARE_SCHEMA = pa.schema(
     ]
 )
 
+TRIAL_KEY_COLUMNS = tuple(name for name, _ in _TRIAL_KEY)
+
+# The files of a search folder (`runs/<name>/`) and of the output root (`runs/`).
 EPOCHS_FILE, TRIALS_FILE, STEPS_FILE = "epochs.parquet", "trials.parquet", "steps.parquet"
+COMPARE_FILE, COMPARE_MD = "compare.parquet", "compare.md"
+SUMMARY_FILE, SPACE_FILE = "summary.md", "space.yaml"
+MODELS_DIR, PLOTS_DIR = "models", "plots"
+ZETA_FILE = "zeta.parquet"
 
 
 def to_table(rows: Iterable[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:

@@ -11,27 +11,11 @@ from typing import Any
 
 from rich.table import Table
 
+from wartune.results.formatting import lambda_text, markdown_table, num, pct
+from wartune.results.store import SUMMARY_FILE
+from wartune.results.trials import best_trial
+
 COLUMNS = ("trial", "strategy", "model", "λ", "natural", "robust", "stability", "l_nat/l_rob", "wall s", "status")
-
-
-def _pct(v: float | None) -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}"
-
-
-def _num(v: float | None, fmt: str = "{:.2f}") -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
-
-
-def best_trial(trials: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The finished trial with the highest robust accuracy (the paper's selection rule)."""
-    done = [t for t in trials if t["status"] == "finished" and t["rob_acc"] is not None]
-    return max(done, key=lambda t: t["rob_acc"]) if done else None
-
-
-def _lambda_text(t: dict[str, Any]) -> str:
-    if t["lambda_setting"] is None:
-        return f"WAR→{_num(t['lambda_final'])}"
-    return f"{t['lambda_setting']:.3g}"
 
 
 def rows(trials: list[dict[str, Any]]) -> list[list[str]]:
@@ -46,12 +30,12 @@ def rows(trials: list[dict[str, Any]]) -> list[list[str]]:
                 t["trial_id"] + mark,
                 t["strategy"],
                 t["model"],
-                _lambda_text(t),
-                _pct(t["nat_acc"]),
-                _pct(t["rob_acc"]),
-                _pct(t["stability"]),
-                _num(t["zeta"]),
-                _num(t["wall_seconds"], "{:.0f}"),
+                lambda_text(t),
+                pct(t["nat_acc"]),
+                pct(t["rob_acc"]),
+                pct(t["stability"]),
+                num(t["zeta"]),
+                num(t["wall_seconds"], "{:.0f}"),
                 t["status"] + (f" ({t['error']})" if t["error"] else ""),
             ]
         )
@@ -69,23 +53,17 @@ def rich_table(trials: list[dict[str, Any]], title: str) -> Table:
     return table
 
 
-def markdown_table(header: tuple[str, ...] | list[str], body: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in body]
-    return "\n".join(lines)
-
-
 def summary_markdown(name: str, trials: list[dict[str, Any]]) -> str:
     """summary.md: the best trial, then every trial (metrics at its best epoch, in %)."""
     best = best_trial(trials)
     head = [f"# Search `{name}`", ""]
     if best is not None:
         head += [
-            f"Best trial **{best['trial_id']}** ({best['model']}, λ {_lambda_text(best)}, {best['objective']}, "
-            f"{best['dataset']}, ε {best['eps']:g}): robust {_pct(best['rob_acc'])} %, natural "
-            f"{_pct(best['nat_acc'])} %, stability {_pct(best['stability'])} % at epoch {best['best_epoch']}.",
+            f"Best trial **{best['trial_id']}** ({best['model']}, λ {lambda_text(best)}, {best['objective']}, "
+            f"{best['dataset']}, ε {best['eps']:g}): robust {pct(best['rob_acc'])} %, natural "
+            f"{pct(best['nat_acc'])} %, stability {pct(best['stability'])} % at epoch {best['best_epoch']}.",
             "",
-            f"Its weights: `{best['checkpoint']}/model.safetensors` (load with `wartune.checkpoints.load_model`).",
+            f"Its weights: `{best['checkpoint']}/model.safetensors` (load with `wartune.results.model_files.load_model`).",
             "",
         ]
     total_cost = sum(t["device_seconds"] or 0.0 for t in trials)
@@ -123,7 +101,7 @@ def width_blocks(trials: list[dict[str, Any]]) -> list[tuple[str, list[str], lis
             for w in widths:
                 t = cell.get((lam, w))
                 star = " ★" if t is not None and t is best[w] else ""
-                row.append(_pct(t[metric]) + star if t is not None else "–")
+                row.append(pct(t[metric]) + star if t is not None else "–")
             body.append(row)
         blocks.append((title, header, body))
     blocks.append(("best λ per width", header[1:], [[f"{best[w]['lambda_setting']:g}" for w in widths]]))
@@ -150,7 +128,7 @@ def rich_width_tables(trials: list[dict[str, Any]]) -> list[Table]:
 
 
 def write_summary(folder: Path, name: str, trials: list[dict[str, Any]]) -> Path:
-    path = folder / "summary.md"
+    path = folder / SUMMARY_FILE
     text = summary_markdown(name, trials)
     widths = width_markdown(trials)
     if widths:

@@ -20,14 +20,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from wartune.attacks import PGDConfig, pgd_linf
-from wartune.config import FixedLambda, TrainConfig
-from wartune.data import TensorDataset, augment_batch, load_dataset, to_float
-from wartune.lambdas import WAR, Fixed, LambdaController
-from wartune.metrics import ExampleFlags, RobustnessMetrics, example_flags, summarize
-from wartune.models import create_model
-from wartune.objectives import get_objective
-from wartune.schedules import make_scheduler
+from wartune.engine.attacks import pgd_linf
+from wartune.engine.config import FixedLambda, TrainConfig
+from wartune.engine.data import TensorDataset, augment_batch, load_dataset, to_float
+from wartune.engine.lambdas import WAR, Fixed, LambdaController
+from wartune.engine.metrics import ExampleFlags, RobustnessMetrics, example_flags, summarize
+from wartune.engine.models import create_model
+from wartune.engine.objectives import get_objective
+from wartune.engine.schedules import make_scheduler
 
 
 class DivergedError(RuntimeError):
@@ -120,20 +120,8 @@ class Trainer:
         self.device = resolve_device(config.device)
         self.model = create_model(config.model, info.num_classes, info.in_channels, info.image_size).to(self.device)
         self.objective = get_objective(config.objective)
-        self.train_attack = PGDConfig(
-            eps=config.attack.eps or info.eps,
-            step_size=config.attack.step or info.step_size,
-            steps=config.attack.steps,
-            loss=self.objective.attack_loss,
-            start=self.objective.attack_start,
-        )
-        self.eval_attack = PGDConfig(
-            eps=config.eval.eps or self.train_attack.eps,
-            step_size=config.eval.step or self.train_attack.step_size,
-            steps=config.eval.steps,
-            loss="ce",
-            start="uniform",
-        )
+        self.train_attack = config.train_pgd()
+        self.eval_attack = config.eval_pgd()
         self.optimizer = torch.optim.SGD(
             self.model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from wartune.errors import WartuneError
-from wartune.store import ZETA_SCHEMA, read_rows, write_table
+from wartune.results.store import ZETA_SCHEMA, read_rows, write_table
+from wartune.results.trials import best_trial
 
 
 @dataclass(frozen=True)
@@ -155,11 +156,8 @@ def best_trial_entry(trials: list[dict[str, Any]], search: str, model: str | Non
     models = sorted({t["model"] for t in trials})
     if model is None and len(models) > 1:
         raise WartuneError(f"search {search!r} trained several models ({', '.join(models)}): name one with --model")
-    pool = [
-        t for t in trials
-        if t["status"] == "finished" and t["lambda_setting"] is not None and t["rob_acc"] is not None
-        and (model is None or t["model"] == model)
-    ]  # fmt: skip
-    if not pool:
+    fixed = [t for t in trials if t["lambda_setting"] is not None and (model is None or t["model"] == model)]
+    best = best_trial(fixed)
+    if best is None:
         raise WartuneError(f"search {search!r} has no finished fixed-λ trial" + (f" of {model!r}" if model else ""))
-    return entry_from_trial(max(pool, key=lambda t: t["rob_acc"]), search)
+    return entry_from_trial(best, search)

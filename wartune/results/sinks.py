@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Any, Protocol
 
-from wartune.store import (
+from wartune.results.store import (
     EPOCH_SCHEMA,
     EPOCHS_FILE,
     STEP_SCHEMA,
@@ -21,33 +21,17 @@ from wartune.store import (
     read_rows,
     write_table,
 )
-
-TRIAL_META_KEYS = ("search", "trial_id", "strategy", "model", "width", "dataset", "objective", "eps", "seed")
+from wartune.results.trials import TrialMeta, TrialSummary, trial_status
 
 
 class Sink(Protocol):
     """Receives a search's results as they arrive on the driver."""
 
-    def on_epoch(self, meta: dict[str, Any], result: dict[str, Any]) -> None: ...
+    def on_epoch(self, meta: TrialMeta, result: dict[str, Any]) -> None: ...
 
-    def on_trial_end(self, meta: dict[str, Any], status: str, error: str | None) -> None: ...
+    def on_trial_end(self, meta: TrialMeta, status: str, error: str | None) -> None: ...
 
     def close(self) -> None: ...
-
-
-def best_epoch_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The epoch with the highest robust accuracy (the earliest on ties): a trial's result."""
-    return max(rows, key=lambda r: (r["rob_acc"] if _finite(r["rob_acc"]) else -math.inf, -r["epoch"]))
-
-
-def device_seconds(wall: float, meta: dict[str, Any]) -> float:
-    """Compute cost: GPU share × wall on a GPU, CPUs × wall on CPU."""
-    on_gpu = meta.get("device") == "cuda" and (meta.get("gpus") or 0) > 0
-    return wall * (meta["gpus"] if on_gpu else meta.get("cpus", 1.0))
-
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, int | float) and math.isfinite(v)
 
 
 def _nan_to_none(v: Any) -> Any:
@@ -73,8 +57,8 @@ class ParquetSink:
             t: {k: r[k] for k in ("started_at", "ended_at", "resumed_from_epoch", "node")} for t, r in self.trials.items()
         }
 
-    def on_epoch(self, meta: dict[str, Any], result: dict[str, Any]) -> None:
-        trial_id = meta["trial_id"]
+    def on_epoch(self, meta: TrialMeta, result: dict[str, Any]) -> None:
+        trial_id = meta.trial_id
         if result.get("error"):
             self.errors[trial_id] = str(result["error"])
             return
@@ -85,8 +69,8 @@ class ParquetSink:
             "node": result.get("node_id"),
         }
         epoch = int(result["epoch"])
-        row = {k: meta[k] for k in TRIAL_META_KEYS}
-        row["lambda_setting"] = meta["lambda_setting"]
+        row = meta.key_columns()
+        row["lambda_setting"] = meta.lambda_setting
         row.update({name: _nan_to_none(result[name]) for name in EPOCH_SCHEMA.names if name not in row})
         self.epochs[(trial_id, epoch)] = row
         trace = result.get("steps") or {}
@@ -94,20 +78,16 @@ class ParquetSink:
             zip(trace.get("l_nat", []), trace.get("l_rob", []), trace.get("lambda_t", []), strict=True)
         ):
             self.steps[(trial_id, epoch, i)] = {
-                "search": meta["search"], "trial_id": trial_id, "epoch": epoch, "step": i,
+                "search": meta.search, "trial_id": trial_id, "epoch": epoch, "step": i,
                 "l_nat": l_nat, "l_rob": l_rob, "lambda_t": lam,
             }  # fmt: skip
         self.trials[trial_id] = self._trial_row(meta, "running", None)
         self._write()
 
-    def on_trial_end(self, meta: dict[str, Any], status: str, error: str | None) -> None:
-        error = error or self.errors.get(meta["trial_id"])
-        if error and status == "finished":
-            status = "failed"
-        done = sum(1 for t, _ in self.epochs if t == meta["trial_id"])
-        if status == "finished" and done < meta.get("epochs_planned", done):
-            status = "stopped"  # ended early by the scheduler (ASHA)
-        self.trials[meta["trial_id"]] = self._trial_row(meta, status, error)
+    def on_trial_end(self, meta: TrialMeta, status: str, error: str | None) -> None:
+        error = error or self.errors.get(meta.trial_id)
+        done = sum(1 for t, _ in self.epochs if t == meta.trial_id)
+        self.trials[meta.trial_id] = self._trial_row(meta, trial_status(status, error, done, meta.epochs_planned), error)
         self._write()
 
     def close(self) -> None:
@@ -124,42 +104,26 @@ class ParquetSink:
         self.steps = {k: r for k, r in self.steps.items() if k[0] in trial_ids}
         self.trials = {k: r for k, r in self.trials.items() if k in trial_ids}
 
-    def _trial_row(self, meta: dict[str, Any], status: str, error: str | None) -> dict[str, Any]:
-        """Best-epoch metrics (by robust accuracy), the final epoch's, ζ and the cost."""
-        rows = sorted((r for (t, _), r in self.epochs.items() if t == meta["trial_id"]), key=lambda r: r["epoch"])
-        best = best_epoch_row(rows) if rows else {}
-        final = rows[-1] if rows else {}
-        wall = sum(r["wall_seconds"] for r in rows)
-        row = {k: meta[k] for k in TRIAL_META_KEYS}
-        row.update({"started_at": None, "ended_at": None, "resumed_from_epoch": None, "node": None})
-        row.update(self.timing.get(meta["trial_id"], {}))
-        row.update(
-            lambda_setting=meta["lambda_setting"],
-            lambda_final=final.get("lambda_last"),
-            zeta=final.get("zeta"),
-            zeta_step_std=final.get("zeta_step_std"),
-            zeta_from=meta.get("zeta_from"),
-            zeta_used=meta.get("zeta_used"),
-            best_epoch=best.get("epoch"),
-            epochs=len(rows),
-            nat_acc=best.get("nat_acc"),
-            rob_acc=best.get("rob_acc"),
-            stability=best.get("stability"),
-            lipschitz=best.get("lipschitz"),
-            final_nat_acc=final.get("nat_acc"),
-            final_rob_acc=final.get("rob_acc"),
-            final_stability=final.get("stability"),
-            wall_seconds=wall,
-            device_seconds=device_seconds(wall, meta),
-            device=meta.get("device") or "cpu",
-            cpus=meta["cpus"],
-            gpus=meta["gpus"],
-            restarts=meta.get("restarts", 0),
-            status=status,
-            error=error,
-            checkpoint=meta.get("checkpoint"),
-        )
-        return row
+    def _trial_row(self, meta: TrialMeta, status: str, error: str | None) -> dict[str, Any]:
+        """The trial's key, its summary (best-epoch and final metrics, ζ, cost) and its state."""
+        summary = TrialSummary.of([r for (t, _), r in self.epochs.items() if t == meta.trial_id], meta)
+        timing = {"started_at": None, "ended_at": None, "resumed_from_epoch": None, "node": None}
+        timing.update(self.timing.get(meta.trial_id, {}))
+        return {
+            **meta.key_columns(),
+            **timing,
+            **summary.as_dict(),
+            "lambda_setting": meta.lambda_setting,
+            "zeta_from": meta.zeta_from,
+            "zeta_used": meta.zeta_used,
+            "device": meta.device,
+            "cpus": meta.cpus,
+            "gpus": meta.gpus,
+            "restarts": meta.restarts,
+            "status": status,
+            "error": error,
+            "checkpoint": meta.checkpoint,
+        }
 
     def _write(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)

@@ -12,10 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-
-def trial_label(meta: dict[str, Any]) -> str:
-    lam = f"λ={meta['lambda_setting']:g}" if meta["lambda_setting"] is not None else f"WAR ζ={meta['zeta_used']:g}"
-    return f"{meta['trial_id'][-5:]} {meta['model']} {lam}"
+from wartune.results.trials import TrialMeta
 
 
 class ProgressSink:
@@ -40,10 +37,10 @@ class ProgressSink:
         self.done: set[tuple[str, int]] = set()
         self.progress.start()
 
-    def on_epoch(self, meta: dict[str, Any], result: dict[str, Any]) -> None:
-        trial_id = meta["trial_id"]
+    def on_epoch(self, meta: TrialMeta, result: dict[str, Any]) -> None:
+        trial_id = meta.trial_id
         if trial_id not in self.tasks:
-            self.tasks[trial_id] = self.progress.add_task(trial_label(meta), total=self.epochs, status="")
+            self.tasks[trial_id] = self.progress.add_task(meta.label, total=self.epochs, status="")
         if result.get("error"):
             return
         epoch = int(result["epoch"])
@@ -56,11 +53,11 @@ class ProgressSink:
             self.done.add((trial_id, epoch))
             self.progress.update(self.overall, advance=1)
         if not self.live:
-            self.console.print(f"{trial_label(meta)}  epoch {epoch}/{self.epochs}  {status}", highlight=False)
+            self.console.print(f"{meta.label}  epoch {epoch}/{self.epochs}  {status}", highlight=False)
 
-    def on_trial_end(self, meta: dict[str, Any], status: str, error: str | None) -> None:
+    def on_trial_end(self, meta: TrialMeta, status: str, error: str | None) -> None:
         if status != "finished" or error:
-            self.console.print(f"[red]trial {trial_label(meta)} {status}: {error}[/red]")
+            self.console.print(f"[red]trial {meta.label} {status}: {error}[/red]")
 
     def close(self) -> None:
         self.progress.stop()

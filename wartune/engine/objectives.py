@@ -20,7 +20,7 @@ from typing import Literal
 import torch
 from torch.nn import functional as F
 
-from wartune.attacks import AttackLoss, RandomStart
+from wartune.engine.attacks import AttackLoss, RandomStart
 
 ObjectiveName = Literal["trades", "madry"]
 LossPair = tuple[torch.Tensor, torch.Tensor]

@@ -22,10 +22,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from wartune.store import EPOCHS_FILE, STEPS_FILE, TRIALS_FILE
+from wartune.results.store import COMPARE_FILE, EPOCHS_FILE, PLOTS_DIR, STEPS_FILE, TRIALS_FILE
+from wartune.results.trials import trial_label
 
-PLOTS_DIR = "plots"
-COMPARE_FILE = "compare.parquet"
 METRICS = (("rob_acc", "robust accuracy (%)"), ("nat_acc", "natural accuracy (%)"), ("stability", "perturbation stability (%)"))
 
 
@@ -65,7 +64,7 @@ def load(folder: Path) -> SearchData:
     )
 
 
-def _pct(v: float | None) -> float:
+def _as_percent(v: float | None) -> float:
     return float("nan") if v is None else 100.0 * v
 
 
@@ -74,11 +73,6 @@ def _subtitle(data: SearchData) -> str:
         return data.name
     t = data.trials[0]
     return f"search {data.name}: {t['objective']} on {t['dataset']}, ε = {t['eps']:g}"
-
-
-def _trial_label(t: dict[str, Any]) -> str:
-    lam = f"λ={t['lambda_setting']:g}" if t.get("lambda_setting") is not None else f"WAR ζ={t.get('zeta_used') or 0:g}"
-    return f"{t['trial_id'][-5:]} {t['model']} {lam}"
 
 
 def _width_axis(ax: Axes, widths: list[float]) -> None:
@@ -127,7 +121,7 @@ def lambda_metrics(data: SearchData, out: Path) -> Path | None:
         rows = [t for t in fixed if t["model"] == model]
         for ax, (key, _) in zip(axes, METRICS, strict=True):
             xs, ys = _mean_by(rows, "lambda_setting", key)
-            ax.plot(xs, [_pct(y) for y in ys], marker="o", label=f"{model} (width {rows[0]['width']:g})")
+            ax.plot(xs, [_as_percent(y) for y in ys], marker="o", label=f"{model} (width {rows[0]['width']:g})")
     for ax, (_, label) in zip(axes, METRICS, strict=True):
         ax.set_xlabel("λ (robust-regularisation weight)")
         ax.set_ylabel(label)
@@ -144,7 +138,7 @@ def stability_vs_width(data: SearchData, out: Path) -> Path | None:
     fig, (ax,) = _figure(1, f"Stability against width\n{_subtitle(data)}")
     for lam in sorted({t["lambda_setting"] for t in fixed}):
         xs, ys = _mean_by([t for t in fixed if t["lambda_setting"] == lam], "width", "stability")
-        ax.plot(xs, [_pct(y) for y in ys], marker="o", label=f"λ = {lam:g}")
+        ax.plot(xs, [_as_percent(y) for y in ys], marker="o", label=f"λ = {lam:g}")
     _width_axis(ax, widths)
     ax.set_ylabel("perturbation stability (%)")
     ax.legend(fontsize="small")
@@ -160,9 +154,9 @@ def epoch_curves(data: SearchData, out: Path) -> Path | None:
     fig, axes = _figure(3, f"Per-epoch evaluation\n{_subtitle(data)}")
     for trial_id in ids:
         rows = sorted((r for r in data.epochs if r["trial_id"] == trial_id), key=lambda r: r["epoch"])
-        label = _trial_label(trials.get(trial_id, rows[0]))
+        label = trial_label(trials.get(trial_id, rows[0]))
         for ax, (key, _) in zip(axes, METRICS, strict=True):
-            ax.plot([r["epoch"] for r in rows], [_pct(r[key]) for r in rows], marker=".", label=label)
+            ax.plot([r["epoch"] for r in rows], [_as_percent(r[key]) for r in rows], marker=".", label=label)
     for ax, (_, label) in zip(axes, METRICS, strict=True):
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
@@ -219,7 +213,7 @@ def robust_vs_cost(data: SearchData, out: Path) -> Path | None:
     fig, (ax,) = _figure(1, f"Robust accuracy against compute\n{data.name}: each strategy's best trial per model")
     for marker, strategy in zip("osD^v<>p*", sorted({r["strategy"] for r in rows}), strict=False):
         points = sorted((r for r in rows if r["strategy"] == strategy), key=lambda r: (r.get("width") or 0, r["model"]))
-        xs, ys = [r[cost_key] * scale for r in points], [_pct(r["rob_acc"]) for r in points]
+        xs, ys = [r[cost_key] * scale for r in points], [_as_percent(r["rob_acc"]) for r in points]
         ax.plot(xs, ys, marker=marker, label=strategy)
         for r, x, y in zip(points, xs, ys, strict=True):
             ax.annotate(r["model"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize="x-small")

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from wartune.engine.models.densenet import DenseNetBC
+from wartune.engine.models.small import MLP, SmallCNN
+from wartune.engine.models.wideresnet import WideResNet
 from wartune.errors import ModelNameError
-from wartune.models.densenet import DenseNetBC
-from wartune.models.small import MLP, SmallCNN
-from wartune.models.wideresnet import WideResNet
 
 _NUMBER = r"(\d+(?:\.\d+)?)"
 

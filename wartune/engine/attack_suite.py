@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from wartune.attacks import PGDConfig, pgd_linf
-from wartune.data import TensorDataset, to_float
+from wartune.engine.attacks import PGDConfig, pgd_linf
+from wartune.engine.data import TensorDataset, to_float
+from wartune.engine.metrics import ExampleFlags, example_flags, summarize
 from wartune.errors import ConfigError
-from wartune.metrics import ExampleFlags, example_flags, summarize
 
 AttackFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, float, int], torch.Tensor]
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import re
 import subprocess
@@ -33,15 +32,15 @@ from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PARENT_RUN_ID
 from sqlalchemy.exc import SQLAlchemyError
 
 from wartune.errors import WartuneError
-from wartune.sinks import best_epoch_row, device_seconds
-from wartune.store import EPOCHS_FILE, TRIALS_FILE
+from wartune.results.model_files import META_FILE
+from wartune.results.store import EPOCHS_FILE, SPACE_FILE, TRIALS_FILE
+from wartune.results.trials import TrialMeta, TrialSummary, is_finite, trial_status
 
 # Without these MLflow retries an unreachable server for minutes (7 retries, 120 s timeout).
 FAST_FAIL_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
 # What goes wrong when the store is unreachable or refuses a call; requests' errors are OSErrors.
 TRACKING_ERRORS: tuple[type[Exception], ...] = (MlflowException, OSError, SQLAlchemyError)
 
-SPACE_FILE = "space.yaml"  # the resolved space, as `run_search` writes it
 EPOCH_METRICS = ("nat_acc", "rob_acc", "stability", "l_nat", "l_rob", "zeta", "lambda_mean", "lambda_last", "lipschitz", "lr")
 TRIAL_PARAMS = ("trial_id", "strategy", "model", "width", "dataset", "objective", "eps", "seed", "lambda_setting", "zeta_used", "zeta_from")
 _RUN_STATUS = {"finished": "FINISHED", "stopped": "FINISHED", "running": "KILLED"}  # error, failed: FAILED
@@ -99,36 +98,23 @@ def _unreachable(err: BaseException) -> bool:
     return isinstance(err, OSError) or any(s in text for s in ("Errno", "Max retries", "timed out", "Connection"))
 
 
-def _finite(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and not math.isnan(v)
-
-
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
 
 
-def summary_metrics(rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, float]:
-    """A trial's end-of-run metrics: best epoch by robust accuracy (as trials.parquet), final epoch, cost."""
-    rows = sorted(rows, key=lambda r: r["epoch"])
-    best = best_epoch_row(rows)
-    final = rows[-1]
-    wall = sum(r.get("wall_seconds") or 0.0 for r in rows)
+def summary_metrics(rows: list[dict[str, Any]], meta: TrialMeta) -> dict[str, float]:
+    """A trial's end-of-run metrics, named as MLflow shows them (`best_rob_acc`, `final_zeta`, ...)."""
+    summary = TrialSummary.of(rows, meta)
     out = {
-        "best_epoch": best["epoch"],
-        **{f"best_{k}": best.get(k) for k in ("nat_acc", "rob_acc", "stability", "lipschitz")},
-        **{f"final_{k}": final.get(k) for k in ("nat_acc", "rob_acc", "stability")},
-        "lambda_final": final.get("lambda_last"),
-        "final_zeta": final.get("zeta"),
-        "wall_seconds": wall,
-        "device_seconds": device_seconds(wall, meta),
+        "best_epoch": summary.best_epoch,
+        **{f"best_{k}": getattr(summary, k) for k in ("nat_acc", "rob_acc", "stability", "lipschitz")},
+        **{k: getattr(summary, k) for k in ("final_nat_acc", "final_rob_acc", "final_stability", "lambda_final")},
+        "final_zeta": summary.zeta,
+        "wall_seconds": summary.wall_seconds,
+        "device_seconds": summary.device_seconds,
     }
-    return {k: float(v) for k, v in out.items() if _finite(v)}
-
-
-def _run_name(meta: dict[str, Any]) -> str:
-    lam = f"λ={meta['lambda_setting']:g}" if meta.get("lambda_setting") is not None else f"WAR ζ={meta.get('zeta_used') or 0:g}"
-    return f"{meta['trial_id']} {meta['model']} {lam}"
+    return {k: float(v) for k, v in out.items() if is_finite(v)}
 
 
 @dataclass
@@ -199,37 +185,34 @@ class _Tracker:
         for chunk in _chunks(list(metrics), 1000):
             self.client.log_batch(run_id, metrics=chunk, synchronous=True)
 
-    def trial_run(self, meta: dict[str, Any]) -> str:
+    def trial_run(self, meta: TrialMeta) -> str:
         """The trial's nested run, created (with its setting as params) on first use."""
-        trial_id = meta["trial_id"]
+        trial_id = meta.trial_id
         if trial_id not in self.runs:
             parent = self.parent()
-            run = self.client.create_run(self._experiment(), run_name=_run_name(meta), tags={MLFLOW_PARENT_RUN_ID: parent})
+            run = self.client.create_run(self._experiment(), run_name=meta.label, tags={MLFLOW_PARENT_RUN_ID: parent})
             self.runs[trial_id] = run.info.run_id
-            params = {k: str(meta[k]) for k in TRIAL_PARAMS if meta.get(k) is not None}
+            params = {k: str(getattr(meta, k)) for k in TRIAL_PARAMS if getattr(meta, k) is not None}
             self._log(run.info.run_id, params=params)
         return self.runs[trial_id]
 
-    def epoch(self, meta: dict[str, Any], result: dict[str, Any]) -> None:
+    def epoch(self, meta: TrialMeta, result: dict[str, Any]) -> None:
         if result.get("error"):  # a diverged trial reports its reason instead of metrics
-            self.errors[meta["trial_id"]] = str(result["error"])
+            self.errors[meta.trial_id] = str(result["error"])
             return
         run_id = self.trial_run(meta)
         epoch = int(result["epoch"])
-        self.epochs.setdefault(meta["trial_id"], {})[epoch] = {k: result.get(k) for k in (*EPOCH_METRICS, "epoch", "wall_seconds")}
+        self.epochs.setdefault(meta.trial_id, {})[epoch] = {k: result.get(k) for k in (*EPOCH_METRICS, "epoch", "wall_seconds")}
         now = int(time.time() * 1000)
-        metrics = [Metric(k, float(result[k]), now, epoch) for k in EPOCH_METRICS if _finite(result.get(k))]
+        metrics = [Metric(k, float(result[k]), now, epoch) for k in EPOCH_METRICS if is_finite(result.get(k))]
         self._log(run_id, metrics=metrics)
 
-    def trial_end(self, meta: dict[str, Any], status: str, error: str | None) -> None:
-        trial_id = meta["trial_id"]
+    def trial_end(self, meta: TrialMeta, status: str, error: str | None) -> None:
+        trial_id = meta.trial_id
         run_id = self.trial_run(meta)
         error = error or self.errors.get(trial_id)
-        if error and status == "finished":
-            status = "failed"
         rows = list(self.epochs.get(trial_id, {}).values())
-        if status == "finished" and len(rows) < meta.get("epochs_planned", len(rows)):
-            status = "stopped"  # ended early by the scheduler, as trials.parquet says
+        status = trial_status(status, error, len(rows), meta.epochs_planned)
         now = int(time.time() * 1000)
         metrics = [Metric(k, v, now, 0) for k, v in summary_metrics(rows, meta).items()] if rows else []
         tags = {"status": status, **({"error": error[:5000]} if error else {})}
@@ -238,16 +221,16 @@ class _Tracker:
         self.client.set_terminated(run_id, status=_RUN_STATUS.get(status, "FAILED"))
         self.ended.add(trial_id)
 
-    def _trial_artifacts(self, run_id: str, meta: dict[str, Any], rows: list[dict[str, Any]], status: str) -> None:
+    def _trial_artifacts(self, run_id: str, meta: TrialMeta, rows: list[dict[str, Any]], status: str) -> None:
         """The trial's own summary (its epochs as a table) and its best model's description."""
-        lines = [f"# Trial {meta['trial_id']}: {meta['model']}, {meta['strategy']}, status {status}", "",
+        lines = [f"# Trial {meta.trial_id}: {meta.model}, {meta.strategy}, status {status}", "",
                  "| epoch | " + " | ".join(EPOCH_METRICS) + " |", "|---" * (len(EPOCH_METRICS) + 1) + "|"]  # fmt: skip
         for row in sorted(rows, key=lambda r: r["epoch"]):
             cells = ["–" if row.get(k) is None else f"{row[k]:.4g}" for k in EPOCH_METRICS]
             lines.append(f"| {row['epoch']} | " + " | ".join(cells) + " |")
         self.client.log_text(run_id, "\n".join(lines) + "\n", "trial_summary.md")
-        model_json = Path(meta.get("model_dir") or "") / "model.json"
-        if meta.get("model_dir") and model_json.is_file():
+        model_json = Path(meta.model_dir or "") / META_FILE
+        if meta.model_dir and model_json.is_file():
             self.client.log_artifact(run_id, str(model_json))
 
     def close(self) -> None:
@@ -275,10 +258,10 @@ class MlflowSink:
     def parent_run_id(self) -> str | None:
         return self.tracker.parent_id
 
-    def on_epoch(self, meta: dict[str, Any], result: dict[str, Any]) -> None:
+    def on_epoch(self, meta: TrialMeta, result: dict[str, Any]) -> None:
         self._guard(self.tracker.epoch, meta, result)
 
-    def on_trial_end(self, meta: dict[str, Any], status: str, error: str | None) -> None:
+    def on_trial_end(self, meta: TrialMeta, status: str, error: str | None) -> None:
         self._guard(self.tracker.trial_end, meta, status, error)
 
     def close(self) -> None:
@@ -331,10 +314,11 @@ def log_search(folder: Path, tracking_uri: str, experiment: str | None = None) -
     try:
         tracker.parent()
         for trial in trials:
-            for row in sorted((r for r in epochs if r["trial_id"] == trial["trial_id"]), key=lambda r: r["epoch"]):
-                tracker.epoch(trial, row)
+            meta = TrialMeta.from_row(trial)
+            for row in sorted((r for r in epochs if r["trial_id"] == meta.trial_id), key=lambda r: r["epoch"]):
+                tracker.epoch(meta, row)
             if trial["status"] != "running":
-                tracker.trial_end(trial, trial["status"], trial.get("error"))
+                tracker.trial_end(meta, trial["status"], trial.get("error"))
         tracker.close()
     except TRACKING_ERRORS as err:
         raise WartuneError(f"cannot log {str(folder)!r} to MLflow at {tracking_uri}: {short_reason(err)}") from err

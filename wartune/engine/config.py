@@ -1,0 +1,165 @@
+"""The engine's configuration: validated pydantic models, and one-line validation errors.
+
+Configuration is validated once, at the edge; inner code receives typed objects. A bad
+key or value becomes a `ConfigError` whose one-line message names the key and what is
+allowed. The threat model's defaults (ε, PGD step) are resolved here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from wartune.engine.attacks import PGDConfig
+from wartune.engine.data import dataset_info
+from wartune.engine.models import check_model_name
+from wartune.engine.objectives import ObjectiveName, get_objective
+from wartune.engine.schedules import ScheduleName
+from wartune.errors import ConfigError, WartuneError
+
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+PositiveInt = Annotated[int, Field(ge=1)]
+_M = TypeVar("_M", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class AttackSettings(StrictModel):
+    """Training attack: PGD L∞; ε and step default to the dataset's."""
+
+    eps: PositiveFloat | None = None
+    step: PositiveFloat | None = None
+    steps: PositiveInt = 10
+
+
+class EvalSettings(StrictModel):
+    """Evaluation attack: PGD-20 by default, CE with a uniform random start."""
+
+    eps: PositiveFloat | None = None
+    step: PositiveFloat | None = None
+    steps: PositiveInt = 20
+    max_examples: PositiveInt | None = None
+
+
+class FixedLambda(StrictModel):
+    """λ held constant for the whole run."""
+
+    kind: Literal["fixed"] = "fixed"
+    value: NonNegFloat
+
+
+class WARLambda(StrictModel):
+    """λ_t adapted every step towards the ratio ζ (Algorithm 1)."""
+
+    kind: Literal["war"] = "war"
+    zeta: PositiveFloat
+    alpha: PositiveFloat = 0.1
+    lambda0: NonNegFloat = 0.0
+
+
+LambdaSpec = Annotated[FixedLambda | WARLambda, Field(discriminator="kind")]
+
+
+class TrainingSettings(StrictModel):
+    """What a single run and a whole search share: data, objective, optimisation, attacks."""
+
+    dataset: str = "digits"
+    data_dir: Path | None = None
+    objective: ObjectiveName = "trades"
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 128
+    lr: PositiveFloat = 0.1
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    weight_decay: NonNegFloat = 2e-4
+    schedule: ScheduleName = "exp-decay"
+    attack: AttackSettings = AttackSettings()
+    eval: EvalSettings = EvalSettings()
+    seed: int = 0
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, v: str) -> str:
+        dataset_info(v)
+        return v
+
+    @property
+    def eps(self) -> float:
+        """The training ε: the config's own, else the dataset's default (8/255 on CIFAR)."""
+        return self.attack.eps or dataset_info(self.dataset).eps
+
+    @property
+    def step_size(self) -> float:
+        """The training PGD step: the config's own, else the dataset's default (0.007 on CIFAR)."""
+        return self.attack.step or dataset_info(self.dataset).step_size
+
+    def train_pgd(self) -> PGDConfig:
+        """The training attack: ascends the objective's own loss from its reference start."""
+        objective = get_objective(self.objective)
+        return PGDConfig(self.eps, self.step_size, self.attack.steps, objective.attack_loss, objective.attack_start)
+
+    def eval_pgd(self, eps: float | None = None) -> PGDConfig:
+        """The evaluation PGD (CE, uniform start): the per-epoch one and `wartune evaluate`'s.
+
+        With another `eps` the step keeps its ratio to ε, so PGD-20 stays the same attack.
+        """
+        base_eps = self.eval.eps or self.eps
+        step = self.eval.step or self.step_size
+        radius = eps or base_eps
+        return PGDConfig(radius, step * radius / base_eps, self.eval.steps, loss="ce", start="uniform")
+
+
+class TrainConfig(TrainingSettings):
+    """One adversarial-training run: the shared settings plus a model and a λ controller."""
+
+    model: str = "wrn10-1"
+    lam: LambdaSpec = FixedLambda(value=6.0)
+    device: str = "auto"
+    threads: PositiveInt | None = None
+
+    @field_validator("lam", mode="before")
+    @classmethod
+    def _number_is_fixed(cls, v: Any) -> Any:
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            return {"kind": "fixed", "value": v}
+        return v
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        check_model_name(v)
+        return v
+
+
+def describe_validation_error(err: ValidationError, model: type[BaseModel]) -> str:
+    """One line for the first problem: the dotted key, what is wrong, what is allowed."""
+    first = err.errors()[0]
+    # pydantic adds union-member tags to the location (list[...], LambdaRange, float, ...)
+    tags = {"constrained-float", "float", "int", "str", "bool", "none", "LambdaRange"}
+    loc = [
+        str(p)
+        for p in first["loc"]
+        if not (str(p) in tags or "[" in str(p) or str(p).startswith("function-"))
+    ]
+    key = ".".join(loc) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        allowed = sorted(f.alias or n for n, f in model.model_fields.items())
+        return f"unknown key {key!r}; allowed keys: {', '.join(allowed)}"
+    msg = first["msg"].removeprefix("Value error, ")
+    if "input" in first and first["type"] not in ("missing",) and not isinstance(first["input"], dict):
+        return f"{key}: {msg} (got {first['input']!r})"
+    return f"{key}: {msg}"
+
+
+def validate(model: type[_M], data: dict[str, Any], source: str) -> _M:
+    """Validate `data` as `model`, turning the first problem into a one-line ConfigError."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: {describe_validation_error(err, model)}") from None
+    except WartuneError as err:  # raised inside a validator (unknown model, dataset)
+        raise ConfigError(f"{source}: {err}") from None

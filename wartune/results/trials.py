@@ -1,0 +1,155 @@
+"""One trial of a search, and the rules that judge it: the one home of each.
+
+Every table, report, sink and plot asks this module what a trial's status is, which of its
+epochs counts (the best by robust accuracy, as the paper's tables select), which trial of
+a search is the best, what its cost in device-seconds is and how it is labelled. The tune
+layer builds a `TrialMeta` for each trial; `TrialMeta.from_row` rebuilds one from a
+`trials.parquet` row, so a finished search replays through the same code.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from wartune.results.store import TRIAL_KEY_COLUMNS
+
+
+@dataclass(frozen=True)
+class TrialMeta:
+    """What describes a trial (not what it measured): the key columns of every table."""
+
+    search: str
+    trial_id: str
+    strategy: str
+    model: str
+    width: float
+    dataset: str
+    objective: str
+    eps: float
+    seed: int
+    epochs_planned: int
+    lambda_setting: float | None  # the fixed λ; None for WAR
+    zeta_from: str | None
+    zeta_used: float | None  # WAR's target ζ; None for a fixed λ
+    cpus: float
+    gpus: float
+    device: str = "cpu"
+    checkpoint: str | None = None  # the best model's folder, relative to the search folder
+    model_dir: str | None = None  # the same folder, absolute, on the driver
+    restarts: int = 0
+
+    def key_columns(self) -> dict[str, Any]:
+        """The columns every per-trial table starts with (`store.TRIAL_KEY_COLUMNS`)."""
+        return {name: getattr(self, name) for name in TRIAL_KEY_COLUMNS}
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def label(self) -> str:
+        return trial_label(self.as_dict())
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> TrialMeta:
+        """The meta of a trial as `trials.parquet` recorded it (its planned epochs: those it ran)."""
+        return cls(
+            **{name: row[name] for name in TRIAL_KEY_COLUMNS},
+            epochs_planned=int(row.get("epochs") or 0),
+            lambda_setting=row.get("lambda_setting"),
+            zeta_from=row.get("zeta_from"),
+            zeta_used=row.get("zeta_used"),
+            cpus=float(row.get("cpus") or 1.0),
+            gpus=float(row.get("gpus") or 0.0),
+            device=row.get("device") or "cpu",
+            checkpoint=row.get("checkpoint"),
+            restarts=int(row.get("restarts") or 0),
+        )
+
+
+def is_finite(value: Any) -> bool:
+    """A real number that is neither NaN nor infinite (a bool is not a metric)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def trial_label(t: Mapping[str, Any]) -> str:
+    """`e20d8 wrn10-1 λ=6` or `e20d8 wrn10-2 WAR ζ=4.21`: how progress, plots and MLflow name a trial."""
+    if t.get("lambda_setting") is not None:
+        lam = f"λ={t['lambda_setting']:g}"
+    else:
+        lam = f"WAR ζ={t.get('zeta_used') or 0:g}"
+    return f"{t['trial_id'][-5:]} {t['model']} {lam}"
+
+
+def trial_status(reported: str, error: str | None, epochs_done: int, epochs_planned: int) -> str:
+    """The status tables record: an error turns `finished` into `failed`; a trial ended
+    before its planned epochs (by ASHA) is `stopped`."""
+    if reported == "finished" and error:
+        return "failed"
+    if reported == "finished" and epochs_done < epochs_planned:
+        return "stopped"
+    return reported
+
+
+def device_seconds(wall: float, device: str, cpus: float, gpus: float) -> float:
+    """Compute cost: GPU share × wall on a GPU, CPUs × wall on CPU (Table 3's unit)."""
+    return wall * (gpus if device == "cuda" and gpus > 0 else cpus)
+
+
+def best_epoch_row(rows: list[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The epoch with the highest robust accuracy (the earliest on ties): a trial's result."""
+    return max(rows, key=lambda r: (r["rob_acc"] if is_finite(r["rob_acc"]) else -math.inf, -r["epoch"]))
+
+
+def best_trial(trials: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The finished trial with the highest robust accuracy (the paper's selection rule)."""
+    done = [t for t in trials if t["status"] == "finished" and t["rob_acc"] is not None]
+    return max(done, key=lambda t: t["rob_acc"]) if done else None
+
+
+@dataclass(frozen=True)
+class TrialSummary:
+    """A trial's outcome from its epoch rows: best-epoch and final metrics, ζ, λ and cost."""
+
+    epochs: int
+    best_epoch: int | None
+    nat_acc: float | None
+    rob_acc: float | None
+    stability: float | None
+    lipschitz: float | None
+    final_nat_acc: float | None
+    final_rob_acc: float | None
+    final_stability: float | None
+    lambda_final: float | None
+    zeta: float | None
+    zeta_step_std: float | None
+    wall_seconds: float
+    device_seconds: float
+
+    @classmethod
+    def of(cls, rows: list[Mapping[str, Any]], meta: TrialMeta) -> TrialSummary:
+        rows = sorted(rows, key=lambda r: r["epoch"])
+        best = best_epoch_row(rows) if rows else {}
+        final = rows[-1] if rows else {}
+        wall = float(sum(r.get("wall_seconds") or 0.0 for r in rows))
+        return cls(
+            epochs=len(rows),
+            best_epoch=best.get("epoch"),
+            nat_acc=best.get("nat_acc"),
+            rob_acc=best.get("rob_acc"),
+            stability=best.get("stability"),
+            lipschitz=best.get("lipschitz"),
+            final_nat_acc=final.get("nat_acc"),
+            final_rob_acc=final.get("rob_acc"),
+            final_stability=final.get("stability"),
+            lambda_final=final.get("lambda_last"),
+            zeta=final.get("zeta"),
+            zeta_step_std=final.get("zeta_step_std"),
+            wall_seconds=wall,
+            device_seconds=device_seconds(wall, meta.device, meta.cpus, meta.gpus),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
