@@ -16,7 +16,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -183,7 +183,7 @@ def test_unreachable_server_warns_once_and_never_raises(war_search, capsys):
     err = capsys.readouterr().err
     warnings = [line for line in err.splitlines() if "warning" in line]
     assert len(warnings) == 1, err
-    assert warnings[0].startswith(f"wartune: warning: MLflow logging skipped: cannot reach {uri} (")
+    assert warnings[0].startswith(f"wartune: warning: MLflow logging paused: cannot reach {uri} (")
     assert "Traceback" not in err and sink.disabled
     start = time.monotonic()
     with pytest.raises(WartuneError, match=f"cannot log .* to MLflow at {uri}"):
@@ -191,36 +191,41 @@ def test_unreachable_server_warns_once_and_never_raises(war_search, capsys):
     assert time.monotonic() - start < 30
 
 
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory) -> Iterator[str]:
-    """A real tracking server on a free local port; its whole process group ends afterwards."""
-    root = tmp_path_factory.mktemp("mlflow_server")
-    port = _free_port()
+def _start_server(root: Path, port: int) -> subprocess.Popen:
+    """`mlflow server` on 127.0.0.1:port with its store in `root`; returns once /health answers."""
     cmd = [
         sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
         "--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--default-artifact-root", str(root / "artifacts"),
         "--workers", "1",
     ]  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    with open(root / "server.log", "w") as log:
+    with open(root / "server.log", "a") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"mlflow server exited with {proc.returncode}:\n{(root / 'server.log').read_text()}")
         try:
-            deadline = time.monotonic() + 120
-            while True:
-                if proc.poll() is not None:
-                    pytest.fail(f"mlflow server exited with {proc.returncode}:\n{(root / 'server.log').read_text()}")
-                try:
-                    with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-                        if answer.status == 200:
-                            break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail(f"mlflow server did not answer in 120 s:\n{(root / 'server.log').read_text()}")
-                time.sleep(0.5)
-            yield url
-        finally:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return proc
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
             _end_group(proc)
+            pytest.fail(f"mlflow server did not answer in 120 s:\n{(root / 'server.log').read_text()}")
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory) -> Iterator[str]:
+    """A real tracking server on a free local port; its whole process group ends afterwards."""
+    port = _free_port()
+    proc = _start_server(tmp_path_factory.mktemp("mlflow_server"), port)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        _end_group(proc)
 
 
 def _end_group(proc: subprocess.Popen) -> None:
@@ -275,7 +280,7 @@ def test_cli_search_with_unreachable_tracking_completes_and_warns_once(tmp_path,
     code, _, err = _run(["search", "--space", str(space), "--out", str(tmp_path / "runs"), "--tracking-uri", uri], capsys)
     assert code == 0, err
     assert [ln for ln in err.splitlines() if "warning" in ln] == [
-        next(ln for ln in err.splitlines() if ln.startswith(f"wartune: warning: MLflow logging skipped: cannot reach {uri}"))
+        next(ln for ln in err.splitlines() if ln.startswith(f"wartune: warning: MLflow logging paused: cannot reach {uri}"))
     ]
     trials, epochs = _tables(tmp_path / "runs" / "tiny")
     assert len(trials) == 2 and len(epochs) == 4 and all(t["status"] == "finished" for t in trials)
@@ -294,3 +299,74 @@ def test_cli_report_regenerates_summary_and_logs_to_mlflow(war_search, tmp_path,
     assert len(runs) == 4 and parent.data.tags["wartune.source"] == "parquet"
     code, _, err = _run(["report", str(tmp_path / "nowhere")], capsys)
     assert code == 2 and "not a wartune result folder" in err
+
+
+# The servers of the outage test, by name: its sink runs on the driver, i.e. in this process.
+_OUTAGE_SERVERS: dict[str, dict[str, Any]] = {}
+
+
+@dataclass(frozen=True)
+class OutageSinkFactory:
+    """A sink placed before the MLflow sink: stops the server at the `stop_at`-th epoch
+    report and starts it again (same store, same port) at the `start_at`-th."""
+
+    name: str
+    stop_at: int
+    start_at: int
+
+    def __call__(self, folder: Path | None = None) -> Any:
+        return _OutageSink(self)
+
+
+class _OutageSink:
+    def __init__(self, factory: OutageSinkFactory) -> None:
+        self.factory, self.epochs = factory, 0
+
+    def on_epoch(self, meta: Any, result: dict[str, Any]) -> None:
+        self.epochs += 1
+        server = _OUTAGE_SERVERS[self.factory.name]
+        if self.epochs == self.factory.stop_at:
+            _end_group(server["proc"])
+        elif self.epochs == self.factory.start_at:
+            server["proc"] = _start_server(server["root"], server["port"])
+
+    def on_trial_end(self, meta: Any, status: str, error: str | None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.e2e
+def test_mlflow_server_stopped_and_restarted_mid_search_loses_nothing(tmp_path, capsys):
+    """The server goes away after the first epoch report and comes back four reports later:
+    one warning each way, and MLflow ends up equal to the Parquet tables."""
+    from ray import tune
+
+    from tests.conftest import write_space
+    from wartune.tune.spaces import load_space
+    from wartune.tune.strategies import run_search
+
+    root, port = tmp_path / "server", _free_port()
+    root.mkdir()
+    _OUTAGE_SERVERS["outage"] = {"root": root, "port": port, "proc": _start_server(root, port)}
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        space = load_space(str(write_space(tmp_path, epochs=3, **{"lambda": [1, 6]})), {"name": "outage"})
+        tags = {"strategy": space.strategy, "dataset": space.dataset, "objective": space.objective}
+        mlflow = MlflowSinkFactory(uri, "outage", space.model_dump(mode="json", by_alias=True), tags)
+        outage = OutageSinkFactory("outage", stop_at=2, start_at=5)
+        outcome = run_search(space, tmp_path / "runs", lam=tune.grid_search([1.0, 6.0]), num_cpus=2,
+                             extra_sinks=[outage, mlflow])  # fmt: skip
+        err = capsys.readouterr().err
+        warnings = [ln for ln in err.splitlines() if "warning" in ln]
+        assert len(warnings) == 2, err
+        assert warnings[0].startswith(f"wartune: warning: MLflow logging paused: cannot reach {uri}")
+        assert warnings[1].startswith("wartune: warning: MLflow logging resumed after") and "caught up" in warnings[1]
+        trials, epochs = _tables(outcome.folder)
+        assert len(trials) == 2 and len(epochs) == 6
+        parent, runs = _structure(uri, "outage")
+        assert len(runs) == 2
+        _check_trials(uri, runs, trials, epochs)
+    finally:
+        _end_group(_OUTAGE_SERVERS.pop("outage")["proc"])

@@ -1,295 +1,172 @@
-"""MLflow tracking of a search: a live sink, and a replay of a finished search's Parquet files.
+"""MLflow tracking of a search: a live sink that rides out outages, and a replay from Parquet.
 
 Layout: one experiment per search name, one parent run per invocation (the resolved search
 space as params), one nested run per trial (its setting as params, per-epoch metrics with
-step = epoch, best/final metrics and its status at the end). The Parquet tables stay the
-source of truth and MLflow is a view of them, so a tracking server that cannot be reached
-costs the live sink one warning line, never the search. All calls go through
-`MlflowClient` with explicit run ids: trials finish in any order, and the fluent
-active-run API would mix them up.
+step = epoch, best/final metrics and its status at the end); `mlflow_tracker.py` makes the
+calls. The Parquet tables stay the source of truth and MLflow is a view of them: when the
+tracking server goes away the search goes on, the rows wait in Parquet, and the sink logs
+them when the server is back, at the latest when the search ends.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import os
-import re
-import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 import yaml
-from mlflow.entities import Metric, Param, RunTag
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PARENT_RUN_ID
-from sqlalchemy.exc import SQLAlchemyError
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from wartune.errors import WartuneError
-from wartune.results.model_files import META_FILE
-from wartune.results.store import EPOCHS_FILE, SPACE_FILE, TRIALS_FILE
-from wartune.results.trials import TrialMeta, TrialSummary, is_finite, trial_status
+from wartune.results.mlflow_tracker import (
+    EPOCH_METRICS,
+    FAST_FAIL_ENV,
+    TRACKING_ERRORS,
+    TRIAL_PARAMS,
+    MlflowTracker,
+    artifact_location,
+    default_tracking_uri,
+    flatten,
+    git_commit,
+    short_reason,
+    summary_metrics,
+    unreachable,
+)
+from wartune.results.store import SPACE_FILE, TRIALS_FILE
+from wartune.results.trials import TrialMeta
 
-# Without these MLflow retries an unreachable server for minutes (7 retries, 120 s timeout).
-FAST_FAIL_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
-# What goes wrong when the store is unreachable or refuses a call; requests' errors are OSErrors.
-TRACKING_ERRORS: tuple[type[Exception], ...] = (MlflowException, OSError, SQLAlchemyError)
+__all__ = [
+    "EPOCH_METRICS",
+    "FAST_FAIL_ENV",
+    "TRACKING_ERRORS",
+    "TRIAL_PARAMS",
+    "MlflowSink",
+    "MlflowSinkFactory",
+    "artifact_location",
+    "default_tracking_uri",
+    "flatten",
+    "git_commit",
+    "log_artifacts",
+    "log_search",
+    "short_reason",
+    "summary_metrics",
+]
 
-EPOCH_METRICS = ("nat_acc", "rob_acc", "stability", "l_nat", "l_rob", "zeta", "lambda_mean", "lambda_last", "lipschitz", "lr")
-TRIAL_PARAMS = ("trial_id", "strategy", "model", "width", "dataset", "objective", "eps", "seed", "lambda_setting", "zeta_used", "zeta_from")
-_RUN_STATUS = {"finished": "FINISHED", "stopped": "FINISHED", "running": "KILLED"}  # error, failed: FAILED
-_BATCH = 100  # MLflow's limit of params or tags per log_batch call (metrics: 1000)
-
-
-def default_tracking_uri(out: Path) -> str:
-    """The local default store: `sqlite:////abs/out/mlflow.db` (absolute, so any cwd works)."""
-    return f"sqlite:///{(Path(out) / 'mlflow.db').resolve()}"
-
-
-def artifact_location(tracking_uri: str) -> str | None:
-    """Beside a local sqlite store (`runs/mlartifacts`), not in whatever folder the user is in."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return None  # a server decides where its artifacts go
-    return (Path(tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
-
-
-def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested settings as MLflow params: {"attack": {"eps": 0.2}} -> {"attack.eps": "0.2"}; None is left out."""
-    flat: dict[str, str] = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        elif value is not None:
-            flat[name] = json.dumps(value) if isinstance(value, list | tuple) else str(value)
-    return flat
-
-
-def git_commit() -> str | None:
-    """HEAD of the repository the search runs from, when there is one."""
-    try:
-        proc = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (proc.stdout.strip() or None) if proc.returncode == 0 else None
+RETRY_DELAYS_S = (0.5, 1.0)  # a call that fails is tried again after these pauses
+MAX_BACKOFF_S = 60.0  # while down, the server is probed at most this often (1, 2, 4, ... s)
 
 
-def short_reason(err: BaseException) -> str:
-    """The useful end of MLflow's long error text, e.g. 'Connection refused'."""
-    text = str(err)
-    errno = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)('[^']*')?", text)
-    if errno:  # "Connection refused", "File exists: '/path'"
-        reason = errno.group(1).strip()
-        return f"{reason} {errno.group(2)}" if reason.endswith(":") and errno.group(2) else reason
-    if "timed out" in text.lower():
-        return "timed out"
-    first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
-    return first if len(first) <= 160 else first[:157] + "..."
-
-
-def _unreachable(err: BaseException) -> bool:
-    text = str(err)
-    return isinstance(err, OSError) or any(s in text for s in ("Errno", "Max retries", "timed out", "Connection"))
-
-
-def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
-def summary_metrics(rows: list[dict[str, Any]], meta: TrialMeta) -> dict[str, float]:
-    """A trial's end-of-run metrics, named as MLflow shows them (`best_rob_acc`, `final_zeta`, ...)."""
-    summary = TrialSummary.of(rows, meta)
-    out = {
-        "best_epoch": summary.best_epoch,
-        **{f"best_{k}": getattr(summary, k) for k in ("nat_acc", "rob_acc", "stability", "lipschitz")},
-        **{k: getattr(summary, k) for k in ("final_nat_acc", "final_rob_acc", "final_stability", "lambda_final")},
-        "final_zeta": summary.zeta,
-        "wall_seconds": summary.wall_seconds,
-        "device_seconds": summary.device_seconds,
-    }
-    return {k: float(v) for k, v in out.items() if is_finite(v)}
-
-
-@dataclass
-class _Tracker:
-    """The MLflow calls of one invocation; raises whatever MLflow raises (callers decide)."""
-
-    tracking_uri: str
-    experiment: str
-    search_params: dict[str, Any]
-    tags: dict[str, str]
-    source: str = "live"  # "live" (a running search) or "parquet" (log_search)
-    parent_id: str | None = None
-    runs: dict[str, str] = field(default_factory=dict)  # trial id -> nested run id
-    epochs: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
-    errors: dict[str, str] = field(default_factory=dict)
-    ended: set[str] = field(default_factory=set)
-    _client: MlflowClient | None = None
-    _experiment_id: str | None = None
-
-    @property
-    def client(self) -> MlflowClient:
-        if self._client is None:
-            for key, value in FAST_FAIL_ENV.items():
-                os.environ.setdefault(key, value)
-            # "Creating initial MLflow database tables..." would land between progress lines
-            logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
-            self._client = MlflowClient(tracking_uri=self.tracking_uri)
-        return self._client
-
-    def _experiment(self) -> str:
-        if self._experiment_id is None:
-            exp = self.client.get_experiment_by_name(self.experiment)
-            if exp is None:
-                try:
-                    self._experiment_id = self.client.create_experiment(
-                        self.experiment, artifact_location=artifact_location(self.tracking_uri)
-                    )
-                except MlflowException:
-                    exp = self.client.get_experiment_by_name(self.experiment)  # another process made it
-                    if exp is None:
-                        raise
-            if exp is not None:
-                if exp.lifecycle_stage == "deleted":  # its name stays taken; logging to it is what was asked
-                    self.client.restore_experiment(exp.experiment_id)
-                self._experiment_id = exp.experiment_id
-        assert self._experiment_id is not None
-        return self._experiment_id
-
-    def parent(self) -> str:
-        """The invocation's parent run, created on first use."""
-        if self.parent_id is None:
-            tags = {**self.tags, "search": self.experiment, "wartune.source": self.source}
-            commit = git_commit() if self.source == "live" else None
-            if commit:
-                tags.update({"git_commit": commit, MLFLOW_GIT_COMMIT: commit})
-            run = self.client.create_run(self._experiment(), run_name=self.experiment, tags=tags)
-            self.parent_id = run.info.run_id
-            self._log(self.parent_id, params=flatten(self.search_params))
-        return self.parent_id
-
-    def _log(self, run_id: str, metrics: Iterable[Metric] = (), params: dict[str, str] | None = None,
-             tags: dict[str, str] | None = None) -> None:  # fmt: skip
-        """log_batch in chunks within MLflow's per-call limits."""
-        for chunk in _chunks([Param(k, v) for k, v in (params or {}).items()], _BATCH):
-            self.client.log_batch(run_id, params=chunk, synchronous=True)
-        for chunk in _chunks([RunTag(k, v) for k, v in (tags or {}).items()], _BATCH):
-            self.client.log_batch(run_id, tags=chunk, synchronous=True)
-        for chunk in _chunks(list(metrics), 1000):
-            self.client.log_batch(run_id, metrics=chunk, synchronous=True)
-
-    def trial_run(self, meta: TrialMeta) -> str:
-        """The trial's nested run, created (with its setting as params) on first use."""
-        trial_id = meta.trial_id
-        if trial_id not in self.runs:
-            parent = self.parent()
-            run = self.client.create_run(self._experiment(), run_name=meta.label, tags={MLFLOW_PARENT_RUN_ID: parent})
-            self.runs[trial_id] = run.info.run_id
-            params = {k: str(getattr(meta, k)) for k in TRIAL_PARAMS if getattr(meta, k) is not None}
-            self._log(run.info.run_id, params=params)
-        return self.runs[trial_id]
-
-    def epoch(self, meta: TrialMeta, result: dict[str, Any]) -> None:
-        if result.get("error"):  # a diverged trial reports its reason instead of metrics
-            self.errors[meta.trial_id] = str(result["error"])
-            return
-        run_id = self.trial_run(meta)
-        epoch = int(result["epoch"])
-        self.epochs.setdefault(meta.trial_id, {})[epoch] = {k: result.get(k) for k in (*EPOCH_METRICS, "epoch", "wall_seconds")}
-        now = int(time.time() * 1000)
-        metrics = [Metric(k, float(result[k]), now, epoch) for k in EPOCH_METRICS if is_finite(result.get(k))]
-        self._log(run_id, metrics=metrics)
-
-    def trial_end(self, meta: TrialMeta, status: str, error: str | None) -> None:
-        trial_id = meta.trial_id
-        run_id = self.trial_run(meta)
-        error = error or self.errors.get(trial_id)
-        rows = list(self.epochs.get(trial_id, {}).values())
-        status = trial_status(status, error, len(rows), meta.epochs_planned)
-        now = int(time.time() * 1000)
-        metrics = [Metric(k, v, now, 0) for k, v in summary_metrics(rows, meta).items()] if rows else []
-        tags = {"status": status, **({"error": error[:5000]} if error else {})}
-        self._log(run_id, metrics=metrics, tags=tags)
-        self._trial_artifacts(run_id, meta, rows, status)
-        self.client.set_terminated(run_id, status=_RUN_STATUS.get(status, "FAILED"))
-        self.ended.add(trial_id)
-
-    def _trial_artifacts(self, run_id: str, meta: TrialMeta, rows: list[dict[str, Any]], status: str) -> None:
-        """The trial's own summary (its epochs as a table) and its best model's description."""
-        lines = [f"# Trial {meta.trial_id}: {meta.model}, {meta.strategy}, status {status}", "",
-                 "| epoch | " + " | ".join(EPOCH_METRICS) + " |", "|---" * (len(EPOCH_METRICS) + 1) + "|"]  # fmt: skip
-        for row in sorted(rows, key=lambda r: r["epoch"]):
-            cells = ["–" if row.get(k) is None else f"{row[k]:.4g}" for k in EPOCH_METRICS]
-            lines.append(f"| {row['epoch']} | " + " | ".join(cells) + " |")
-        self.client.log_text(run_id, "\n".join(lines) + "\n", "trial_summary.md")
-        model_json = Path(meta.model_dir or "") / META_FILE
-        if meta.model_dir and model_json.is_file():
-            self.client.log_artifact(run_id, str(model_json))
-
-    def close(self) -> None:
-        """End trials that never ended (an interrupted search) as KILLED, then the parent."""
-        for trial_id, run_id in self.runs.items():
-            if trial_id not in self.ended:
-                self.client.set_terminated(run_id, status="KILLED")
-        if self.parent_id is not None:
-            self.client.set_terminated(self.parent_id, status="FINISHED")
+def _warn(text: str) -> None:
+    print(f"wartune: warning: {text}", file=sys.stderr, flush=True)
 
 
 class MlflowSink:
-    """The live sink: logs each result as it arrives; an unreachable store costs one warning.
+    """The live sink: logs each result as it arrives, and survives the server going away.
 
-    On the first MLflow/network failure it prints one line to stderr and does nothing for
-    the rest of the search: the Parquet tables hold every result anyway, and
-    `log_search` can replay them once the server is back.
+    A failing call is retried twice (0.5 s, 1 s). If it still fails the sink says so in one
+    line and stops calling MLflow; the rows it could not send are in the search's Parquet
+    tables (written before this sink is called). It probes the server again with a growing
+    back-off (1 s, 2 s, 4 s ... at most 60 s between probes) and, once it answers, logs
+    everything it missed from Parquet and says so in one line. When the search ends it
+    tries once more, so a search that finished while MLflow was reachable has no gap.
+    Without a `folder` (a sink driven by hand) there is nothing to catch up from.
     """
 
-    def __init__(self, tracking_uri: str, experiment: str, search_params: dict[str, Any], tags: dict[str, str]) -> None:
-        self.tracker = _Tracker(tracking_uri, experiment, search_params, dict(tags))
-        self.disabled = False
+    def __init__(self, tracking_uri: str, experiment: str, search_params: dict[str, Any], tags: dict[str, str],
+                 folder: Path | None = None, clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        self.tracker = MlflowTracker(tracking_uri, experiment, search_params, dict(tags))
+        self.folder = folder
+        self.clock = clock
+        self.down_since: float | None = None
+        self.next_probe = 0.0
+        self.backoff = 1.0
+        self.outages = 0
+
+    @property
+    def disabled(self) -> bool:
+        """True while the server is unreachable (the sink is waiting to catch up)."""
+        return self.down_since is not None
 
     @property
     def parent_run_id(self) -> str | None:
         return self.tracker.parent_id
 
     def on_epoch(self, meta: TrialMeta, result: dict[str, Any]) -> None:
-        self._guard(self.tracker.epoch, meta, result)
+        self._call(self.tracker.epoch, meta, result)
 
     def on_trial_end(self, meta: TrialMeta, status: str, error: str | None) -> None:
-        self._guard(self.tracker.trial_end, meta, status, error)
+        self._call(self.tracker.trial_end, meta, status, error)
 
     def close(self) -> None:
-        self._guard(self.tracker.close)
-
-    def _guard(self, call: Any, *args: Any) -> None:
         if self.disabled:
-            return
+            self.next_probe = 0.0  # the search is over: one last try to catch up
+        self._call(self.tracker.close)
+
+    def _call(self, call: Callable[..., None], *args: Any) -> None:
+        if self.disabled:
+            if self.clock() < self.next_probe or not self._catch_up():
+                return
         try:
-            call(*args)
+            self._with_retries(call, *args)
         except TRACKING_ERRORS as err:
-            self.disabled = True
-            uri = self.tracker.tracking_uri
-            what = f"cannot reach {uri}" if _unreachable(err) else f"error from {uri}"
-            print(f"wartune: warning: MLflow logging skipped: {what} ({short_reason(err)})", file=sys.stderr, flush=True)
+            self._went_down(err)
+
+    def _with_retries(self, call: Callable[..., None], *args: Any) -> None:
+        for delay in (*RETRY_DELAYS_S, None):
+            try:
+                call(*args)
+                return
+            except TRACKING_ERRORS:
+                if delay is None:
+                    raise
+                time.sleep(delay)
+
+    def _went_down(self, err: BaseException) -> None:
+        self.down_since, self.backoff = self.clock(), 1.0
+        self.next_probe = self.down_since + self.backoff
+        self.outages += 1
+        uri = self.tracker.tracking_uri
+        what = f"cannot reach {uri}" if unreachable(err) else f"error from {uri}"
+        later = "; the rows wait in Parquet and are sent when it is back" if self.folder else ""
+        _warn(f"MLflow logging paused: {what} ({short_reason(err)}){later}")
+
+    def _catch_up(self) -> bool:
+        """Probe the server; when it answers, log what it missed. True once it is back."""
+        try:
+            if self.folder is None:
+                self.tracker.client.search_experiments(max_results=1)
+            else:
+                self.tracker.replay(self.folder)
+        except TRACKING_ERRORS:
+            self.backoff = min(2 * self.backoff, MAX_BACKOFF_S)
+            self.next_probe = self.clock() + self.backoff
+            return False
+        gap = self.clock() - (self.down_since or self.clock())
+        self.down_since = None
+        caught_up = ", caught up from Parquet" if self.folder else ""
+        _warn(f"MLflow logging resumed after {gap:.0f} s{caught_up}")
+        return True
 
 
 @dataclass(frozen=True)
 class MlflowSinkFactory:
-    """Plain settings that build an `MlflowSink`: Ray pickles the callback holding this."""
+    """Plain settings that build an `MlflowSink`: Ray pickles the callback holding this.
+
+    Called with the search folder, whose Parquet tables the sink catches up from.
+    """
 
     tracking_uri: str
     experiment: str
     search_params: dict[str, Any]
     tags: dict[str, str]
 
-    def __call__(self) -> MlflowSink:
-        return MlflowSink(self.tracking_uri, self.experiment, self.search_params, self.tags)
+    def __call__(self, folder: Path | None = None) -> MlflowSink:
+        return MlflowSink(self.tracking_uri, self.experiment, self.search_params, self.tags, folder)
 
 
 def log_search(folder: Path, tracking_uri: str, experiment: str | None = None) -> str:
@@ -302,23 +179,16 @@ def log_search(folder: Path, tracking_uri: str, experiment: str | None = None) -
     folder = Path(folder)
     if not (folder / TRIALS_FILE).is_file():
         raise WartuneError(f"{str(folder)!r}: no {TRIALS_FILE} there (not a wartune search folder)")
-    # Plain reads, not store.read_rows: a search written before a schema change still logs.
-    trials = pq.read_table(folder / TRIALS_FILE).to_pylist()
-    epochs = pq.read_table(folder / EPOCHS_FILE).to_pylist() if (folder / EPOCHS_FILE).is_file() else []
     space = yaml.safe_load((folder / SPACE_FILE).read_text()) if (folder / SPACE_FILE).is_file() else {}
     space = space or {}
+    # A plain read, not store.read_rows: a search written before a schema change still logs.
+    trials = pq.read_table(folder / TRIALS_FILE).to_pylist()
     first = trials[0] if trials else {}
     name = experiment or space.get("name") or first.get("search") or folder.name
     tags = {k: str(space.get(k) or first.get(k)) for k in ("strategy", "dataset", "objective") if space.get(k) or first.get(k)}
-    tracker = _Tracker(tracking_uri, name, space, tags, source="parquet")
+    tracker = MlflowTracker(tracking_uri, name, space, tags, source="parquet")
     try:
-        tracker.parent()
-        for trial in trials:
-            meta = TrialMeta.from_row(trial)
-            for row in sorted((r for r in epochs if r["trial_id"] == meta.trial_id), key=lambda r: r["epoch"]):
-                tracker.epoch(meta, row)
-            if trial["status"] != "running":
-                tracker.trial_end(meta, trial["status"], trial.get("error"))
+        tracker.replay(folder)
         tracker.close()
     except TRACKING_ERRORS as err:
         raise WartuneError(f"cannot log {str(folder)!r} to MLflow at {tracking_uri}: {short_reason(err)}") from err
@@ -343,5 +213,5 @@ def log_artifacts(tracking_uri: str, experiment: str, files: list[Path]) -> None
         for path in files:
             client.log_artifact(parents[0].info.run_id, str(path), artifact_path="plots" if path.suffix == ".png" else None)
     except TRACKING_ERRORS as err:
-        if not _unreachable(err):  # an unreachable store was already reported by the sink
-            print(f"wartune: warning: MLflow artifacts skipped ({short_reason(err)})", file=sys.stderr, flush=True)
+        if not unreachable(err):  # an unreachable store was already reported by the sink
+            _warn(f"MLflow artifacts skipped ({short_reason(err)})")

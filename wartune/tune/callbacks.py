@@ -43,7 +43,7 @@ class SinkCallback(tune.Callback):
         self.models_dir = folder / MODELS_DIR
         self.total_trials = total_trials
         self.epochs = epochs
-        self.extra = extra or []  # picklable sink factories: callables returning a Sink
+        self.extra = extra or []  # picklable sink factories: called with the search folder, return a Sink
         self.sinks: list[Sink] = []
         self._device: dict[str, str] = {}
 
@@ -56,7 +56,7 @@ class SinkCallback(tune.Callback):
         self.sinks = [
             ParquetSink(self.folder),
             ProgressSink(self.total_trials, self.epochs),
-            *(make() for make in self.extra),
+            *(make(self.folder) for make in self.extra),
         ]
 
     def _meta(self, trial: Any) -> TrialMeta:
