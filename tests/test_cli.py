@@ -10,6 +10,7 @@ from tests.conftest import write_space
 from wartune.cli import main
 from wartune.results.model_files import load_model
 from wartune.results.store import EPOCH_SCHEMA, STEP_SCHEMA, TRIAL_SCHEMA
+from wartune.tune.compare import COLUMNS, compare_markdown, compare_table
 
 
 def _run(argv: list[str], capsys) -> tuple[int, str, str]:
@@ -93,3 +94,38 @@ def test_existing_search_folder_is_not_overwritten_silently(tiny_space, tmp_path
     code, _, err = _run(["search", "--space", str(tiny_space), "--out", str(tmp_path / "runs")], capsys)
     assert "already holds a search" in _error_line(code, err)
     assert (folder / "trials.parquet").read_text() == "earlier results"
+
+
+@pytest.mark.parametrize(
+    "earlier,extra,expected",
+    [
+        (None, ["--resume"], "nothing to resume in"),
+        ("earlier results", [], "already holds a search"),
+    ],
+)
+def test_compare_checks_its_folder_before_anything_runs(tmp_path, capsys, earlier, extra, expected):
+    space = write_space(tmp_path, strategy="compare", thin_model="cnn-4", model=["cnn-8"])
+    root = tmp_path / "runs" / "tiny"
+    if earlier is not None:
+        root.mkdir(parents=True)
+        (root / "compare.parquet").write_text(earlier)
+    code, _, err = _run(["compare", "--space", str(space), "--out", str(tmp_path / "runs"), *extra], capsys)
+    assert expected in _error_line(code, err)
+    assert earlier is None or (root / "compare.parquet").read_text() == earlier
+
+
+def test_compare_terminal_and_markdown_tables_share_their_rows():
+    rows = [
+        {"model": "cnn-8", "strategy": "grid", "lambda_final": 6.0, "nat_acc": 0.9, "rob_acc": 0.41234, "stability": None,
+         "trials": 2, "total_seconds": 12.4, "cost_vs_grid": 1.0},
+        {"model": "cnn-8", "strategy": "war", "lambda_final": 5.5, "nat_acc": 0.8, "rob_acc": 0.4, "stability": 0.7,
+         "trials": 1, "total_seconds": 6.0, "cost_vs_grid": None},
+    ]  # fmt: skip
+    table = compare_table(rows)
+    assert table[0] == ["cnn-8", "grid", "6.00", "90.00", "41.23", "–", "2", "12", "1.00"]
+    assert table[1][-1] == "–"
+    calibration = {"model": "cnn-4", "best_lambda": 6.0, "zeta": 2.5, "seconds": 3.0}
+    md = compare_markdown("c", rows, calibration, {"untuned": 1.0, "grid": 12.4, "optuna": 0.0, "war": 6.0})
+    for row in table:
+        assert "| " + " | ".join(row) + " |" in md
+    assert "| " + " | ".join(COLUMNS) + " |" in md

@@ -36,6 +36,29 @@ def test_bad_values_name_the_key(changes, expected):
     assert "\n" not in message
 
 
+@pytest.mark.parametrize(
+    "data,expected",
+    [
+        ({"foo": 1}, "allowed keys: attack, batch_size, data_dir, dataset, device, epochs, eval, lam, lr, model, momentum, objective, schedule, seed, threads, weight_decay"),
+        ({"attack": {"foo": 1}}, "unknown key 'attack.foo'; allowed keys: eps, step, steps"),
+        ({"eval": {"foo": 1}}, "unknown key 'eval.foo'; allowed keys: eps, max_examples, step, steps"),
+        ({"lam": {"kind": "war", "zeta": 3, "beta": 1}}, "allowed keys: alpha, kind, lambda0, zeta"),
+        ({"lam": {"kind": "fixed", "value": 3, "beta": 1}}, "allowed keys: kind, value"),
+    ],
+)
+def test_unknown_nested_key_lists_the_nested_models_keys(data, expected):
+    with pytest.raises(ConfigError) as err:
+        validate(TrainConfig, data, source="t.yaml")
+    assert str(err.value).endswith(expected)
+
+
+def test_unknown_key_in_a_search_spaces_nested_settings_lists_their_keys():
+    with pytest.raises(ConfigError, match=r"unknown key 'resources.tpu'; allowed keys: cpu, gpu$"):
+        _space(resources={"tpu": 1})
+    with pytest.raises(ConfigError, match=r"allowed keys: eps, step, steps$"):
+        _space(attack={"foo": 1})
+
+
 def test_every_shipped_space_validates():
     assert "lambda_grid" in shipped_spaces()
     for name in shipped_spaces():

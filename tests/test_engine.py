@@ -5,7 +5,10 @@ import math
 import pytest
 import torch
 
+from wartune.engine.batches import train_batches
 from wartune.engine.config import TrainConfig
+from wartune.engine.evaluation import eval_seed, evaluate_model
+from wartune.engine.models import create_model
 from wartune.engine.trainer import Trainer, best_model_meta, train
 from wartune.results.model_files import load_model, save_model_files
 
@@ -48,7 +51,7 @@ def test_resume_after_an_interrupted_epoch_reproduces_the_uninterrupted_run(tiny
     first.run_epoch()
     first.save(tmp_path / "trainer.pt")
     # the second epoch starts and is killed half-way: its batches advance the RNG and weights
-    batches = first._train_batches()
+    batches = train_batches(digits, config.batch_size, first.generator, first.device)
     first.train_step(*next(batches))
     del first
 
@@ -99,3 +102,31 @@ def test_war_controller_moves_lambda_away_from_zero(tiny_config, digits):
     assert max(r.lambda_max for r in result.history) > 0
     first = result.step_traces[0]
     assert first.lambda_t[0] == pytest.approx(0.1 * (2000.0 - first.l_nat[0] / first.l_rob[0]))
+
+
+def test_checkpoint_is_plain_data_and_written_atomically(tiny_config, digits, tmp_path):
+    trainer = Trainer(tiny_config, digits)
+    trainer.run_epoch()
+    path = tmp_path / "run.pt"
+    trainer.save(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.pt"]  # the temp file was renamed away
+    state = torch.load(path, weights_only=True)
+    assert state["format"] == 1 and state["epoch"] == 1 and state["best_epoch"] == 1
+    assert state["history"][0]["rob_acc"] == trainer.history[0].rob_acc
+    for key, tensor in trainer.best_state.items():
+        assert torch.equal(state["best_state"][key], tensor)
+
+
+def test_evaluation_needs_no_trainer_and_never_touches_the_training_rng(tiny_config, digits):
+    trainer = Trainer(tiny_config, digits)
+    record = trainer.run_epoch()
+    model = create_model("cnn-8", 10, 1, 8)
+    model.load_state_dict(trainer.model.state_dict())
+    generator_before, torch_before = trainer.generator.get_state(), torch.get_rng_state()
+    metrics = evaluate_model(model, digits, tiny_config.eval_pgd(), eval_seed(tiny_config.seed, 1), max_examples=90)
+    assert (metrics.nat_acc, metrics.rob_acc, metrics.stability, metrics.lipschitz, metrics.n) == (
+        record.nat_acc, record.rob_acc, record.stability, record.lipschitz, record.eval_examples
+    )  # fmt: skip
+    assert torch.equal(trainer.generator.get_state(), generator_before)
+    assert torch.equal(torch.get_rng_state(), torch_before)
+    assert trainer.evaluate() == metrics  # the thin delegate: same seed (seed, epoch), same examples

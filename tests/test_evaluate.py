@@ -1,29 +1,38 @@
 """The attack suite: every attack stays in the ε-ball, flags obey robust ⇔ correct ∧ stable,
-stronger attacks find no fewer adversarial examples, and the CLI writes its table."""
+stronger attacks find no fewer adversarial examples, PGD-20 is the per-epoch evaluation's
+own attack, and the CLI writes its table."""
 
 import pyarrow.parquet as pq
 import pytest
 import torch
 
 from tests.test_cli import _error_line, _run
-from wartune.engine.attack_suite import evaluate_attacks
-from wartune.engine.attacks import cw_margin
+from wartune.engine.attack_suite import ATTACKS, evaluate_attacks
+from wartune.engine.attacks import PGDConfig, cw_margin, pgd_linf
+from wartune.engine.config import TrainConfig, TrainingSettings
+from wartune.engine.evaluation import eval_seed
 from wartune.engine.trainer import Trainer, best_model_meta
-from wartune.results.model_files import save_model_files
-from wartune.results.store import EVAL_SCHEMA
+from wartune.results.model_files import load_model, save_model_files
+
+# digits' evaluation PGD-20: ε = 0.2, step 0.05, 20 steps, CE from a uniform start
+PGD20 = TrainingSettings(dataset="digits").eval_pgd()
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, digits):
-    from wartune.engine.config import TrainConfig
-
+def trainer(digits):
     config = TrainConfig(model="cnn-16", lam=3.0, epochs=3, attack={"steps": 3}, eval={"steps": 3, "max_examples": 60})
     trainer = Trainer(config, digits)
     trainer.fit()
+    return trainer
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, trainer):
+    """The trainer's best model, saved as `wartune search` saves it and loaded back."""
     folder = tmp_path_factory.mktemp("model")
     save_model_files(trainer.best_state, best_model_meta(trainer), folder)
-    trainer.model.load_state_dict(trainer.best_state)
-    return trainer.model.eval(), folder
+    model, _ = load_model(folder)
+    return model, folder
 
 
 def test_cw_margin_by_hand():
@@ -31,29 +40,62 @@ def test_cw_margin_by_hand():
     assert cw_margin(logits, torch.tensor([0, 2])).tolist() == [-1.0, 4.0]
 
 
+def test_eval_pgd_on_cifar_uses_the_datasets_step_and_keeps_its_ratio_to_eps():
+    settings = TrainingSettings(dataset="cifar10")
+    assert settings.eval_pgd() == PGDConfig(eps=8 / 255, step_size=0.007, steps=20, loss="ce", start="uniform")
+    assert settings.eval_pgd(8 / 255) == settings.eval_pgd()
+    wider = settings.eval_pgd(16 / 255)
+    assert wider.eps == 16 / 255 and wider.step_size == pytest.approx(0.014) and wider.steps == 20
+    assert PGD20 == PGDConfig(eps=0.2, step_size=0.05, steps=20, loss="ce", start="uniform")
+
+
+def test_suite_pgd20_repeats_the_per_epoch_evaluation_exactly(trainer, digits):
+    # all 360 test examples: two batches, so the generator carries over between them as in training
+    per_epoch = trainer.evaluate(max_examples=360)
+    config = trainer.config
+    [suite] = evaluate_attacks(trainer.model, digits, config.eval_pgd(), ["pgd20"], 360, seed=eval_seed(config.seed, trainer.epoch))
+    assert (suite.nat_acc, suite.rob_acc, suite.stability, suite.n) == (
+        per_epoch.nat_acc, per_epoch.rob_acc, per_epoch.stability, per_epoch.n
+    )  # fmt: skip
+    assert suite.rob_acc < suite.nat_acc  # the attack changes predictions, so its random starts matter
+
+
+def test_cw_is_the_same_pgd_on_the_margin_loss(trained, digits):
+    model, _ = trained
+    x, y = digits.test_x[:32], digits.test_y[:32]
+    cw_pgd = PGDConfig(eps=0.2, step_size=0.05, steps=20, loss="cw", start="uniform")
+    expected = pgd_linf(model, x, y, cw_pgd, torch.Generator().manual_seed(5)).x_adv
+    assert torch.equal(ATTACKS["cw"](model, x, y, PGD20, torch.Generator().manual_seed(5)), expected)
+
+
 def test_attacks_agree_on_natural_accuracy_and_rank_by_strength(trained, digits):
     model, _ = trained
-    results = {r.attack: r for r in evaluate_attacks(model, digits, 0.2, ["pgd20", "cw", "apgd-ce", "fab", "square"], 60)}
+    results = {r.attack: r for r in evaluate_attacks(model, digits, PGD20, ["pgd20", "cw", "apgd-ce", "fab", "square"], 60)}
     nat = {r.nat_acc for r in results.values()}
     assert len(nat) == 1 and nat.pop() > 0.5
     for r in results.values():
-        assert r.n == 60 and r.rob_acc <= min(r.nat_acc, r.stability) + 1e-9
+        assert r.n == 60 and r.eps == 0.2 and r.rob_acc <= min(r.nat_acc, r.stability) + 1e-9
     assert results["pgd20"].rob_acc < results["pgd20"].nat_acc  # the attack finds something
 
 
 def test_autoattack_is_at_least_as_strong_as_pgd20(trained, digits):
     model, _ = trained
-    pgd, aa = evaluate_attacks(model, digits, 0.2, ["pgd20", "autoattack"], 40)
+    pgd, aa = evaluate_attacks(model, digits, PGD20, ["pgd20", "autoattack"], 40)
     assert aa.rob_acc <= pgd.rob_acc + 0.05
 
 
-def test_cli_evaluate_writes_its_table(trained, capsys):
+def test_cli_evaluate_pgd20_reproduces_the_best_epochs_robust_accuracy(trainer, trained, capsys):
+    # model.json's train_config gives the same PGD; the best epoch's seed gives the same starts
     _, folder = trained
-    code, out, err = _run(["evaluate", str(folder), "--attacks", "pgd20,cw", "--max-examples", "50"], capsys)
+    seed = eval_seed(trainer.config.seed, trainer.best_epoch)
+    argv = ["evaluate", str(folder), "--attacks", "pgd20,cw", "--max-examples", "60", "--seed", str(seed)]
+    code, out, err = _run(argv, capsys)
     assert code == 0, err
-    table = pq.read_table(folder / "evaluation.parquet")
-    assert table.schema.equals(EVAL_SCHEMA) and table.column("attack").to_pylist() == ["pgd20", "cw"]
-    assert "pgd20" in out and "cw" in out
+    table = pq.read_table(folder / "evaluation.parquet").to_pylist()
+    assert [row["attack"] for row in table] == ["pgd20", "cw"] and "pgd20" in out and "cw" in out
+    best = trainer.history[trainer.best_epoch - 1]
+    assert (table[0]["nat_acc"], table[0]["rob_acc"], table[0]["stability"]) == (best.nat_acc, best.rob_acc, best.stability)
+    assert table[0]["eps"] == trainer.eps == 0.2
 
 
 def test_cli_evaluate_refuses_unknown_attacks_and_folders(trained, tmp_path, capsys):

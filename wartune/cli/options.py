@@ -1,13 +1,15 @@
-"""Shared command-line options and the helpers that turn flags into search settings."""
+"""Command-line options shared beyond the search flags, and the CLI's printing helpers."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from wartune.errors import ConfigError
 
@@ -15,29 +17,16 @@ from wartune.errors import ConfigError
 out_console = Console() if sys.stdout.isatty() else Console(width=160)
 err_console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=160)
 
-# Options shared by the commands that run a search.
+# Options that search-like commands declare themselves, or that other commands share with
+# `SearchFlags` (flags.py); the flags all search-like commands share are its fields.
 SpaceOpt = Annotated[str, typer.Option("--space", "-s", help="Shipped space name (e.g. lambda_grid) or a path to a YAML file.")]
-ModelOpt = Annotated[list[str] | None, typer.Option("--model", help="Model name(s), e.g. wrn34-0.5; repeat for several.")]
-EpochsOpt = Annotated[int | None, typer.Option(help="Training epochs per trial.")]
-ObjectiveOpt = Annotated[str | None, typer.Option(help="trades or madry.")]
-DatasetOpt = Annotated[str | None, typer.Option(help="digits, cifar10, cifar100 or svhn.")]
 DataDirOpt = Annotated[Path | None, typer.Option(help="Local folder with CIFAR / SVHN (never downloaded).")]
 OutOpt = Annotated[Path, typer.Option("--out", help="Folder that holds every search's results.")]
-NameOpt = Annotated[str | None, typer.Option(help="Search name (its folder under --out).")]
-SeedOpt = Annotated[int | None, typer.Option(help="Random seed of every trial.")]
-GpusOpt = Annotated[float | None, typer.Option(help="GPU share per trial, e.g. 0.25 packs four on a GPU.")]
-CpusOpt = Annotated[float | None, typer.Option(help="CPUs per trial.")]
-ConcurrentOpt = Annotated[int | None, typer.Option(help="At most this many trials at once.")]
-ResumeOpt = Annotated[bool, typer.Option(help="Continue an interrupted search of the same name.")]
-OverwriteOpt = Annotated[bool, typer.Option(help="Delete an earlier search of the same name first.")]
-AddressOpt = Annotated[str | None, typer.Option(help="Ray cluster to join, e.g. auto.")]
-NumCpusOpt = Annotated[int | None, typer.Option(help="CPUs of the local Ray (default: all).")]
-StorageOpt = Annotated[str | None, typer.Option(help="Shared path or s3:// URI for trial checkpoints on a cluster.")]
-NumGpusOpt = Annotated[float | None, typer.Option(help="GPUs the local Ray declares (default: detected).")]
 TrackingOpt = Annotated[str | None, typer.Option(help="MLflow tracking URI (default: sqlite:///OUT/mlflow.db).")]
-NoMlflowOpt = Annotated[bool, typer.Option("--no-mlflow", help="Do not log to MLflow.")]
 RegistryOpt = Annotated[Path | None, typer.Option(help="ζ registry file (default: OUT/zeta.parquet).")]
 ForceOpt = Annotated[bool, typer.Option(help="Use a ζ measured on another dataset / objective / ε.")]
+
+ZETA = "{:.3f}"  # ζ as printed, for `num`
 
 
 def parse_lambdas(text: str | None) -> list[float] | None:
@@ -48,27 +37,6 @@ def parse_lambdas(text: str | None) -> list[float] | None:
         return [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise ConfigError(f"--lambdas: expected comma-separated numbers such as 6,9,12, got {text!r}") from None
-
-
-def space_overrides(**flags: Any) -> dict[str, Any]:
-    """CLI flags as search-space keys (None means: keep the file's value)."""
-    out: dict[str, Any] = {
-        "name": flags.get("name"),
-        "strategy": flags.get("strategy"),
-        "model": flags.get("model") or None,
-        "epochs": flags.get("epochs"),
-        "objective": flags.get("objective"),
-        "lambda": parse_lambdas(flags.get("lambdas")),
-        "zeta_from": flags.get("zeta_from"),
-        "seed": flags.get("seed"),
-        "max_concurrent": flags.get("max_concurrent"),
-        "dataset": flags.get("dataset"),
-        "data_dir": str(flags["data_dir"]) if flags.get("data_dir") else None,
-        "resources": {"gpu": flags.get("gpus_per_trial"), "cpu": flags.get("cpus_per_trial")},
-    }
-    if isinstance(out["model"], list) and len(out["model"]) == 1:
-        out["model"] = out["model"][0]
-    return out
 
 
 def registry_at(registry: Path | None, out: Path) -> Any:
@@ -89,11 +57,11 @@ def mlflow_sinks(spec: Any, out: Path, tracking_uri: str | None, no_mlflow: bool
     return [MlflowSinkFactory(tracking_uri or default_tracking_uri(out), experiment or spec.name, params, tags)]
 
 
-
-
-def ray_options(
-    resume: bool, overwrite: bool, address: str | None, num_cpus: int | None, num_gpus: float | None, storage: str | None
-) -> dict[str, Any]:
-    """The flags that say where and how Ray runs a search, as `run_search` keywords."""
-    return {"resume": resume, "overwrite": overwrite, "address": address, "num_cpus": num_cpus,
-            "num_gpus": num_gpus, "storage": storage}  # fmt: skip
+def print_table(title: str, header: Sequence[str], body: Sequence[Sequence[str]], left: Sequence[str] = ()) -> None:
+    """Rows already formatted as text, as a rich table on stdout; `left` columns align left."""
+    table = Table(title=title)
+    for col in header:
+        table.add_column(col, justify="left" if col in left else "right")
+    for row in body:
+        table.add_row(*row)
+    out_console.print(table)

@@ -9,11 +9,13 @@ import typer
 
 from wartune.cli.app import app, zeta_app
 from wartune.cli.options import (
+    ZETA,
     DataDirOpt,
     OutOpt,
     RegistryOpt,
     TrackingOpt,
     out_console,
+    print_table,
     registry_at,
 )
 from wartune.errors import ConfigError, WartuneError
@@ -28,11 +30,11 @@ def report(
     """Regenerate summary.md and the plots from the Parquet files alone."""
     from wartune.results.plots import write_plots
     from wartune.results.report import rich_table, write_summary
-    from wartune.results.store import TRIAL_SCHEMA, TRIALS_FILE, read_rows
+    from wartune.results.store import COMPARE_FILE, TRIAL_SCHEMA, TRIALS_FILE, read_rows
 
     has_trials = (folder / TRIALS_FILE).is_file()
-    if not has_trials and not (folder / "compare.parquet").is_file():
-        raise WartuneError(f"{str(folder)!r} holds neither {TRIALS_FILE} nor compare.parquet: not a wartune result folder")
+    if not has_trials and not (folder / COMPARE_FILE).is_file():
+        raise WartuneError(f"{str(folder)!r} holds neither {TRIALS_FILE} nor {COMPARE_FILE}: not a wartune result folder")
     if has_trials:
         trials = read_rows(folder / TRIALS_FILE, TRIAL_SCHEMA)
         out_console.print(rich_table(trials, f"{folder.name}: metrics at each trial's best epoch (%)"))
@@ -63,6 +65,7 @@ def evaluate(
     from rich.table import Table
 
     from wartune.engine.attack_suite import check_attacks, evaluate_attacks
+    from wartune.engine.config import TrainConfig, validate
     from wartune.engine.data import load_dataset
     from wartune.results.model_files import META_FILE, load_model
     from wartune.results.store import EVAL_SCHEMA, write_table
@@ -76,9 +79,9 @@ def evaluate(
     model, meta = load_model(model_dir)
     model.to("cuda" if torch.cuda.is_available() else "cpu")
     data = load_dataset(meta["dataset"], data_dir or meta["train_config"].get("data_dir"))
-    radius = eps or meta["eps"]
-    results = evaluate_attacks(model, data, radius, names, max_examples, seed=seed)
-    table = Table(title=f"{meta['model']} on {meta['dataset']}, L∞ ε = {radius:g} (%)")
+    pgd = validate(TrainConfig, meta["train_config"], source=str(model_dir / META_FILE)).eval_pgd(eps)
+    results = evaluate_attacks(model, data, pgd, names, max_examples, seed=seed)
+    table = Table(title=f"{meta['model']} on {meta['dataset']}, L∞ ε = {pgd.eps:g} (%)")
     for col in ("attack", "natural", "robust", "stability", "examples"):
         table.add_column(col, justify="left" if col == "attack" else "right")
     rows = []
@@ -94,18 +97,15 @@ def evaluate(
 @zeta_app.command("list")
 def zeta_list(registry: RegistryOpt = None, out: OutOpt = Path("runs")) -> None:
     """Print the ζ registry (the paper's built-in row included)."""
-    from rich.table import Table
+    from wartune.results.formatting import num, pct
 
     reg = registry_at(registry, out)
-    table = Table(title=f"ζ registry {reg.path}")
-    for col in ("model", "dataset", "objective", "ε", "best λ", "ζ", "ζ spread", "robust %", "search", "source", "when"):
-        table.add_column(col)
-    for e in reg.entries():
-        table.add_row(
-            e.model, e.dataset, e.objective, f"{e.eps:.4g}", f"{e.best_lambda:g}", f"{e.zeta:.3f}",
-            "–" if e.zeta_step_std is None else f"{e.zeta_step_std:.3f}",
-            "–" if e.rob_acc is None else f"{100 * e.rob_acc:.2f}", e.search, e.source, e.created_at,
-        )  # fmt: skip
-    out_console.print(table)
-
-
+    header = ("model", "dataset", "objective", "ε", "best λ", "ζ", "ζ spread", "robust %", "search", "source", "when")
+    body = [
+        [
+            e.model, e.dataset, e.objective, num(e.eps, "{:.4g}"), num(e.best_lambda, "{:g}"), num(e.zeta, ZETA),
+            num(e.zeta_step_std, ZETA), pct(e.rob_acc), e.search, e.source, e.created_at,
+        ]
+        for e in reg.entries()
+    ]  # fmt: skip
+    print_table(f"ζ registry {reg.path}", header, body, left=header)

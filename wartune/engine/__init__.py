@@ -5,6 +5,7 @@ Nothing here imports Ray, MLflow or the results layer; a notebook needs only thi
 
 from wartune.engine.config import FixedLambda, TrainConfig, TrainingSettings, WARLambda
 from wartune.engine.data import load_dataset
+from wartune.engine.evaluation import evaluate_model
 from wartune.engine.lambdas import WAR, Fixed
 from wartune.engine.models import create_model
 from wartune.engine.trainer import EpochRecord, Trainer, TrainResult, train
@@ -20,6 +21,7 @@ __all__ = [
     "TrainingSettings",
     "WARLambda",
     "create_model",
+    "evaluate_model",
     "load_dataset",
     "train",
 ]

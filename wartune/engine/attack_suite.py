@@ -1,40 +1,46 @@
 """The evaluation attack suite: robust accuracy and stability under several attacks.
 
 The paper reports PGD-20 (Table 1), C&W∞, FAB and Square (Table 2) and AutoAttack
-(Table 4). PGD-20 and C&W∞ (PGD-20 on the Carlini-Wagner margin, the L∞ form TRADES'
-evaluation uses) are wartune's own; FAB, Square, APGD-CE and AutoAttack come from
-torchattacks. Every attack is L∞ with the model's training ε, and every example's
-flags (correct, stable, robust) come from the same x̂, so robust ⇔ correct ∧ stable.
+(Table 4). PGD-20 is the per-epoch evaluation's attack itself (`TrainingSettings.eval_pgd`:
+the same ε, step and steps, the same random starts for the same seed), so `wartune
+evaluate` and the training history report the same number. C&W∞ is that PGD on the
+Carlini-Wagner margin (the L∞ form TRADES' evaluation uses). FAB, Square, APGD-CE and
+AutoAttack come from torchattacks. Every attack is L∞ with the PGDConfig's ε, and every
+example's flags (correct, stable, robust) come from the same x̂, so robust ⇔ correct ∧ stable.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
-from wartune.engine.attacks import PGDConfig, pgd_linf
-from wartune.engine.data import TensorDataset, to_float
-from wartune.engine.metrics import ExampleFlags, example_flags, summarize
+from wartune.engine.attacks import AttackLoss, PGDConfig, pgd_linf
+from wartune.engine.batches import eval_batches
+from wartune.engine.data import TensorDataset
+from wartune.engine.evaluation import EVAL_BATCH, flags_under_attack
+from wartune.engine.metrics import ExampleFlags, summarize
 from wartune.errors import ConfigError
 
-AttackFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, float, int], torch.Tensor]
+# (model, x, y, the evaluation PGD, the attack's generator) -> x̂
+AttackFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, PGDConfig, torch.Generator], torch.Tensor]
 
 
-def _pgd(loss: str) -> AttackFn:
-    def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int) -> torch.Tensor:
-        cfg = PGDConfig(eps=eps, step_size=eps / 4, steps=20, loss=loss, start="uniform")  # type: ignore[arg-type]
-        return pgd_linf(model, x, y, cfg, torch.Generator().manual_seed(seed)).x_adv
+def _pgd(loss: AttackLoss) -> AttackFn:
+    def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pgd: PGDConfig, generator: torch.Generator) -> torch.Tensor:
+        return pgd_linf(model, x, y, replace(pgd, loss=loss), generator).x_adv
 
     return run
 
 
 def _torchattacks(name: str) -> AttackFn:
-    def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int) -> torch.Tensor:
+    def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pgd: PGDConfig, generator: torch.Generator) -> torch.Tensor:
         import torchattacks
 
+        eps = pgd.eps
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
         n_classes = int(model(x[:1]).shape[1])
         if name == "fab":
             attack = torchattacks.FAB(model, norm="Linf", eps=eps, steps=20, n_classes=n_classes, seed=seed)
@@ -78,26 +84,28 @@ def check_attacks(names: list[str]) -> None:
 
 
 def evaluate_attacks(
-    model: nn.Module, data: TensorDataset, eps: float, attacks: list[str], max_examples: int | None = None,
-    batch_size: int = 256, seed: int = 0,
+    model: nn.Module, data: TensorDataset, pgd: PGDConfig, attacks: list[str], max_examples: int | None = None,
+    batch_size: int = EVAL_BATCH, seed: int = 0,
 ) -> list[AttackResult]:  # fmt: skip
-    """Natural and robust accuracy and stability of `model` on the test split under each attack."""
+    """Natural and robust accuracy and stability of `model` on the test split under each attack.
+
+    `pgd` is the model's evaluation PGD (`TrainConfig.eval_pgd(eps)`); its ε bounds every
+    attack. Each attack draws from its own generator seeded by `seed`, so pgd20 with
+    `evaluation.eval_seed(seed, epoch)` repeats that epoch's evaluation exactly.
+    """
     check_attacks(attacks)
     model.eval()
     device = next(model.parameters()).device
-    n = min(len(data.test_y), max_examples or len(data.test_y))
     results = []
     for name in attacks:
+        generator = torch.Generator().manual_seed(seed)
         parts: list[ExampleFlags] = []
-        for start in range(0, n, batch_size):
-            x = to_float(data.test_x[start : min(start + batch_size, n)]).to(device)
-            y = data.test_y[start : min(start + batch_size, n)].to(device)
-            x_adv = ATTACKS[name](model, x, y, eps, seed + start)
-            if (x_adv - x).abs().max().item() > eps + 1e-5 or x_adv.min() < 0 or x_adv.max() > 1:
+        for x, y in eval_batches(data, max_examples, batch_size, device):
+            x_adv = ATTACKS[name](model, x, y, pgd, generator)
+            if (x_adv - x).abs().max().item() > pgd.eps + 1e-5 or x_adv.min() < 0 or x_adv.max() > 1:
                 raise RuntimeError(f"attack {name} left the ε-ball or [0, 1]")
-            with torch.no_grad():
-                parts.append(example_flags(model(x).argmax(1), model(x_adv).argmax(1), y))
-        flags = ExampleFlags(*(torch.cat([getattr(p, f) for p in parts]).cpu() for f in ("correct", "stable", "robust")))
-        m = summarize(flags, torch.zeros(n))
-        results.append(AttackResult(name, m.nat_acc, m.rob_acc, m.stability, m.n, eps))
+            parts.append(flags_under_attack(model, x, x_adv, y))
+        flags = ExampleFlags.cat(parts)
+        m = summarize(flags, torch.zeros(flags.correct.numel()))
+        results.append(AttackResult(name, m.nat_acc, m.rob_acc, m.stability, m.n, pgd.eps))
     return results

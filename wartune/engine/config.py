@@ -8,7 +8,7 @@ allowed. The threat model's defaults (ε, PGD step) are resolved here and nowher
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -105,12 +105,13 @@ class TrainingSettings(StrictModel):
     def eval_pgd(self, eps: float | None = None) -> PGDConfig:
         """The evaluation PGD (CE, uniform start): the per-epoch one and `wartune evaluate`'s.
 
-        With another `eps` the step keeps its ratio to ε, so PGD-20 stays the same attack.
+        With another `eps` the step keeps its ratio to ε, so PGD-20 stays the same attack;
+        at the configured ε the step is exactly the configured one (ratio 1.0).
         """
         base_eps = self.eval.eps or self.eps
         step = self.eval.step or self.step_size
         radius = eps or base_eps
-        return PGDConfig(radius, step * radius / base_eps, self.eval.steps, loss="ce", start="uniform")
+        return PGDConfig(radius, step * (radius / base_eps), self.eval.steps, loss="ce", start="uniform")
 
 
 class TrainConfig(TrainingSettings):
@@ -135,6 +136,31 @@ class TrainConfig(TrainingSettings):
         return v
 
 
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models a field may hold, through Annotated, unions and containers."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
+
+
+def _tags(model: type[BaseModel]) -> set[str]:
+    """How pydantic names a union member in an error location: its class name or discriminator value."""
+    literals = {str(f.default) for f in model.model_fields.values() if get_origin(f.annotation) is Literal}
+    return {model.__name__} | literals
+
+
+def _owner_of_key(model: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseModel]:
+    """The (possibly nested) model whose fields the last part of an error location is checked against."""
+    owners = [model]
+    for part in map(str, loc[:-1]):
+        fields = [f for m in owners for n, f in m.model_fields.items() if part in (n, f.alias)]
+        if fields:
+            owners = [m for f in fields for m in _models_in(f.annotation)]
+        else:
+            owners = [m for m in owners if part in _tags(m)] or owners
+    return owners[0] if len(owners) == 1 else model
+
+
 def describe_validation_error(err: ValidationError, model: type[BaseModel]) -> str:
     """One line for the first problem: the dotted key, what is wrong, what is allowed."""
     first = err.errors()[0]
@@ -147,7 +173,8 @@ def describe_validation_error(err: ValidationError, model: type[BaseModel]) -> s
     ]
     key = ".".join(loc) or "(top level)"
     if first["type"] == "extra_forbidden":
-        allowed = sorted(f.alias or n for n, f in model.model_fields.items())
+        owner = _owner_of_key(model, first["loc"])
+        allowed = sorted(f.alias or n for n, f in owner.model_fields.items())
         return f"unknown key {key!r}; allowed keys: {', '.join(allowed)}"
     msg = first["msg"].removeprefix("Value error, ")
     if "input" in first and first["type"] not in ("missing",) and not isinstance(first["input"], dict):

@@ -23,6 +23,11 @@ class ExampleFlags:
     stable: torch.Tensor
     robust: torch.Tensor
 
+    @classmethod
+    def cat(cls, parts: list[ExampleFlags]) -> ExampleFlags:
+        """The flags of several batches as one set, on the CPU."""
+        return cls(*(torch.cat([getattr(p, f).cpu() for p in parts]) for f in ("correct", "stable", "robust")))
+
 
 def example_flags(pred_nat: torch.Tensor, pred_adv: torch.Tensor, y: torch.Tensor) -> ExampleFlags:
     """Flags from natural and adversarial predictions on the same examples."""

@@ -7,7 +7,7 @@ For each target width it runs the four ways of choosing λ and prices each in co
 - war: one WAR run with the thin net's ζ (Algorithm 1).
 The thin-net calibration (a grid on `thin_model`) is run once; its cost is added to
 untuned and WAR, as Table 3 does. Each part is its own resumable search under
-`runs/<name>/`; `compare.parquet` and `compare.md` join them.
+`runs/<name>/` with its own summary and plots; `compare.parquet` and `compare.md` join them.
 """
 
 from __future__ import annotations
@@ -17,19 +17,35 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wartune.results.formatting import markdown_table
-from wartune.results.store import COMPARE_SCHEMA, write_table
+from wartune.engine.data import check_data_dir
+from wartune.errors import ConfigError, WartuneError
+from wartune.results.formatting import markdown_table, num, pct
+from wartune.results.plots import write_plots
+from wartune.results.report import write_summary
+from wartune.results.store import COMPARE_FILE, COMPARE_MD, COMPARE_SCHEMA, ZETA_FILE, write_table
 from wartune.results.trials import best_trial
 from wartune.results.zeta import ZetaRegistry, best_trial_entry
 from wartune.tune.params import fixed_lambda, war_lambda
 from wartune.tune.spaces import SearchSpace
-from wartune.tune.strategies import EXPERIMENT, SearchOutcome, ray_session, run_search, storage_root
+from wartune.tune.strategies import (
+    EXPERIMENT,
+    SearchOutcome,
+    check_folder,
+    prepare_folder,
+    ray_session,
+    run_search,
+    storage_root,
+)
 
 STRATEGIES = ("untuned", "grid", "optuna", "war")
 SinksFor = Callable[[SearchSpace], list[Any]]  # a part's extra sink factories (MLflow)
+COLUMNS = ("model", "strategy", "λ", "natural %", "robust %", "stability %", "trials", "cost s", "cost / grid")
+
 
 @dataclass
 class CompareOutcome:
+    """Where the compare's files are, and its rows (one per strategy and width)."""
+
     folder: Path
     rows: list[dict[str, Any]]
 
@@ -94,16 +110,18 @@ def totals(rows: list[dict[str, Any]], calibration_seconds: float) -> dict[str, 
     return out
 
 
-def compare_markdown(name: str, rows: list[dict[str, Any]], calibration: dict[str, Any], total: dict[str, float]) -> str:
-    header = ["model", "strategy", "λ", "natural %", "robust %", "stability %", "trials", "cost s", "cost / grid"]
-    body = [
+def compare_table(rows: list[dict[str, Any]]) -> list[list[str]]:
+    """The rows as text under `COLUMNS`: one rule for compare.md and the terminal."""
+    return [
         [
-            r["model"], r["strategy"], f"{r['lambda_final']:.2f}", f"{100 * r['nat_acc']:.2f}",
-            f"{100 * r['rob_acc']:.2f}", f"{100 * r['stability']:.2f}", str(r["trials"]),
-            f"{r['total_seconds']:.0f}", "–" if r["cost_vs_grid"] is None else f"{r['cost_vs_grid']:.2f}",
+            r["model"], r["strategy"], num(r["lambda_final"]), pct(r["nat_acc"]), pct(r["rob_acc"]),
+            pct(r["stability"]), str(r["trials"]), num(r["total_seconds"], "{:.0f}"), num(r["cost_vs_grid"]),
         ]
         for r in rows
     ]  # fmt: skip
+
+
+def compare_markdown(name: str, rows: list[dict[str, Any]], calibration: dict[str, Any], total: dict[str, float]) -> str:
     grid = total["grid"] or float("nan")
     lines = [
         f"# Compare `{name}` (the paper's Table 3 layout)",
@@ -114,31 +132,61 @@ def compare_markdown(name: str, rows: list[dict[str, Any]], calibration: dict[st
         "Metrics at each strategy's best trial and epoch (by robust accuracy); cost in device-seconds "
         "(GPU share × wall on a GPU, CPUs × wall on CPU).",
         "",
-        markdown_table(header, body),
+        markdown_table(COLUMNS, compare_table(rows)),
         "",
         "## Total over all widths (calibration counted once)",
         "",
         markdown_table(
             ["strategy", "cost s", "cost / grid"],
-            [[s, f"{total[s]:.0f}", f"{total[s] / grid:.2f}"] for s in STRATEGIES],
+            [[s, num(total[s], "{:.0f}"), num(total[s] / grid)] for s in STRATEGIES],
         ),
         "",
     ]
     return "\n".join(lines)
 
 
-def run_compare(space: SearchSpace, out: Path, *, resume: bool = False, registry: Path | None = None,
-                address: str | None = None, num_cpus: int | None = None, num_gpus: float | None = None,
-                storage: str | None = None, sinks_for: SinksFor | None = None) -> CompareOutcome:  # fmt: skip
-    """Calibrate on the thin net, then run all four strategies on every target width."""
+def check_compare(space: SearchSpace, out: Path, resume: bool = False, overwrite: bool = False) -> Path:
+    """Fail before anything runs or is deleted: a compare space, its data, a usable folder.
+
+    A compare's folder holds one search per part, so --resume asks only that an earlier
+    compare started there; each part then continues or starts on its own (`_run_part`).
+    """
+    if space.strategy != "compare":
+        raise ConfigError(f"space {space.name!r} has strategy {space.strategy!r}: compare needs strategy 'compare' (e.g. table3)")
+    check_data_dir(space.dataset, space.data_dir)
     root = out / space.name
-    root.mkdir(parents=True, exist_ok=True)
+    if resume and not root.is_dir():
+        raise WartuneError(f"nothing to resume in {str(root)!r}: no earlier compare was started there")
+    if not resume:
+        check_folder(root, resume=False, overwrite=overwrite)
+    return root
+
+
+def write_reports(root: Path, name: str, parts: list[SearchOutcome]) -> None:
+    """Plots of the whole compare, then each part's summary.md and plots."""
+    write_plots(root)
+    for part in parts:
+        write_summary(part.folder, f"{name}/{part.space.name}", part.trials)
+        write_plots(part.folder)
+
+
+def run_compare(space: SearchSpace, out: Path, *, resume: bool = False, overwrite: bool = False,
+                registry: Path | None = None, address: str | None = None, num_cpus: int | None = None,
+                num_gpus: float | None = None, storage: str | None = None,
+                sinks_for: SinksFor | None = None) -> CompareOutcome:  # fmt: skip
+    """Calibrate on the thin net, then run all four strategies on every target width.
+
+    `overwrite` clears an earlier compare of the same name first; `resume` continues one.
+    """
+    root = check_compare(space, out, resume, overwrite)
+    if not resume:
+        prepare_folder(root, resume=False, overwrite=overwrite)
     assert space.thin_model is not None
     grid = space.lambdas
     with ray_session(address, num_cpus, num_gpus):
         calib = _run_part(_part(space, name="calibrate", strategy="grid", model=space.thin_model), root, resume, sinks_for, storage)
         entry = best_trial_entry(calib.trials, f"{space.name}/calibrate", space.thin_model)
-        ZetaRegistry(registry or out / "zeta.parquet").put(entry)
+        ZetaRegistry(registry or out / ZETA_FILE).put(entry)
         war = war_lambda(entry.zeta, space.alpha, "war")
         untuned = fixed_lambda(entry.best_lambda, "untuned")
         fixed_values = [fixed_lambda(v, "grid") for v in grid]
@@ -158,9 +206,9 @@ def run_compare(space: SearchSpace, out: Path, *, resume: bool = False, registry
     for t in wide.trials + [t for p in optuna_parts for t in p.trials]:
         by_strategy.setdefault((t["strategy"], t["model"]), []).append(t)
     rows = compare_rows(space.name, calib.trials, by_strategy)
-    write_table(rows, COMPARE_SCHEMA, root / "compare.parquet")
+    write_table(rows, COMPARE_SCHEMA, root / COMPARE_FILE)
     calibration = {"model": space.thin_model, "best_lambda": entry.best_lambda, "zeta": entry.zeta,
                    "seconds": _cost(calib.trials)}  # fmt: skip
-    (root / "compare.md").write_text(compare_markdown(space.name, rows, calibration, totals(rows, calibration["seconds"])))
+    (root / COMPARE_MD).write_text(compare_markdown(space.name, rows, calibration, totals(rows, calibration["seconds"])))
+    write_reports(root, space.name, [calib, wide, *optuna_parts])
     return CompareOutcome(root, rows)
-

@@ -1,0 +1,108 @@
+"""What a run records: each step's losses and λ_t, each epoch's row, and the final result.
+
+Plain dataclasses of numbers, so a checkpoint stores them as dicts (`asdict`) and loads
+them with `torch.load(..., weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from torch import nn
+
+from wartune.engine.config import TrainConfig
+from wartune.engine.metrics import RobustnessMetrics
+
+
+@dataclass
+class StepTrace:
+    """Per-step losses and λ_t of one epoch (WAR's trace; ζ's spread)."""
+
+    l_nat: list[float] = field(default_factory=list)
+    l_rob: list[float] = field(default_factory=list)
+    lambda_t: list[float] = field(default_factory=list)
+
+    def append(self, l_nat: float, l_rob: float, lambda_t: float) -> None:
+        self.l_nat.append(l_nat)
+        self.l_rob.append(l_rob)
+        self.lambda_t.append(lambda_t)
+
+
+@dataclass
+class EpochRecord:
+    """One epoch's training statistics and evaluation: one row of `epochs.parquet`."""
+
+    epoch: int
+    nat_acc: float
+    rob_acc: float
+    stability: float
+    lipschitz: float
+    train_lipschitz: float
+    l_nat: float
+    l_rob: float
+    zeta: float
+    zeta_step_std: float
+    lambda_mean: float
+    lambda_last: float
+    lambda_min: float
+    lambda_max: float
+    lr: float
+    wall_seconds: float
+    eval_examples: int
+
+    def metrics(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    """What `train` returns: the per-epoch history and the trained model."""
+
+    config: TrainConfig
+    history: list[EpochRecord]
+    model: nn.Module
+    best_epoch: int
+    step_traces: list[StepTrace]
+
+    @property
+    def best(self) -> EpochRecord:
+        return self.history[self.best_epoch - 1]
+
+    @property
+    def final(self) -> EpochRecord:
+        return self.history[-1]
+
+
+def zeta_of(l_nat_mean: float, l_rob_mean: float) -> float:
+    """ζ = (epoch mean of l_nat) / (epoch mean of l_rob); NaN when l_rob's mean is 0."""
+    return l_nat_mean / l_rob_mean if l_rob_mean > 0 else math.nan
+
+
+def epoch_record(
+    epoch: int, trace: StepTrace, train_lipschitz: float, metrics: RobustnessMetrics, lr: float, wall_seconds: float
+) -> EpochRecord:
+    """The epoch's row: its evaluation, its loss means and ζ, the spread of per-step ratios, λ_t's range."""
+    l_nat_mean = float(np.mean(trace.l_nat))
+    l_rob_mean = float(np.mean(trace.l_rob))
+    ratios = [a / b for a, b in zip(trace.l_nat, trace.l_rob, strict=True) if b > 0]
+    return EpochRecord(
+        epoch=epoch,
+        nat_acc=metrics.nat_acc,
+        rob_acc=metrics.rob_acc,
+        stability=metrics.stability,
+        lipschitz=metrics.lipschitz,
+        train_lipschitz=train_lipschitz,
+        l_nat=l_nat_mean,
+        l_rob=l_rob_mean,
+        zeta=zeta_of(l_nat_mean, l_rob_mean),
+        zeta_step_std=float(np.std(ratios)) if ratios else math.nan,
+        lambda_mean=float(np.mean(trace.lambda_t)),
+        lambda_last=trace.lambda_t[-1],
+        lambda_min=min(trace.lambda_t),
+        lambda_max=max(trace.lambda_t),
+        lr=lr,
+        wall_seconds=wall_seconds,
+        eval_examples=metrics.n,
+    )
