@@ -14,7 +14,7 @@ import argparse
 import time
 
 import torch
-from torch.nn import functional as F
+from reference_trades import reference_trades_step
 
 from wartune.engine.config import TrainConfig
 from wartune.engine.data import load_dataset
@@ -27,23 +27,7 @@ def reference_epoch(model, optimizer, x_all, y_all, order, batch, eps, step, ste
     for start in range(0, len(order), batch):
         idx = order[start : start + batch]
         x, y = x_all[idx], y_all[idx]
-        model.eval()
-        x_adv = x + 0.001 * torch.randn_like(x)
-        with torch.no_grad():
-            p_nat = F.softmax(model(x), dim=1)
-        for _ in range(steps):
-            x_adv.requires_grad_(True)
-            loss_kl = F.kl_div(F.log_softmax(model(x_adv), dim=1), p_nat, reduction="sum")
-            (grad,) = torch.autograd.grad(loss_kl, [x_adv])
-            x_adv = torch.min(torch.max(x_adv.detach() + step * grad.sign(), x - eps), x + eps).clamp(0, 1)
-        model.train()
-        logits = model(x)
-        loss = F.cross_entropy(logits, y) + beta * F.kl_div(
-            F.log_softmax(model(x_adv), dim=1), F.softmax(logits, dim=1), reduction="batchmean"
-        )
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        reference_trades_step(model, optimizer, x, y, eps, step, steps, beta)
 
 
 def main() -> None:

@@ -4,7 +4,15 @@ import pytest
 import torch
 
 from wartune.engine.batches import eval_batches, train_batches
-from wartune.engine.data import TensorDataset, augment_batch, dataset_info, load_dataset, to_float
+from wartune.engine.data import (
+    TensorDataset,
+    augment_batch,
+    crop_and_flip,
+    dataset_info,
+    load_dataset,
+    on_device,
+    to_float,
+)
 from wartune.errors import DataError
 
 
@@ -37,10 +45,49 @@ def test_unknown_dataset_lists_known_ones():
         load_dataset("mnist")
 
 
-def test_augment_keeps_shape_and_range():
-    x = torch.rand(5, 3, 32, 32)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.uint8])
+def test_augment_keeps_shape_dtype_and_range(dtype):
+    x = torch.randint(0, 256, (5, 3, 32, 32), generator=torch.Generator().manual_seed(1)).to(dtype)
     out = augment_batch(x, torch.Generator().manual_seed(0))
-    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    assert out.shape == x.shape and out.dtype == dtype and out.min() >= 0 and out.max() <= 255
+
+
+def _crop_and_flip_one_by_one(images, dx, dy, flip):
+    """TRADES' RandomCrop(padding=4) + RandomHorizontalFlip, one image at a time."""
+    h, w = images.shape[-2:]
+    out = []
+    for image, x0, y0, mirror in zip(images, dx.tolist(), dy.tolist(), flip.tolist(), strict=True):
+        crop = torch.nn.functional.pad(image, (4, 4, 4, 4))[:, y0 : y0 + h, x0 : x0 + w]
+        out.append(crop.flip(-1) if mirror else crop)
+    return torch.stack(out)
+
+
+def test_crop_and_flip_equals_the_per_image_reference_with_known_offsets():
+    images = torch.arange(1, 3 * 16 + 1, dtype=torch.float32).reshape(3, 1, 4, 4)
+    dx, dy, flip = torch.tensor([4, 1, 6]), torch.tensor([4, 3, 5]), torch.tensor([False, True, True])
+    out = crop_and_flip(images, dx, dy, flip)
+    assert torch.equal(out, _crop_and_flip_one_by_one(images, dx, dy, flip))
+    assert torch.equal(out[0], images[0])  # offset (4, 4) is the unpadded image
+    # image 1 (values 17-32), crop at y=3, x=1: a padding row, then rows 0-2; of the columns only
+    # the image's column 0 falls in the crop, at its right edge; flipped, at its left
+    assert torch.equal(out[1, 0], torch.tensor([[0, 0, 0, 0], [17, 0, 0, 0], [21, 0, 0, 0], [25, 0, 0, 0]], dtype=torch.float32))
+    # image 2, crop at y=5, x=6: rows 1-3 then a padding row, columns 2-3 then two padding columns; flipped
+    assert torch.equal(out[2, 0], torch.tensor([[0, 0, 40, 39], [0, 0, 44, 43], [0, 0, 48, 47], [0, 0, 0, 0]], dtype=torch.float32))
+
+
+def test_augment_draws_x_offsets_then_y_offsets_then_flips():
+    images = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    generator = torch.Generator().manual_seed(5)
+    dx, dy, flip = torch.randint(0, 9, (6,), generator=generator), torch.randint(0, 9, (6,), generator=generator), torch.rand(6, generator=generator) < 0.5
+    out = augment_batch(images, torch.Generator().manual_seed(5))
+    assert torch.equal(out, _crop_and_flip_one_by_one(images, dx, dy, flip))
+
+
+def test_on_device_keeps_the_stored_dtypes(digits):
+    images = torch.zeros(4, 3, 32, 32, dtype=torch.uint8)
+    data = on_device(TensorDataset(dataset_info("cifar10"), images, torch.arange(4), images, torch.arange(4)), torch.device("cpu"))
+    assert data.train_x.dtype == torch.uint8 and data.info.name == "cifar10"
+    assert on_device(digits, torch.device("cpu")).train_x.dtype == torch.float32
 
 
 CPU = torch.device("cpu")

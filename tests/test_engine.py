@@ -9,7 +9,8 @@ from wartune.engine.batches import train_batches
 from wartune.engine.config import TrainConfig
 from wartune.engine.evaluation import eval_seed, evaluate_model
 from wartune.engine.models import create_model
-from wartune.engine.trainer import Trainer, best_model_meta, train
+from wartune.engine.records import StepLog, StepTrace
+from wartune.engine.trainer import DivergedError, Trainer, best_model_meta, train
 from wartune.results.model_files import load_model, save_model_files
 
 
@@ -130,3 +131,28 @@ def test_evaluation_needs_no_trainer_and_never_touches_the_training_rng(tiny_con
     assert torch.equal(trainer.generator.get_state(), generator_before)
     assert torch.equal(torch.get_rng_state(), torch_before)
     assert trainer.evaluate() == metrics  # the thin delegate: same seed (seed, epoch), same examples
+
+
+def test_a_diverging_loss_is_caught_at_the_end_of_its_epoch_and_nothing_is_recorded(tiny_config, digits):
+    # λ = 1e30 blows the weights up within the first epoch; the step never stops to look
+    trainer = Trainer(_changed(tiny_config, lam=1e30), digits)
+    with pytest.raises(DivergedError, match=r"loss diverged at epoch 1, step \d+: l_nat="):
+        trainer.run_epoch()
+    assert trainer.epoch == 0 and trainer.history == [] and trainer.best_state == {}
+
+
+def test_step_log_reads_back_exactly_what_per_step_item_calls_would():
+    log = StepLog()
+    steps = [(2.3, 0.004, 6.0, [1.0, 2.0, 3.5]), (2.1, 0.01, 6.0, [0.5, 0.25])]
+    for l_nat, l_rob, lambda_t, grads in steps:
+        log.append(torch.tensor(l_nat), torch.tensor(l_rob), torch.tensor(lambda_t, dtype=torch.float64), torch.tensor(grads))
+    trace, train_lipschitz = log.to_host()
+    assert trace.l_nat == [torch.tensor(2.3).item(), torch.tensor(2.1).item()]  # float32 values, widened exactly
+    assert trace.l_rob == [torch.tensor(0.004).item(), torch.tensor(0.01).item()]
+    assert trace.lambda_t == [6.0, 6.0]
+    assert train_lipschitz == pytest.approx((1.0 + 2.0 + 3.5 + 0.5 + 0.25) / 5)
+
+
+def test_step_trace_names_the_first_non_finite_step():
+    assert StepTrace([1.0, 2.0], [0.1, 0.2], [6.0, 6.0]).first_non_finite() is None
+    assert StepTrace([1.0, 2.0, math.nan], [0.1, math.inf, 0.3], [6.0] * 3).first_non_finite() == 1

@@ -12,6 +12,7 @@ from tests.conftest import write_space
 from tests.test_cli import _error_line, _run
 from wartune.cli import app
 from wartune.cli.flags import SearchFlags, fields_of, search_flags
+from wartune.errors import ConfigError
 from wartune.tune.compare import run_compare
 from wartune.tune.spaces import SearchSpace, load_space
 from wartune.tune.strategies import run_search
@@ -82,6 +83,14 @@ def test_space_overrides_convert_nest_and_leave_out_unset_flags():
     }  # fmt: skip
     assert SearchFlags(model=["cnn-8", "cnn-16"]).space_overrides()["model"] == ["cnn-8", "cnn-16"]
     assert SearchFlags(model=[]).space_overrides() == {}
+
+
+def test_precision_and_compile_flags_reach_the_space_and_are_validated_there():
+    space = load_space("table3", SearchFlags(precision="bf16", compile=True).space_overrides())
+    assert (space.precision, space.compile) == ("bf16", True)
+    assert load_space("table3").precision == "auto" and SearchFlags(compile=False).space_overrides() == {"compile": False}
+    with pytest.raises(ConfigError, match="precision: Input should be 'auto', 'fp32', 'bf16' or 'fp16'"):
+        load_space("table3", SearchFlags(precision="fp8").space_overrides())
 
 
 def test_compare_objective_reaches_the_space(tmp_path, capsys):

@@ -1,15 +1,25 @@
-"""λ controllers: Fixed, and WAR's update (Algorithm 1) against a hand-computed sequence."""
+"""λ controllers: Fixed, and WAR's update (Algorithm 1) against a hand-computed sequence.
+
+The controllers take and give 0-dim tensors (the trainer never reads a number back inside
+a step); `war_step` is the plain-Python reading of Algorithm 1 they are checked against.
+"""
 
 import math
 
 import pytest
+import torch
 
-from wartune.engine.lambdas import WAR, Fixed, war_step
+from wartune.engine.lambdas import WAR, Fixed, war_step, war_step_tensor
+
+
+def _update(controller, l_nat: float, l_rob: float) -> float:
+    """One update on float32 losses, as the trainer's are, read back as a float."""
+    return float(controller.update(torch.tensor(l_nat), torch.tensor(l_rob)))
 
 
 def test_fixed_returns_its_value_whatever_the_losses():
     c = Fixed(6.0)
-    assert [c.update(a, b) for a, b in [(1.0, 0.1), (0.0, 0.0), (5.0, math.nan)]] == [6.0, 6.0, 6.0]
+    assert [_update(c, a, b) for a, b in [(1.0, 0.1), (0.0, 0.0), (5.0, math.nan)]] == [6.0, 6.0, 6.0]
 
 
 @pytest.mark.parametrize("bad", [-1.0, math.inf, math.nan])
@@ -25,39 +35,71 @@ def test_war_update_by_hand():
     # step 3: 0.6/0.01 = 60 -> λ = max(1.0 + 0.1·(30 − 60), 0) = 0.0
     # step 4: 0.5/0.05 = 10 -> λ = 0 + 2.0 = 2.0
     war = WAR(zeta=30.0, alpha=0.1, lambda0=0.0)
-    seq = [war.update(a, b) for a, b in [(1.0, 0.1), (0.8, 0.02), (0.6, 0.01), (0.5, 0.05)]]
+    seq = [_update(war, a, b) for a, b in [(1.0, 0.1), (0.8, 0.02), (0.6, 0.01), (0.5, 0.05)]]
     assert seq == pytest.approx([2.0, 1.0, 0.0, 2.0])
 
 
 def test_war_respects_lambda0_and_alpha():
     war = WAR(zeta=10.0, alpha=0.5, lambda0=3.0)
-    assert war.update(2.0, 1.0) == pytest.approx(3.0 + 0.5 * (10.0 - 2.0))
+    assert _update(war, 2.0, 1.0) == pytest.approx(3.0 + 0.5 * (10.0 - 2.0))
 
 
 @pytest.mark.parametrize("l_nat,l_rob", [(1.0, 0.0), (1.0, 1e-12), (math.nan, 0.1), (1.0, math.inf), (math.inf, 1.0)])
 def test_war_skips_steps_whose_ratio_is_undefined(l_nat, l_rob):
     war = WAR(zeta=30.0)
-    war.update(1.0, 0.1)  # λ = 2.0
-    assert war.update(l_nat, l_rob) == pytest.approx(2.0)
+    _update(war, 1.0, 0.1)  # λ = 2.0
+    assert _update(war, l_nat, l_rob) == pytest.approx(2.0)
     assert war.skipped_steps == 1
     assert math.isfinite(war.value) and war.value >= 0
 
 
 def test_war_never_negative_or_non_finite_over_a_hostile_sequence():
     war = WAR(zeta=5.0, alpha=0.1)
-    pairs = [(1.0, 0.0), (1e9, 1e-5), (0.0, 1.0), (1.0, 1e-300), (1e308, 1e-6), (0.1, 10.0)] * 20
+    pairs = [(1.0, 0.0), (1e9, 1e-5), (0.0, 1.0), (1.0, 1e-30), (1e38, 1e-6), (0.1, 10.0)] * 20
     for a, b in pairs:
-        lam = war.update(a, b)
+        lam = _update(war, a, b)
         assert math.isfinite(lam) and lam >= 0
+
+
+# Every kind of step: defined ratios above and below ζ, the floor at 0, and each guard
+# (l_rob = 0, vanishing, at the threshold, NaN and ±inf in either loss).
+HOSTILE = [
+    (1.0, 0.1), (0.8, 0.02), (0.6, 0.01), (2.3, 0.0), (0.5, 0.05), (1.0, 1e-9), (0.7, math.nan),
+    (math.nan, 0.3), (1.1, math.inf), (math.inf, 0.2), (-math.inf, 0.2), (0.9, 1e-6), (0.4, 0.013),
+    (3.0, 0.0), (1e30, 1e-5), (0.05, 2.0), (1.7, 0.11),
+]
+
+
+@pytest.mark.parametrize("zeta,alpha,lambda0", [(30.0, 0.1, 0.0), (6.0, 0.37, 4.5)])
+def test_war_tensor_update_equals_the_reference_rule_step_for_step(zeta, alpha, lambda0):
+    war = WAR(zeta=zeta, alpha=alpha, lambda0=lambda0)
+    reference, skipped = lambda0, 0
+    for l_nat, l_rob in HOSTILE:
+        # the losses a step produces are float32: the reference sees their exact float values
+        a, b = torch.tensor(l_nat), torch.tensor(l_rob)
+        ratio_ok = math.isfinite(float(a)) and math.isfinite(float(b)) and float(b) >= 1e-6
+        skipped += not ratio_ok
+        reference = war_step(reference, float(a), float(b), zeta, alpha, 1e-6)
+        assert float(war.update(a, b)) == reference  # bit for bit, not approximately
+        assert war.skipped_steps == skipped
+    assert skipped == 9  # 1e-6 as float32 is just below the threshold: skipped too
+
+
+def test_war_step_tensor_reports_the_skip_and_keeps_lambda():
+    lam, skipped = war_step_tensor(torch.tensor(2.0, dtype=torch.float64), torch.tensor(1.0), torch.tensor(0.0), 30.0, 0.1, 1e-6)
+    assert (float(lam), bool(skipped)) == (2.0, True)
+    lam, skipped = war_step_tensor(lam, torch.tensor(1.0), torch.tensor(0.1), 30.0, 0.1, 1e-6)
+    assert (float(lam), bool(skipped)) == (pytest.approx(4.0), False)
 
 
 def test_war_state_round_trip():
     a = WAR(zeta=30.0)
     for pair in [(1.0, 0.1), (1.0, 0.0)]:
-        a.update(*pair)
+        _update(a, *pair)
     b = WAR(zeta=30.0)
     b.load_state_dict(a.state_dict())
     assert (b.value, b.skipped_steps) == (a.value, a.skipped_steps)
+    assert (a.value, a.skipped_steps) == (pytest.approx(2.0), 1)
 
 
 def test_war_step_is_the_pure_rule():

@@ -17,7 +17,7 @@ from wartune.results.plots import write_plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ALL = {"lambda_metrics.png", "stability_vs_width.png", "epoch_curves.png", "war_lambda.png", "lipschitz_vs_width.png"}
-TABLES = ("trials.parquet", "epochs.parquet", "steps.parquet")
+TABLES = ("trials.parquet", "epochs.parquet")  # steps.parquet is a folder: one file per trial and epoch
 
 
 def _copy(src: Path, dest: Path, keep: Callable[[dict[str, Any]], bool] = lambda t: True) -> Path:
@@ -27,6 +27,10 @@ def _copy(src: Path, dest: Path, keep: Callable[[dict[str, Any]], bool] = lambda
     for name in TABLES:
         table = pq.read_table(src / name)
         pq.write_table(table.filter(pc.is_in(table["trial_id"], pa.array(sorted(ids)))), dest / name)
+    (dest / "steps.parquet").mkdir()
+    for path in (src / "steps.parquet").iterdir():
+        if path.name.rsplit("-e", 1)[0] in ids:
+            shutil.copy(path, dest / "steps.parquet")
     return dest
 
 

@@ -58,6 +58,12 @@ class SearchFlags:
     out: OutOpt = field(default=Path("runs"), metadata=OUTPUT)
     name: Annotated[str | None, typer.Option(help="Search name (its folder under --out).")] = field(default=None, metadata=space_key("name"))
     seed: Annotated[int | None, typer.Option(help="Random seed of every trial.")] = field(default=None, metadata=space_key("seed"))
+    precision: Annotated[str | None, typer.Option(help="fp32, bf16, fp16 or auto (bf16 on a GPU that has it, else fp32).")] = field(
+        default=None, metadata=space_key("precision")
+    )
+    compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="Wrap each trial's model in torch.compile.")] = field(
+        default=None, metadata=space_key("compile")
+    )
     gpus_per_trial: Annotated[float | None, typer.Option(help="GPU share per trial, e.g. 0.25 packs four on a GPU.")] = field(
         default=None, metadata=space_key("resources.gpu")
     )

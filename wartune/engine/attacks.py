@@ -7,6 +7,8 @@ Flavours, as in the reference code of each objective:
 The model is put in eval mode while attacking (batch-norm statistics are left alone),
 then restored, as in TRADES' `trades_loss`. Each example's largest input-gradient ℓ1
 norm over the steps is recorded: the paper's local-Lipschitz estimate (Sec. 4.2, Fig. 4).
+Under mixed precision the model is an `AutocastModel` (`precision.py`): x̂, the ε-ball
+projection and the gradient's sign stay fp32; only the model call is cast.
 """
 
 from __future__ import annotations
@@ -18,19 +20,26 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from wartune.engine.devices import host_to_device
+
 AttackLoss = Literal["kl", "ce", "cw"]
 RandomStart = Literal["gaussian", "uniform", "none"]
 
 
 @dataclass(frozen=True)
 class PGDConfig:
-    """ε, step size and number of steps of one L∞ PGD attack."""
+    """ε, step size and number of steps of one L∞ PGD attack.
+
+    `loss_scale` multiplies the loss before its input gradient is taken (and divides the
+    recorded ℓ1 norms): fp16's small gradients would underflow to 0 and lose their sign.
+    """
 
     eps: float
     step_size: float
     steps: int
     loss: AttackLoss = "ce"
     start: RandomStart = "uniform"
+    loss_scale: float = 1.0
 
 
 @dataclass
@@ -42,6 +51,7 @@ class AttackResult:
 
 
 def _random_start(x: torch.Tensor, cfg: PGDConfig, generator: torch.Generator | None) -> torch.Tensor:
+    """Noise drawn on the (CPU) generator, so CPU and GPU runs start alike."""
     if cfg.start == "none":
         return x.clone()
     shape, dtype = x.shape, x.dtype
@@ -49,7 +59,7 @@ def _random_start(x: torch.Tensor, cfg: PGDConfig, generator: torch.Generator | 
         noise = 0.001 * torch.randn(shape, generator=generator, dtype=dtype)
     else:
         noise = (torch.rand(shape, generator=generator, dtype=dtype) * 2 - 1) * cfg.eps
-    return (x + noise.to(x.device)).clamp(0.0, 1.0)
+    return (x + host_to_device(noise, x.device)).clamp(0.0, 1.0)
 
 
 def _attack_loss(model: nn.Module, x_adv: torch.Tensor, target: torch.Tensor, loss: AttackLoss) -> torch.Tensor:
@@ -91,8 +101,9 @@ def pgd_linf(
         x_adv.requires_grad_(True)
         with torch.enable_grad():
             loss = _attack_loss(model, x_adv, target, cfg.loss)
-            (grad,) = torch.autograd.grad(loss, [x_adv])
-        grad_l1_max = torch.maximum(grad_l1_max, grad.detach().abs().flatten(1).sum(dim=1))
+            (grad,) = torch.autograd.grad(loss * cfg.loss_scale, [x_adv])
+        grad_l1 = grad.detach().abs().flatten(1).sum(dim=1) / cfg.loss_scale
+        grad_l1_max = torch.maximum(grad_l1_max, grad_l1)
         x_adv = x_adv.detach() + cfg.step_size * grad.sign()
         x_adv = torch.min(torch.max(x_adv, x - cfg.eps), x + cfg.eps).clamp(0.0, 1.0)
     model.train(was_training)

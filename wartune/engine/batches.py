@@ -1,9 +1,11 @@
 """Feeding a model: shuffled, augmented training minibatches and in-order evaluation batches.
 
-Both yield float images in [0, 1] and int64 labels, already on the device. The training
-order and augmentation draw from the trainer's own generator, in this order: one
-permutation per epoch, then each batch's crop offsets and flips, so a resumed run that
-restores the generator sees the same batches.
+Both yield float images in [0, 1] and int64 labels on the device. A trial keeps its splits
+on its device (`data.on_device`), so a batch is indexed, cropped and converted there; data
+left on the host is indexed there and copied per batch. The training order and
+augmentation draw from the trainer's own CPU generator, in this order: one permutation per
+epoch, then each batch's crop offsets and flips, so a resumed run that restores the
+generator sees the same batches, on any device.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Iterator
 import torch
 
 from wartune.engine.data import TensorDataset, augment_batch, to_float
+from wartune.engine.devices import host_to_device
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -21,13 +24,13 @@ def train_batches(
     data: TensorDataset, batch_size: int, generator: torch.Generator, device: torch.device
 ) -> Iterator[Batch]:
     """One epoch of shuffled minibatches of the training split (augmented where the dataset is)."""
-    order = torch.randperm(len(data.train_y), generator=generator)
+    order = host_to_device(torch.randperm(len(data.train_y), generator=generator), data.train_x.device)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        x = to_float(data.train_x[idx])
+        x = data.train_x[idx]
         if data.info.augment:
             x = augment_batch(x, generator)
-        yield x.to(device), data.train_y[idx].to(device)
+        yield to_float(x.to(device)), data.train_y[idx].to(device)
 
 
 def eval_batches(
@@ -37,4 +40,4 @@ def eval_batches(
     n = min(len(data.test_y), max_examples or len(data.test_y))
     for start in range(0, n, batch_size):
         end = min(start + batch_size, n)
-        yield to_float(data.test_x[start:end]).to(device), data.test_y[start:end].to(device)
+        yield to_float(data.test_x[start:end].to(device)), data.test_y[start:end].to(device)

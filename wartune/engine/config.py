@@ -16,6 +16,7 @@ from wartune.engine.attacks import PGDConfig
 from wartune.engine.data import dataset_info
 from wartune.engine.models import check_model_name
 from wartune.engine.objectives import ObjectiveName, get_objective
+from wartune.engine.precision import PrecisionSetting
 from wartune.engine.schedules import ScheduleName
 from wartune.errors import ConfigError, WartuneError
 
@@ -80,6 +81,8 @@ class TrainingSettings(StrictModel):
     attack: AttackSettings = AttackSettings()
     eval: EvalSettings = EvalSettings()
     seed: int = 0
+    precision: PrecisionSetting = "auto"  # auto: bf16 on a CUDA GPU that has it, else fp32
+    compile: bool = False  # wrap the model in torch.compile
 
     @field_validator("dataset")
     @classmethod

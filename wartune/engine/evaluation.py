@@ -40,7 +40,8 @@ def evaluate_model(
 ) -> RobustnessMetrics:
     """Natural and PGD robust accuracy, stability and mean Lipschitz on the first test examples.
 
-    One generator, seeded by `seed`, draws every batch's random start in order.
+    One generator, seeded by `seed`, draws every batch's random start in order. `model`
+    may be a trainer's `net`, so the evaluation runs at the run's precision.
     """
     generator = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
@@ -49,5 +50,5 @@ def evaluate_model(
     for x, y in eval_batches(data, max_examples, batch_size, device):
         result = pgd_linf(model, x, y, attack, generator)
         flags.append(flags_under_attack(model, x, result.x_adv, y))
-        grads.append(result.grad_l1_max.cpu())
-    return summarize(ExampleFlags.cat(flags), torch.cat(grads))
+        grads.append(result.grad_l1_max)
+    return summarize(ExampleFlags.cat(flags), torch.cat(grads).cpu())

@@ -3,12 +3,20 @@
 Every controller has `update(l_nat, l_rob) -> λ_t`, called once per step on the batch's
 detached losses *before* the weight update (Algorithm 1's order), and a small state dict
 so a resumed run continues exactly.
+
+The losses and λ_t are 0-dim tensors on the trial's device, so a step never waits for the
+GPU to read a number back; λ_t is float64, so its arithmetic is exactly that of the plain
+Python rule `war_step`, which stays here as the reference the tensor form is tested against.
 """
 
 from __future__ import annotations
 
 import math
 from typing import Protocol
+
+import torch
+
+CPU = torch.device("cpu")
 
 
 class LambdaController(Protocol):
@@ -17,33 +25,38 @@ class LambdaController(Protocol):
     @property
     def value(self) -> float: ...
 
-    def update(self, l_nat: float, l_rob: float) -> float: ...
+    def update(self, l_nat: torch.Tensor, l_rob: torch.Tensor) -> torch.Tensor: ...
 
     def state_dict(self) -> dict[str, float]: ...
 
     def load_state_dict(self, state: dict[str, float]) -> None: ...
 
 
+def _scalar(value: float, device: torch.device) -> torch.Tensor:
+    """A float64 0-dim tensor: λ's arithmetic in double, as Python's floats do it."""
+    return torch.tensor(value, dtype=torch.float64, device=device)
+
+
 class Fixed:
     """A constant λ: the grid search's and the paper's "no tuning" controller."""
 
-    def __init__(self, value: float) -> None:
+    def __init__(self, value: float, device: torch.device = CPU) -> None:
         if not math.isfinite(value) or value < 0:
             raise ValueError(f"λ must be a finite number >= 0, got {value}")
-        self._value = float(value)
+        self._lambda = _scalar(value, device)
 
     @property
     def value(self) -> float:
-        return self._value
+        return float(self._lambda)
 
-    def update(self, l_nat: float, l_rob: float) -> float:
-        return self._value
+    def update(self, l_nat: torch.Tensor, l_rob: torch.Tensor) -> torch.Tensor:
+        return self._lambda
 
     def state_dict(self) -> dict[str, float]:
-        return {"value": self._value}
+        return {"value": self.value}
 
     def load_state_dict(self, state: dict[str, float]) -> None:
-        self._value = float(state["value"])
+        self._lambda = _scalar(float(state["value"]), self._lambda.device)
 
 
 def ratio_defined(l_nat: float, l_rob: float, min_l_rob: float) -> bool:
@@ -63,6 +76,20 @@ def war_step(lambda_prev: float, l_nat: float, l_rob: float, zeta: float, alpha:
     return max(lambda_prev + alpha * (zeta - l_nat / l_rob), 0.0)
 
 
+def war_step_tensor(
+    lambda_prev: torch.Tensor, l_nat: torch.Tensor, l_rob: torch.Tensor, zeta: float, alpha: float, min_l_rob: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`war_step` as tensor ops, without reading anything back: (λ_t, whether the step was skipped).
+
+    The losses are widened to λ's float64 first (exactly), so λ_t equals `war_step`'s.
+    """
+    l_nat, l_rob = l_nat.to(lambda_prev.dtype), l_rob.to(lambda_prev.dtype)
+    defined = torch.isfinite(l_nat) & torch.isfinite(l_rob) & (l_rob >= min_l_rob)
+    ratio = l_nat / torch.where(defined, l_rob, 1.0)
+    stepped = (lambda_prev + alpha * (zeta - ratio)).clamp(min=0.0)
+    return torch.where(defined, stepped, lambda_prev), ~defined
+
+
 class WAR:
     """Width Adjusted Regularization (Wu et al. 2021, Algorithm 1).
 
@@ -70,7 +97,9 @@ class WAR:
     the wide net's ratio is above ζ (robust term too small), λ grows.
     """
 
-    def __init__(self, zeta: float, alpha: float = 0.1, lambda0: float = 0.0, min_l_rob: float = 1e-6) -> None:
+    def __init__(
+        self, zeta: float, alpha: float = 0.1, lambda0: float = 0.0, min_l_rob: float = 1e-6, device: torch.device = CPU
+    ) -> None:
         if not (math.isfinite(zeta) and zeta > 0):
             raise ValueError(f"ζ must be a finite number > 0, got {zeta}")
         if not (math.isfinite(alpha) and alpha > 0):
@@ -78,22 +107,27 @@ class WAR:
         if not (math.isfinite(lambda0) and lambda0 >= 0):
             raise ValueError(f"λ0 must be a finite number >= 0, got {lambda0}")
         self.zeta, self.alpha, self.min_l_rob = float(zeta), float(alpha), float(min_l_rob)
-        self._value = float(lambda0)
-        self.skipped_steps = 0
+        self._lambda = _scalar(lambda0, device)
+        self._skipped = torch.zeros((), dtype=torch.int64, device=device)
 
     @property
     def value(self) -> float:
-        return self._value
+        return float(self._lambda)
 
-    def update(self, l_nat: float, l_rob: float) -> float:
-        if not ratio_defined(l_nat, l_rob, self.min_l_rob):
-            self.skipped_steps += 1
-        self._value = war_step(self._value, l_nat, l_rob, self.zeta, self.alpha, self.min_l_rob)
-        return self._value
+    @property
+    def skipped_steps(self) -> int:
+        """Steps whose ratio was undefined (λ left unchanged); reading it waits for the device."""
+        return int(self._skipped)
+
+    def update(self, l_nat: torch.Tensor, l_rob: torch.Tensor) -> torch.Tensor:
+        self._lambda, skipped = war_step_tensor(self._lambda, l_nat, l_rob, self.zeta, self.alpha, self.min_l_rob)
+        self._skipped = self._skipped + skipped
+        return self._lambda
 
     def state_dict(self) -> dict[str, float]:
-        return {"value": self._value, "skipped_steps": float(self.skipped_steps)}
+        return {"value": self.value, "skipped_steps": float(self.skipped_steps)}
 
     def load_state_dict(self, state: dict[str, float]) -> None:
-        self._value = float(state["value"])
-        self.skipped_steps = int(state.get("skipped_steps", 0))
+        device = self._lambda.device
+        self._lambda = _scalar(float(state["value"]), device)
+        self._skipped = torch.tensor(int(state.get("skipped_steps", 0)), dtype=torch.int64, device=device)

@@ -25,8 +25,8 @@ class ExampleFlags:
 
     @classmethod
     def cat(cls, parts: list[ExampleFlags]) -> ExampleFlags:
-        """The flags of several batches as one set, on the CPU."""
-        return cls(*(torch.cat([getattr(p, f).cpu() for p in parts]) for f in ("correct", "stable", "robust")))
+        """The flags of several batches as one set, on the CPU (one copy per flag, not per batch)."""
+        return cls(*(torch.cat([getattr(p, f) for p in parts]).cpu() for f in ("correct", "stable", "robust")))
 
 
 def example_flags(pred_nat: torch.Tensor, pred_adv: torch.Tensor, y: torch.Tensor) -> ExampleFlags:

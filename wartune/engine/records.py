@@ -1,7 +1,8 @@
 """What a run records: each step's losses and λ_t, each epoch's row, and the final result.
 
 Plain dataclasses of numbers, so a checkpoint stores them as dicts (`asdict`) and loads
-them with `torch.load(..., weights_only=True)`.
+them with `torch.load(..., weights_only=True)`. While an epoch runs its steps are kept on
+the device (`StepLog`) and read back once, at the epoch's end.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import torch
 from torch import nn
 
 from wartune.engine.config import TrainConfig
@@ -28,6 +30,41 @@ class StepTrace:
         self.l_nat.append(l_nat)
         self.l_rob.append(l_rob)
         self.lambda_t.append(lambda_t)
+
+    def first_non_finite(self) -> int | None:
+        """The index of the first step whose l_nat or l_rob is NaN or infinite (None when all are finite)."""
+        for step, (l_nat, l_rob) in enumerate(zip(self.l_nat, self.l_rob, strict=True)):
+            if not (math.isfinite(l_nat) and math.isfinite(l_rob)):
+                return step
+        return None
+
+
+class StepLog:
+    """One epoch's per-step numbers while it runs, as 0-dim device tensors.
+
+    Appending never waits for the device; `to_host` reads everything back in one copy.
+    The values are those a per-step `.item()` would give (float32 widens to float64 exactly).
+    """
+
+    def __init__(self) -> None:
+        self.columns: tuple[list[torch.Tensor], ...] = ([], [], [], [])  # l_nat, l_rob, λ_t, Σ grad ℓ1
+        self.examples = 0
+
+    def append(self, l_nat: torch.Tensor, l_rob: torch.Tensor, lambda_t: torch.Tensor, grad_l1: torch.Tensor) -> None:
+        """One step: its losses, its λ_t and its examples' input-gradient ℓ1 norms."""
+        for column, value in zip(self.columns, (l_nat, l_rob, lambda_t, grad_l1.sum()), strict=True):
+            column.append(value.detach())
+        self.examples += grad_l1.numel()
+
+    def to_host(self) -> tuple[StepTrace, float]:
+        """The epoch's `StepTrace` and mean per-example gradient ℓ1 norm (the train Lipschitz estimate)."""
+        l_nat, l_rob, lambda_t, grad_sums = torch.stack(
+            [torch.stack(column).double() for column in self.columns]
+        ).tolist()
+        grad_total = 0.0
+        for grad_sum in grad_sums:  # in step order, as the per-step sum always was
+            grad_total += grad_sum
+        return StepTrace(l_nat, l_rob, lambda_t), grad_total / max(self.examples, 1)
 
 
 @dataclass

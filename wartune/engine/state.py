@@ -1,6 +1,6 @@
 """A trainer's complete resume point, as a dict of plain values, and its file on disk.
 
-Weights, optimizer, scheduler, RNGs, λ controller, epoch, history and best weights: a
+Weights, optimizer, scheduler, fp16 loss scale, RNGs, λ controller, epoch, history and best weights: a
 resumed run continues bit for bit (on CPU). Only tensors, numbers, strings, lists and
 dicts, so the file loads with `torch.load(..., weights_only=True)` (no pickled code).
 """
@@ -31,6 +31,7 @@ def trainer_state(trainer: Trainer) -> dict[str, Any]:
         # lr_lambdas are closures: rebuilt from the config, never stored
         "scheduler": {k: v for k, v in trainer.scheduler.state_dict().items() if k != "lr_lambdas"},
         "controller": trainer.controller.state_dict(),
+        "scaler": trainer.scaler.state_dict(),  # fp16's loss scale; empty otherwise
         "generator": trainer.generator.get_state(),
         "torch_rng": torch.get_rng_state(),
         "history": [asdict(r) for r in trainer.history],
@@ -52,6 +53,8 @@ def restore_trainer(trainer: Trainer, state: dict[str, Any]) -> None:
     scheduler_state.update(state["scheduler"])
     trainer.scheduler.load_state_dict(scheduler_state)
     trainer.controller.load_state_dict(state["controller"])
+    if state.get("scaler"):
+        trainer.scaler.load_state_dict(state["scaler"])
     trainer.generator.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
     if "cuda_rng" in state and torch.cuda.is_available():

@@ -3,12 +3,15 @@
 Pure PyTorch: no Ray, MLflow or files beyond its own checkpoint. `Trainer` holds the
 training state and the step, which reads in the order of Algorithm 1: attack → l_nat,
 l_rob → λ_t → SGD step on l_nat + λ_t · l_rob. Feeding lives in `batches`, the
-per-epoch evaluation in `evaluation`, the resume point in `state`.
+per-epoch evaluation in `evaluation`, the resume point in `state`, how the model is
+called (precision, layout, compile) in `precision`.
+
+A step never waits for the device: the data live there, λ_t is a device tensor, and the
+step's numbers are read back once per epoch, when a non-finite loss is also caught.
 """
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections.abc import Callable
@@ -21,13 +24,22 @@ import torch
 from wartune.engine.attacks import pgd_linf
 from wartune.engine.batches import train_batches
 from wartune.engine.config import FixedLambda, TrainConfig
-from wartune.engine.data import TensorDataset, load_dataset
+from wartune.engine.data import TensorDataset, load_dataset, on_device
+from wartune.engine.devices import resolve_device
 from wartune.engine.evaluation import eval_seed, evaluate_model
 from wartune.engine.lambdas import WAR, Fixed, LambdaController
 from wartune.engine.metrics import RobustnessMetrics
 from wartune.engine.models import create_model
 from wartune.engine.objectives import get_objective
-from wartune.engine.records import EpochRecord, StepTrace, TrainResult, epoch_record, zeta_of
+from wartune.engine.precision import attack_at, grad_scaler, model_call, resolve_precision
+from wartune.engine.records import (
+    EpochRecord,
+    StepLog,
+    StepTrace,
+    TrainResult,
+    epoch_record,
+    zeta_of,
+)
 from wartune.engine.schedules import make_scheduler
 from wartune.engine.state import load_state, restore_trainer, save_state, trainer_state
 
@@ -49,18 +61,11 @@ class DivergedError(RuntimeError):
     """Training produced a NaN or infinite loss; the run cannot continue."""
 
 
-def resolve_device(name: str) -> torch.device:
-    """`auto` is CUDA when present, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def make_controller(spec: Any) -> LambdaController:
-    """The λ controller described by a config's `lam` field."""
+def make_controller(spec: Any, device: torch.device = torch.device("cpu")) -> LambdaController:
+    """The λ controller described by a config's `lam` field, keeping λ_t on `device`."""
     if isinstance(spec, FixedLambda):
-        return Fixed(spec.value)
-    return WAR(zeta=spec.zeta, alpha=spec.alpha, lambda0=spec.lambda0)
+        return Fixed(spec.value, device)
+    return WAR(zeta=spec.zeta, alpha=spec.alpha, lambda0=spec.lambda0, device=device)
 
 
 def seed_all(seed: int) -> None:
@@ -71,25 +76,35 @@ def seed_all(seed: int) -> None:
 
 
 class Trainer:
-    """The state of one adversarial-training run and its step; resumable from `state_dict()`."""
+    """The state of one adversarial-training run and its step; resumable from `state_dict()`.
+
+    `model` is the trained module (checkpointed, its keys unprefixed); `net` is how every
+    forward pass calls it (autocast, channels_last, compile); `precision` is the resolved
+    fp32 / bf16 / fp16 the run trains at.
+    """
 
     def __init__(self, config: TrainConfig, data: TensorDataset | None = None) -> None:
         self.config = config
         if config.threads:
             torch.set_num_threads(config.threads)
         seed_all(config.seed)
-        self.data = data if data is not None else load_dataset(config.dataset, config.data_dir)
-        info = self.data.info
         self.device = resolve_device(config.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels once
+        self.data = on_device(data if data is not None else load_dataset(config.dataset, config.data_dir), self.device)
+        info = self.data.info
         self.model = create_model(config.model, info.num_classes, info.in_channels, info.image_size).to(self.device)
+        self.precision = resolve_precision(config.precision, self.device)
+        self.net = model_call(self.model, self.precision, self.device, config.compile)
+        self.scaler = grad_scaler(self.precision, self.device)
         self.objective = get_objective(config.objective)
-        self.train_attack = config.train_pgd()
-        self.eval_attack = config.eval_pgd()
+        self.train_attack = attack_at(config.train_pgd(), self.precision)
+        self.eval_attack = attack_at(config.eval_pgd(), self.precision)
         self.optimizer = torch.optim.SGD(
             self.model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )
         self.scheduler = make_scheduler(config.schedule, self.optimizer, config.epochs)
-        self.controller = make_controller(config.lam)
+        self.controller = make_controller(config.lam, self.device)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.epoch = 0
         self.history: list[EpochRecord] = []
@@ -105,39 +120,44 @@ class Trainer:
     def finished(self) -> bool:
         return self.epoch >= self.config.epochs
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, float, torch.Tensor]:
-        """One step of Algorithm 1; returns (l_nat, l_rob, λ_t, per-example gradient ℓ1 max)."""
-        attack = pgd_linf(self.model, x, y, self.train_attack, self.generator)
-        self.model.train()
-        logits_nat = self.model(x)
-        logits_adv = self.model(attack.x_adv)
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """One step of Algorithm 1; returns (l_nat, l_rob, λ_t, per-example gradient ℓ1 max) on the device."""
+        attack = pgd_linf(self.net, x, y, self.train_attack, self.generator)
+        self.net.train()
+        logits_nat = self.net(x)
+        logits_adv = self.net(attack.x_adv)
         l_nat, l_rob = self.objective.losses(logits_nat, logits_adv, y)
-        l_nat_v, l_rob_v = l_nat.item(), l_rob.item()
-        if not (math.isfinite(l_nat_v) and math.isfinite(l_rob_v)):
-            raise DivergedError(f"loss diverged at epoch {self.epoch + 1}: l_nat={l_nat_v}, l_rob={l_rob_v}")
-        lambda_t = self.controller.update(l_nat_v, l_rob_v)
-        loss = l_nat + lambda_t * l_rob
+        lambda_t = self.controller.update(l_nat.detach(), l_rob.detach())
+        loss = l_nat + lambda_t.to(l_rob.dtype) * l_rob
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return l_nat_v, l_rob_v, lambda_t, attack.grad_l1_max
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return l_nat.detach(), l_rob.detach(), lambda_t, attack.grad_l1_max
 
     def train_epoch(self) -> tuple[StepTrace, float]:
-        """One pass over the training split; returns the step trace and mean train Lipschitz."""
-        trace = StepTrace()
-        grad_sum, grad_n = 0.0, 0
+        """One pass over the training split; returns the step trace and mean train Lipschitz.
+
+        A NaN or infinite loss is caught here, when the epoch's numbers reach the host: the
+        epoch is then neither recorded nor evaluated, and its poisoned weights never become
+        the best ones.
+        """
+        log = StepLog()
         for x, y in train_batches(self.data, self.config.batch_size, self.generator, self.device):
-            l_nat, l_rob, lambda_t, grad_l1 = self.train_step(x, y)
-            trace.append(l_nat, l_rob, lambda_t)
-            grad_sum += grad_l1.sum().item()
-            grad_n += grad_l1.numel()
-        return trace, grad_sum / max(grad_n, 1)
+            log.append(*self.train_step(x, y))
+        trace, train_lipschitz = log.to_host()
+        if (step := trace.first_non_finite()) is not None:
+            raise DivergedError(
+                f"loss diverged at epoch {self.epoch + 1}, step {step + 1}: "
+                f"l_nat={trace.l_nat[step]}, l_rob={trace.l_rob[step]}"
+            )
+        return trace, train_lipschitz
 
     def evaluate(self, max_examples: int | None = None) -> RobustnessMetrics:
         """Natural and PGD-20 accuracy, stability and Lipschitz on the test split, seeded by (seed, epoch)."""
         limit = max_examples or self.config.eval.max_examples
         seed = eval_seed(self.config.seed, self.epoch)
-        return evaluate_model(self.model, self.data, self.eval_attack, seed, limit)
+        return evaluate_model(self.net, self.data, self.eval_attack, seed, limit)
 
     def run_epoch(self) -> EpochRecord:
         """Train one epoch, step the lr schedule, evaluate, and remember the best weights."""
@@ -152,7 +172,10 @@ class Trainer:
         self.step_traces.append(trace)
         if self.best_epoch == 0 or record.rob_acc > self.history[self.best_epoch - 1].rob_acc:
             self.best_epoch = self.epoch
-            self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+            self.best_state = {
+                k: v.detach().cpu().clone(memory_format=torch.contiguous_format)  # safetensors wants contiguous
+                for k, v in self.model.state_dict().items()
+            }
         return record
 
     def fit(self, on_epoch: Callable[[EpochRecord, Trainer], None] | None = None) -> TrainResult:

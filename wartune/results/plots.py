@@ -16,13 +16,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from wartune.results.store import COMPARE_FILE, EPOCHS_FILE, PLOTS_DIR, STEPS_FILE, TRIALS_FILE
+from wartune.errors import WartuneError
+from wartune.results.store import (
+    COMPARE_FILE,
+    EPOCHS_FILE,
+    PLOTS_DIR,
+    STEPS_FILE,
+    TRIALS_FILE,
+    read_table,
+)
 from wartune.results.trials import trial_label
 
 METRICS = (("rob_acc", "robust accuracy (%)"), ("nat_acc", "natural accuracy (%)"), ("stability", "perturbation stability (%)"))
@@ -48,19 +55,29 @@ class SearchData:
         return {t["trial_id"] for t in self.trials if t.get("lambda_setting") is None and t.get("zeta_used") is not None}
 
 
-def _rows(path: Path) -> list[dict[str, Any]]:
-    # Not store.read_rows: a figure should not refuse a table of an older or newer schema.
-    return pq.read_table(path).to_pylist() if path.is_file() else []
+def _rows(path: Path, needs: tuple[str, ...]) -> list[dict[str, Any]]:
+    """A table's rows (a folder is a dataset: steps.parquet), if it has the columns `needs`.
+
+    Not store.read_rows: a figure should not refuse a table of an older or newer schema,
+    only one without the columns the figures index by.
+    """
+    if not path.exists():
+        return []
+    table = read_table(path)
+    missing = [c for c in needs if c not in table.column_names]
+    if missing:
+        raise WartuneError(f"{str(path)!r} lacks the columns {missing}: not a wartune {path.name} table")
+    return table.to_pylist()
 
 
 def load(folder: Path) -> SearchData:
     folder = Path(folder)
     return SearchData(
         name=folder.name,
-        trials=_rows(folder / TRIALS_FILE),
-        epochs=_rows(folder / EPOCHS_FILE),
-        steps=_rows(folder / STEPS_FILE),
-        compare=_rows(folder / COMPARE_FILE),
+        trials=_rows(folder / TRIALS_FILE, ("trial_id", "model", "width", "lambda_setting", "zeta_used", "objective", "dataset", "eps")),
+        epochs=_rows(folder / EPOCHS_FILE, ("trial_id", "epoch", *(key for key, _ in METRICS))),
+        steps=_rows(folder / STEPS_FILE, ("trial_id", "epoch", "step", "lambda_t")),
+        compare=_rows(folder / COMPARE_FILE, ("strategy", "model")),
     )
 
 

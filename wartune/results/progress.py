@@ -41,6 +41,8 @@ class ProgressSink:
         trial_id = meta.trial_id
         if trial_id not in self.tasks:
             self.tasks[trial_id] = self.progress.add_task(meta.label, total=self.epochs, status="")
+            if result.get("resume_note"):  # a newer checkpoint could not be read
+                self.console.print(f"[yellow]trial {meta.label}: {result['resume_note']}[/yellow]")
         if result.get("error"):
             return
         epoch = int(result["epoch"])

@@ -14,11 +14,12 @@ from typing import Any, Protocol
 from wartune.results.store import (
     EPOCH_SCHEMA,
     EPOCHS_FILE,
-    STEP_SCHEMA,
-    STEPS_FILE,
     TRIAL_SCHEMA,
     TRIALS_FILE,
     read_rows,
+    remove_steps_except,
+    upgrade_steps_file,
+    write_steps,
     write_table,
 )
 from wartune.results.trials import TrialMeta, TrialSummary, trial_status
@@ -38,49 +39,53 @@ def _nan_to_none(v: Any) -> Any:
     return None if isinstance(v, float) and math.isnan(v) else v
 
 
+# trials.parquet's columns about the trial's (last) run, and the result keys they come from.
+TIMING_COLUMNS = {
+    "started_at": "started_at",
+    "ended_at": "reported_at",
+    "resumed_from_epoch": "resumed_from_epoch",
+    "resume_note": "resume_note",
+    "node": "node_id",
+}
+
+
 class ParquetSink:
     """Maintains epochs.parquet, steps.parquet and trials.parquet in the search folder.
 
     Rows are keyed by (trial, epoch), so a resumed search that re-reports an epoch
     replaces the row instead of duplicating it; existing tables are read back on start.
+    Step rows (hundreds per epoch) are not kept: each epoch's trace goes straight to its
+    own file in the steps.parquet folder, so memory and write cost do not grow with epochs.
     """
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        upgrade_steps_file(folder)
         self.epochs = {(r["trial_id"], r["epoch"]): r for r in read_rows(folder / EPOCHS_FILE, EPOCH_SCHEMA)}
-        self.steps = {
-            (r["trial_id"], r["epoch"], r["step"]): r for r in read_rows(folder / STEPS_FILE, STEP_SCHEMA)
-        }
         self.trials = {r["trial_id"]: r for r in read_rows(folder / TRIALS_FILE, TRIAL_SCHEMA)}
         self.errors: dict[str, str] = {}
-        self.timing: dict[str, dict[str, Any]] = {
-            t: {k: r[k] for k in ("started_at", "ended_at", "resumed_from_epoch", "node")} for t, r in self.trials.items()
-        }
+        self.timing: dict[str, dict[str, Any]] = {t: {k: r[k] for k in TIMING_COLUMNS} for t, r in self.trials.items()}
 
     def on_epoch(self, meta: TrialMeta, result: dict[str, Any]) -> None:
         trial_id = meta.trial_id
         if result.get("error"):
             self.errors[trial_id] = str(result["error"])
             return
-        self.timing[trial_id] = {
-            "started_at": result.get("started_at"),
-            "ended_at": result.get("reported_at"),
-            "resumed_from_epoch": result.get("resumed_from_epoch"),
-            "node": result.get("node_id"),
-        }
+        self.timing[trial_id] = {column: result.get(key) for column, key in TIMING_COLUMNS.items()}
         epoch = int(result["epoch"])
         row = meta.key_columns()
         row["lambda_setting"] = meta.lambda_setting
         row.update({name: _nan_to_none(result[name]) for name in EPOCH_SCHEMA.names if name not in row})
         self.epochs[(trial_id, epoch)] = row
         trace = result.get("steps") or {}
-        for i, (l_nat, l_rob, lam) in enumerate(
-            zip(trace.get("l_nat", []), trace.get("l_rob", []), trace.get("lambda_t", []), strict=True)
-        ):
-            self.steps[(trial_id, epoch, i)] = {
-                "search": meta.search, "trial_id": trial_id, "epoch": epoch, "step": i,
-                "l_nat": l_nat, "l_rob": l_rob, "lambda_t": lam,
-            }  # fmt: skip
+        steps = [
+            {"search": meta.search, "trial_id": trial_id, "epoch": epoch, "step": i,
+             "l_nat": l_nat, "l_rob": l_rob, "lambda_t": lam}
+            for i, (l_nat, l_rob, lam) in enumerate(
+                zip(trace.get("l_nat", []), trace.get("l_rob", []), trace.get("lambda_t", []), strict=True)
+            )
+        ]  # fmt: skip
+        self._write_steps(steps, trial_id, epoch)
         self.trials[trial_id] = self._trial_row(meta, "running", None)
         self._write()
 
@@ -101,14 +106,13 @@ class ParquetSink:
         a replacement instead, so the orphan's rows must go to keep one row per trial.
         """
         self.epochs = {k: r for k, r in self.epochs.items() if k[0] in trial_ids}
-        self.steps = {k: r for k, r in self.steps.items() if k[0] in trial_ids}
         self.trials = {k: r for k, r in self.trials.items() if k in trial_ids}
+        remove_steps_except(self.folder, trial_ids)
 
     def _trial_row(self, meta: TrialMeta, status: str, error: str | None) -> dict[str, Any]:
         """The trial's key, its summary (best-epoch and final metrics, ζ, cost) and its state."""
         summary = TrialSummary.of([r for (t, _), r in self.epochs.items() if t == meta.trial_id], meta)
-        timing = {"started_at": None, "ended_at": None, "resumed_from_epoch": None, "node": None}
-        timing.update(self.timing.get(meta.trial_id, {}))
+        timing = self.timing.get(meta.trial_id) or dict.fromkeys(TIMING_COLUMNS)
         return {
             **meta.key_columns(),
             **timing,
@@ -125,10 +129,12 @@ class ParquetSink:
             "checkpoint": meta.checkpoint,
         }
 
+    def _write_steps(self, rows: list[dict[str, Any]], trial_id: str, epoch: int) -> None:
+        """One epoch's trace to its own file: the cost stays the same at every epoch."""
+        write_steps(rows, self.folder, trial_id, epoch)
+
     def _write(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         epochs = sorted(self.epochs.values(), key=lambda r: (r["trial_id"], r["epoch"]))
-        steps = sorted(self.steps.values(), key=lambda r: (r["trial_id"], r["epoch"], r["step"]))
         write_table(epochs, EPOCH_SCHEMA, self.folder / EPOCHS_FILE)
-        write_table(steps, STEP_SCHEMA, self.folder / STEPS_FILE)
         write_table(sorted(self.trials.values(), key=lambda r: r["trial_id"]), TRIAL_SCHEMA, self.folder / TRIALS_FILE)

@@ -4,17 +4,29 @@
 `steps.parquet` (one row per training step: the λ_t trace). These files are the source
 of truth for results; MLflow and reports are derived from them. Every write is atomic
 (temporary file, then rename), so a killed search never leaves a torn table.
+
+`steps.parquet` is a folder (a pyarrow dataset) with one file per trial and epoch, so a
+search appends each epoch's trace instead of rewriting every earlier step: writing epoch
+100 costs what writing epoch 1 did. `pq.read_table` and `pd.read_parquet` read the
+folder as one table. The two small tables stay single files.
+
+A file that is not the table it should be (truncated, not Parquet, other columns) is a
+one-line `WartuneError` naming it, never a traceback.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from wartune.errors import WartuneError
 
 _TRIAL_KEY = [
     ("search", pa.string()),
@@ -79,6 +91,7 @@ TRIAL_SCHEMA = pa.schema(
         ("ended_at", pa.float64()),  # unix seconds of its last report
         ("restarts", pa.int64()),  # retries after a crash (Ray's num_failures)
         ("resumed_from_epoch", pa.int64()),  # epoch of the checkpoint its last run resumed from
+        ("resume_note", pa.string()),  # set when a newer checkpoint was unreadable (which, and where it resumed)
         ("node", pa.string()),  # Ray node id that ran it (last)
         ("status", pa.string()),
         ("error", pa.string()),
@@ -171,17 +184,97 @@ def to_table(rows: Iterable[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
 
 def write_table(rows: Iterable[Mapping[str, Any]], schema: pa.Schema, path: Path) -> None:
     """Validate against the schema and replace `path` atomically."""
-    table = to_table(rows, schema)
+    _write_atomic(to_table(rows, schema), path)
+
+
+def _write_atomic(table: pa.Table, path: Path) -> None:
+    # A leading dot: pyarrow's dataset discovery skips the file while it is being written.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+    try:
+        pq.write_table(table, tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_table(path: Path, schema: pa.Schema | None = None) -> pa.Table:
+    """A Parquet file, or a folder of them read as one table (`schema` fixes its columns)."""
+    try:
+        return pq.read_table(path, schema=schema)
+    except (pa.ArrowException, OSError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise WartuneError(f"{str(path)!r} is not a readable Parquet table ({reason})") from None
 
 
 def read_rows(path: Path, schema: pa.Schema) -> list[dict[str, Any]]:
     """Rows of a table written by `write_table`; empty when the file does not exist."""
     if not path.exists():
         return []
-    table = pq.read_table(path)
+    if not path.is_file():
+        raise WartuneError(f"{str(path)!r} is not a file: expected a Parquet table there")
+    table = read_table(path)
     if not table.schema.equals(schema, check_metadata=False):
-        raise ValueError(f"{path} does not have the expected schema")
+        missing = sorted(set(schema.names) - set(table.column_names))
+        extra = sorted(set(table.column_names) - set(schema.names))
+        raise WartuneError(
+            f"{str(path)!r} does not have the columns wartune expects "
+            f"(missing {missing}, extra {extra}, or other types): written by another program or version?"
+        )
     return table.to_pylist()
+
+
+_STEP_NAME = re.compile(r"(?P<trial>.+)-e(?P<epoch>\d{4,})\.parquet")
+
+
+def step_file(folder: Path, trial_id: str, epoch: int) -> Path:
+    """The file of one trial's epoch inside the `steps.parquet` folder."""
+    return folder / STEPS_FILE / _step_name(trial_id, epoch)
+
+
+def _step_name(trial_id: str, epoch: int) -> str:
+    return f"{trial_id}-e{epoch:04d}.parquet"
+
+
+def write_steps(rows: Iterable[Mapping[str, Any]], folder: Path, trial_id: str, epoch: int) -> None:
+    """Write (or, for an epoch reported again after a resume, replace) one trial-epoch's steps."""
+    path = step_file(folder, trial_id, epoch)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_table(rows, STEP_SCHEMA, path)
+
+
+def upgrade_steps_file(folder: Path) -> None:
+    """Turn a single-file steps.parquet (written by wartune before the folder layout) into
+    the folder, so an older search can be resumed.
+
+    The new folder is built under a hidden name that holds the old file before it takes
+    the old file's place, so a process killed at any point loses no step.
+    """
+    path, staging = folder / STEPS_FILE, folder / f".{STEPS_FILE}.upgrade"
+    legacy = staging / ".legacy.parquet"  # hidden: readers of the folder skip it
+    if path.is_file():
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        table = read_table(path).sort_by([("trial_id", "ascending"), ("epoch", "ascending"), ("step", "ascending")])
+        keys = list(zip(table["trial_id"].to_pylist(), table["epoch"].to_pylist(), strict=True))
+        starts = [i for i in range(len(keys)) if i == 0 or keys[i] != keys[i - 1]]
+        for start, end in zip(starts, [*starts[1:], len(keys)], strict=True):
+            trial_id, epoch = keys[start]
+            _write_atomic(table.slice(start, end - start), staging / _step_name(trial_id, epoch))
+        path.replace(legacy)
+    if legacy.is_file():
+        staging.replace(path)
+    (path / legacy.name).unlink(missing_ok=True)
+
+
+def remove_steps_except(folder: Path, trial_ids: set[str]) -> None:
+    """Delete the step files of every trial not in `trial_ids` (and the folder, once empty)."""
+    steps = folder / STEPS_FILE
+    if not steps.is_dir():
+        return
+    for path in steps.iterdir():
+        match = _STEP_NAME.fullmatch(path.name)
+        if match and match["trial"] not in trial_ids:
+            path.unlink()
+    if not any(steps.iterdir()):
+        steps.rmdir()
+

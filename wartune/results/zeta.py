@@ -7,7 +7,9 @@ network can look it up by the thin model's name. It is a Parquet table (default
 ε = 8/255: λ 6, ζ 30) is always present with `source=paper`.
 
 Writes take an exclusive lock on a sibling `.lock` file, re-read the table, upsert and
-replace the file atomically, so two processes writing at once lose no row.
+replace the file atomically, so two processes writing at once lose no row. A registry
+file that is not such a table (corrupt, another program's Parquet) is refused in one
+line, and never overwritten.
 """
 
 from __future__ import annotations
@@ -80,14 +82,24 @@ class ZetaRegistry:
 
     def entries(self) -> list[ZetaEntry]:
         """Stored rows, plus the paper's row unless a stored row has the same key."""
-        stored = [ZetaEntry(**row) for row in read_rows(self.path, ZETA_SCHEMA)]
+        stored = [ZetaEntry(**row) for row in self._rows()]
         keys = {e.key() for e in stored}
         return ([] if PAPER_ENTRY.key() in keys else [PAPER_ENTRY]) + stored
 
+    def _rows(self) -> list[dict[str, Any]]:
+        try:
+            return read_rows(self.path, ZETA_SCHEMA)
+        except WartuneError as err:
+            raise WartuneError(f"ζ registry: {err}") from None
+
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            lock = open(self.path.with_name(self.path.name + ".lock"), "w")  # noqa: SIM115 - closed below
+        except OSError as err:
+            raise WartuneError(f"ζ registry {str(self.path)!r}: cannot write there ({err.strerror or err})") from None
+        with lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield
@@ -99,7 +111,7 @@ class ZetaRegistry:
         if not (math.isfinite(entry.zeta) and entry.zeta > 0):
             raise WartuneError(f"ζ of {entry.describe()} is {entry.zeta}: it must be a finite number > 0")
         with self._locked():
-            rows = {ZetaEntry(**r).key(): r for r in read_rows(self.path, ZETA_SCHEMA)}
+            rows = {ZetaEntry(**r).key(): r for r in self._rows()}
             rows[entry.key()] = asdict(entry)
             write_table(sorted(rows.values(), key=lambda r: (r["model"], r["dataset"])), ZETA_SCHEMA, self.path)
 

@@ -6,13 +6,12 @@ trials run on remote nodes that can reach neither the results folder nor MLflow.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 from ray import tune
 
-from wartune.results.model_files import META_FILE, WEIGHTS_FILE
+from wartune.results.model_files import copy_model_files
 from wartune.results.progress import ProgressSink
 from wartune.results.sinks import ParquetSink, Sink
 from wartune.results.store import MODELS_DIR
@@ -88,15 +87,12 @@ class SinkCallback(tune.Callback):
             sink.on_trial_end(meta, status, error)
 
     def _export_best_model(self, trial: Any) -> None:
-        """Copy the best-so-far weights out of the trial's latest checkpoint."""
+        """Copy the best-so-far weights out of the trial's latest checkpoint (each file atomically)."""
         checkpoint = trial.checkpoint
         if checkpoint is None:
             return
-        target = self.models_dir / trial.trial_id
-        target.mkdir(parents=True, exist_ok=True)
         with checkpoint.as_directory() as folder:
-            for name in (WEIGHTS_FILE, META_FILE):
-                shutil.copy2(Path(folder) / name, target / name)
+            copy_model_files(Path(folder), self.models_dir / trial.trial_id)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         known = {t.trial_id for t in trials}

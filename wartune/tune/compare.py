@@ -20,6 +20,7 @@ from typing import Any
 from wartune.engine.data import check_data_dir
 from wartune.errors import ConfigError, WartuneError
 from wartune.results.formatting import markdown_table, num, pct
+from wartune.results.locks import check_unlocked
 from wartune.results.plots import write_plots
 from wartune.results.report import write_summary
 from wartune.results.store import COMPARE_FILE, COMPARE_MD, COMPARE_SCHEMA, ZETA_FILE, write_table
@@ -31,6 +32,8 @@ from wartune.tune.strategies import (
     EXPERIMENT,
     SearchOutcome,
     check_folder,
+    claim_folder,
+    lock_path,
     prepare_folder,
     ray_session,
     run_search,
@@ -157,8 +160,10 @@ def check_compare(space: SearchSpace, out: Path, resume: bool = False, overwrite
     root = out / space.name
     if resume and not root.is_dir():
         raise WartuneError(f"nothing to resume in {str(root)!r}: no earlier compare was started there")
-    if not resume:
-        check_folder(root, resume=False, overwrite=overwrite)
+    if resume:
+        check_unlocked(lock_path(root), f"compare {space.name!r} in {str(out)!r}")
+    else:
+        check_folder(root, resume=False, overwrite=overwrite, kind="compare")
     return root
 
 
@@ -179,36 +184,37 @@ def run_compare(space: SearchSpace, out: Path, *, resume: bool = False, overwrit
     `overwrite` clears an earlier compare of the same name first; `resume` continues one.
     """
     root = check_compare(space, out, resume, overwrite)
-    if not resume:
-        prepare_folder(root, resume=False, overwrite=overwrite)
-    assert space.thin_model is not None
-    grid = space.lambdas
-    with ray_session(address, num_cpus, num_gpus):
-        calib = _run_part(_part(space, name="calibrate", strategy="grid", model=space.thin_model), root, resume, sinks_for, storage)
-        entry = best_trial_entry(calib.trials, f"{space.name}/calibrate", space.thin_model)
-        ZetaRegistry(registry or out / ZETA_FILE).put(entry)
-        war = war_lambda(entry.zeta, space.alpha, "war")
-        untuned = fixed_lambda(entry.best_lambda, "untuned")
-        fixed_values = [fixed_lambda(v, "grid") for v in grid]
-        from ray import tune
+    with claim_folder(root, "compare"):
+        if not resume:
+            prepare_folder(root, resume=False, overwrite=overwrite)
+        assert space.thin_model is not None
+        grid = space.lambdas
+        with ray_session(address, num_cpus, num_gpus):
+            calib = _run_part(_part(space, name="calibrate", strategy="grid", model=space.thin_model), root, resume, sinks_for, storage)
+            entry = best_trial_entry(calib.trials, f"{space.name}/calibrate", space.thin_model)
+            ZetaRegistry(registry or out / ZETA_FILE).put(entry)
+            war = war_lambda(entry.zeta, space.alpha, "war")
+            untuned = fixed_lambda(entry.best_lambda, "untuned")
+            fixed_values = [fixed_lambda(v, "grid") for v in grid]
+            from ray import tune
 
-        lam = tune.grid_search([untuned, *fixed_values, war])
-        wide = _run_part(_part(space, name="grid-untuned-war", strategy="grid"), root, resume, sinks_for, storage, lam=lam)
-        optuna_parts = [
-            _run_part(
-                _part(space, name=f"optuna-{model}", strategy="optuna", model=model, trials=len(grid),
-                      **{"lambda": {"low": min(grid), "high": max(grid), "log": min(grid) > 0}}),
-                root, resume, sinks_for, storage,
-            )  # fmt: skip
-            for model in space.models
-        ]
-    by_strategy: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for t in wide.trials + [t for p in optuna_parts for t in p.trials]:
-        by_strategy.setdefault((t["strategy"], t["model"]), []).append(t)
-    rows = compare_rows(space.name, calib.trials, by_strategy)
-    write_table(rows, COMPARE_SCHEMA, root / COMPARE_FILE)
-    calibration = {"model": space.thin_model, "best_lambda": entry.best_lambda, "zeta": entry.zeta,
-                   "seconds": _cost(calib.trials)}  # fmt: skip
-    (root / COMPARE_MD).write_text(compare_markdown(space.name, rows, calibration, totals(rows, calibration["seconds"])))
-    write_reports(root, space.name, [calib, wide, *optuna_parts])
-    return CompareOutcome(root, rows)
+            lam = tune.grid_search([untuned, *fixed_values, war])
+            wide = _run_part(_part(space, name="grid-untuned-war", strategy="grid"), root, resume, sinks_for, storage, lam=lam)
+            optuna_parts = [
+                _run_part(
+                    _part(space, name=f"optuna-{model}", strategy="optuna", model=model, trials=len(grid),
+                          **{"lambda": {"low": min(grid), "high": max(grid), "log": min(grid) > 0}}),
+                    root, resume, sinks_for, storage,
+                )  # fmt: skip
+                for model in space.models
+            ]
+        by_strategy: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for t in wide.trials + [t for p in optuna_parts for t in p.trials]:
+            by_strategy.setdefault((t["strategy"], t["model"]), []).append(t)
+        rows = compare_rows(space.name, calib.trials, by_strategy)
+        write_table(rows, COMPARE_SCHEMA, root / COMPARE_FILE)
+        calibration = {"model": space.thin_model, "best_lambda": entry.best_lambda, "zeta": entry.zeta,
+                       "seconds": _cost(calib.trials)}  # fmt: skip
+        (root / COMPARE_MD).write_text(compare_markdown(space.name, rows, calibration, totals(rows, calibration["seconds"])))
+        write_reports(root, space.name, [calib, wide, *optuna_parts])
+        return CompareOutcome(root, rows)

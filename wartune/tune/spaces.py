@@ -9,6 +9,7 @@ adds (strategy, λ grid or range, models, budget, resources).
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -54,6 +55,16 @@ class LambdaRange(StrictModel):
 
 Strategy = Literal["grid", "optuna", "war", "fixed", "compare"]
 
+# A search's name is its folder under --out: one plain path component, never `.` or `..`.
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
+
+
+def check_search_name(name: str) -> str:
+    """Refuse a name that would put the search folder outside --out (or not be portable)."""
+    if not _NAME.fullmatch(name) or name in (".", ".."):
+        raise ValueError("not a folder name: use 1 to 100 letters, digits, '.', '_' or '-' (no '/', not '.' or '..')")
+    return name
+
 
 class SearchSpace(TrainingSettings):
     """A named search: a strategy over λ (and optionally model widths) plus the training settings."""
@@ -70,6 +81,11 @@ class SearchSpace(TrainingSettings):
     max_concurrent: PositiveInt | None = None
     resources: Resources = Resources()
     scheduler: Literal["none", "asha"] = "none"
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        return check_search_name(v)
 
     @field_validator("model")
     @classmethod
@@ -120,15 +136,23 @@ class SearchSpace(TrainingSettings):
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    """Parse a YAML mapping, with a one-line error for unreadable or malformed files."""
+    """Parse a YAML mapping, with a one-line error for unreadable or malformed files.
+
+    Whatever the file holds (binary data, another encoding, nesting deep enough to exhaust
+    the parser's recursion), the user gets one line naming it, never a traceback.
+    """
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
     except OSError as err:
-        raise ConfigError(f"cannot read {str(path)!r}: {err.strerror}") from None
+        raise ConfigError(f"cannot read search space file {str(path)!r}: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"search space file {str(path)!r} is not UTF-8 text (byte {err.start})") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path.name}:{where} not valid YAML") from None
+    except RecursionError:
+        raise ConfigError(f"{path.name}: nested too deeply to be a search space") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -146,24 +170,47 @@ def shipped_spaces() -> list[str]:
 
 
 def space_path(ref: str) -> Path:
-    """Resolve a space name or path to a file, or fail naming the shipped spaces."""
+    """Resolve a space name or path to a file, or fail naming the shipped spaces.
+
+    A value that looks like a path (a .yaml/.yml suffix, a folder part, an existing
+    file) must be a regular file; anything else is a shipped space's name.
+    """
     candidate = Path(ref)
-    if candidate.suffix in (".yaml", ".yml") or candidate.is_file():
-        if not candidate.is_file():
-            raise ConfigError(f"search space file {ref!r} does not exist")
+    if candidate.suffix in (".yaml", ".yml") or len(candidate.parts) > 1 or candidate.is_file():
+        _check_regular_file(candidate)
         return candidate
     path = spaces_dir() / f"{ref}.yaml"
+    if path.is_file():
+        return path
+    if candidate.exists():
+        _check_regular_file(candidate)
+    raise ConfigError(f"unknown search space {ref!r}; shipped: {', '.join(shipped_spaces())} (or a path to a .yaml file)")
+
+
+def _check_regular_file(path: Path) -> None:
+    if not path.exists():
+        raise ConfigError(f"search space file {str(path)!r} does not exist")
+    if path.is_dir():
+        raise ConfigError(f"search space {str(path)!r} is a directory: give a .yaml file or a shipped space name")
     if not path.is_file():
-        raise ConfigError(f"unknown search space {ref!r}; shipped: {', '.join(shipped_spaces())} (or a path to a .yaml file)")
-    return path
+        raise ConfigError(f"search space {str(path)!r} is not a regular file")
+
+
+def _given(flags: dict[str, Any]) -> dict[str, Any]:
+    """Only the flags that were given: None means "not given", at any depth."""
+    given: dict[str, Any] = {}
+    for key, value in flags.items():
+        if isinstance(value, dict):
+            value = _given(value) or None
+        if value is not None:
+            given[key] = value
+    return given
 
 
 def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Overrides win; nested mappings (resources, attack, eval) merge key by key."""
     merged = dict(base)
     for key, value in overrides.items():
-        if value is None:
-            continue
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = _merge(merged[key], value)
         else:
@@ -176,4 +223,4 @@ def load_space(ref: str, overrides: dict[str, Any] | None = None) -> SearchSpace
     path = space_path(ref)
     data = read_yaml(path)
     data.setdefault("name", path.stem)
-    return validate(SearchSpace, _merge(data, overrides or {}), source=path.name)
+    return validate(SearchSpace, _merge(data, _given(overrides or {})), source=path.name)

@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,9 +22,11 @@ import ray
 from ray import tune
 
 from wartune.errors import WartuneError
+from wartune.results.locks import check_unlocked, exclusive
 from wartune.results.store import SPACE_FILE, TRIAL_SCHEMA, TRIALS_FILE, read_rows
 from wartune.tune.callbacks import SinkCallback
 from wartune.tune.params import fixed_lambda, trial_params, war_lambda
+from wartune.tune.reaper import children, start_reaper, stop_reaper
 from wartune.tune.spaces import LambdaRange, SearchSpace
 from wartune.tune.trainable import adversarial_training_trial
 
@@ -117,14 +119,19 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, num_gpu
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     kwargs: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
+    reaper = None
     if address:
         ray.init(address=address, **kwargs)
     else:
+        before = children(os.getpid())
         ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, include_dashboard=False, **kwargs)
+        # the processes ray.init started; the watchdog ends them if this driver is killed
+        reaper = start_reaper(children(os.getpid()) - before)
     try:
         yield
     finally:
         ray.shutdown()
+        stop_reaper(reaper)
 
 
 def storage_root(folder: Path, storage: str | None) -> str:
@@ -138,7 +145,23 @@ def storage_root(folder: Path, storage: str | None) -> str:
     return str((folder / "ray").resolve())
 
 
-def check_folder(folder: Path, resume: bool, overwrite: bool, storage: str | None = None) -> None:
+def lock_path(folder: Path) -> Path:
+    """The lock a running search holds: beside its folder, so --overwrite cannot delete it."""
+    return folder.with_name(f".{folder.name}.lock")
+
+
+def claim_folder(folder: Path, kind: str = "search") -> AbstractContextManager[None]:
+    """Hold the folder's lock while a search or compare writes there (refused if one runs)."""
+    return exclusive(lock_path(folder), f"{kind} {folder.name!r} in {str(folder.parent)!r}")
+
+
+def check_folder(folder: Path, resume: bool, overwrite: bool, storage: str | None = None, kind: str = "search") -> None:
+    """Refuse early: a search of this name running now, or a folder that does not fit the flags."""
+    check_unlocked(lock_path(folder), f"{kind} {folder.name!r} in {str(folder.parent)!r}")
+    _check_contents(folder, resume, overwrite, storage)
+
+
+def _check_contents(folder: Path, resume: bool, overwrite: bool, storage: str | None) -> None:
     """Refuse to mix two searches in one folder; resume needs an earlier search there."""
     if resume:
         if not tune.Tuner.can_restore(f"{storage_root(folder, storage)}/{EXPERIMENT}"):
@@ -151,8 +174,8 @@ def check_folder(folder: Path, resume: bool, overwrite: bool, storage: str | Non
 
 
 def prepare_folder(folder: Path, resume: bool, overwrite: bool, storage: str | None = None) -> None:
-    """Check the folder, then clear it (with overwrite) and create it."""
-    check_folder(folder, resume, overwrite, storage)
+    """Check the folder, then clear it (with overwrite) and create it; call it under `claim_folder`."""
+    _check_contents(folder, resume, overwrite, storage)
     if not resume and folder.exists() and overwrite:
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -178,7 +201,16 @@ def run_search(
     """
     folder = out / space.name
     params = param_space(space, zeta, lam)  # fails before anything is written
-    prepare_folder(folder, resume, overwrite, storage)
+    with claim_folder(folder):
+        prepare_folder(folder, resume, overwrite, storage)
+        _fit(space, folder, params, resume, address, num_cpus, num_gpus, storage, extra_sinks)
+    return SearchOutcome(folder, space, read_rows(folder / TRIALS_FILE, TRIAL_SCHEMA))
+
+
+def _fit(space: SearchSpace, folder: Path, params: dict[str, Any], resume: bool, address: str | None,
+         num_cpus: int | None, num_gpus: float | None, storage: str | None,
+         extra_sinks: list[Callable[..., Any]] | None) -> None:  # fmt: skip
+    """Write the resolved space, then build (or restore) the Tuner and run it to the end."""
     if not resume:
         import yaml
 
@@ -210,4 +242,3 @@ def run_search(
                 ),
             )
         tuner.fit()
-    return SearchOutcome(folder, space, read_rows(folder / TRIALS_FILE, TRIAL_SCHEMA))
