@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import shutil
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,28 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="session")
 def digits():
     return load_dataset("digits")
+
+
+# The real MNIST files (gzip), beside the checkout in CI (../shared/datasets); absent in a fresh clone.
+MNIST_GZ = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "MNIST" / "raw"
+
+
+def unpack_mnist(root: Path) -> Path:
+    """Decompress the shared MNIST files into `root` in torchvision's layout (`root/MNIST/raw/*-ubyte`)."""
+    if not MNIST_GZ.is_dir():
+        pytest.skip(f"the real MNIST files are not at {MNIST_GZ} (../shared/datasets beside the checkout)")
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for gz in MNIST_GZ.glob("*.gz"):
+        with gzip.open(gz) as src, open(raw / gz.stem, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    return root
+
+
+@pytest.fixture(scope="session")
+def mnist_dir(tmp_path_factory) -> Path:
+    """A `--data-dir` holding the real MNIST, unpacked once per session (read-only by convention)."""
+    return unpack_mnist(tmp_path_factory.mktemp("mnist"))
 
 
 @pytest.fixture
@@ -71,14 +95,15 @@ def war_search(tmp_path_factory) -> dict:
     """
     from ray import tune
 
+    from wartune.engine.config import WARLambda
     from wartune.results.tracking import MlflowSinkFactory, default_tracking_uri
-    from wartune.tune.params import war_lambda
+    from wartune.tune.params import lambda_value
     from wartune.tune.spaces import load_space
     from wartune.tune.strategies import run_search
 
     root = tmp_path_factory.mktemp("war_search")
     space = load_space(str(write_space(root, model=["cnn-4", "cnn-8"], **{"lambda": [1.0]})))
-    war = war_lambda(400.0, 0.1, "war")
+    war = lambda_value(WARLambda(zeta=400.0), "war")
     out = root / "runs"
     uri = default_tracking_uri(out)
     tags = {"strategy": space.strategy, "dataset": space.dataset, "objective": space.objective}

@@ -68,7 +68,10 @@ BAD_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "eval.max_examples": bad_positive_int,
     "max_concurrent": bad_positive_int,
     "lr": bad_positive_float,
-    "alpha": bad_positive_float,
+    "war.alpha": bad_positive_float,
+    "war.lambda0": bad_non_negative.filter(lambda v: v != "thin"),
+    "war.ratio": words.filter(lambda s: s not in ("step", "ema")),
+    "war.ema_beta": st.floats(min_value=1.0) | st.floats(max_value=-1e-9) | non_finite | not_a_number,
     "attack.eps": bad_positive_float,
     "eval.eps": bad_positive_float,
     "resources.cpu": bad_positive_float,
@@ -89,7 +92,7 @@ BAD_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "dataset": words.filter(lambda s: s not in ("digits", "cifar10", "cifar100", "svhn")),
     "name": bad_name,
 }
-ALLOWED_KEYS = {"name", "description", "zeta_from", "thin_model", "trials", "scheduler", *VALID, *BAD_VALUES}
+ALLOWED_KEYS = {"name", "description", "zeta_from", "thin_model", "trials", "scheduler", "war", *VALID, *BAD_VALUES}
 unknown_key = words.filter(lambda k: k not in ALLOWED_KEYS and k.lower() not in ("y", "n", "yes", "no", "on", "off", "true", "false", "null"))
 
 

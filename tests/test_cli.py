@@ -38,7 +38,8 @@ def test_search_writes_both_parquet_tables_with_declared_schema(tiny_space, tmp_
     assert steps.num_rows == 2 * 2 * 12  # trials × epochs × ceil(1437 / 128)
     for r in rows:
         model, meta = load_model(folder / r["checkpoint"])
-        assert meta["rob_acc"] == pytest.approx(r["rob_acc"]) and meta["epoch"] == r["best_epoch"]
+        assert meta["rob_acc"] == pytest.approx(r["best_epoch_rob_acc"]) and meta["epoch"] == r["best_epoch"]
+        assert (meta["eval_examples"], r["eval_examples"], r["metrics_from"]) == (90, 360, "full_split")
     assert (folder / "summary.md").read_text().count("| ") > 2
     assert "★" in out and "natural" in out
 
@@ -60,7 +61,10 @@ def _error_line(code: int, err: str) -> str:
         ({"attack": {"eps": 0}}, [], "attack.eps: Input should be greater than 0"),
         ({"epochs": 0}, [], "epochs: Input should be greater than or equal to 1"),
         ({}, ["--model", "resnet9"], "unknown model 'resnet9'; known families"),
-        ({}, ["--dataset", "mnist"], "unknown dataset 'mnist'"),
+        ({}, ["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+        ({}, ["--dataset", "mnist", "--model", "smallcnn"], "dataset 'mnist' loads from a local folder: pass --data-dir"),
+        ({}, ["--dataset", "mnist", "--model", "smallcnn", "--data-dir", "/no/such/folder"], "--data-dir '/no/such/folder' is not a folder"),
+        ({}, ["--model", "smallcnn"], "model 'smallcnn' needs images of at least 16 pixels; this dataset's are 8"),
         ({}, ["--dataset", "cifar10"], "dataset 'cifar10' loads from a local folder: pass --data-dir"),
         ({}, ["--lambdas", "6,x"], "--lambdas: expected comma-separated numbers"),
         ({}, ["--epochs", "many"], "Invalid value for '--epochs'"),
@@ -116,14 +120,14 @@ def test_compare_checks_its_folder_before_anything_runs(tmp_path, capsys, earlie
 
 def test_compare_terminal_and_markdown_tables_share_their_rows():
     rows = [
-        {"model": "cnn-8", "strategy": "grid", "lambda_final": 6.0, "nat_acc": 0.9, "rob_acc": 0.41234, "stability": None,
-         "trials": 2, "total_seconds": 12.4, "cost_vs_grid": 1.0},
-        {"model": "cnn-8", "strategy": "war", "lambda_final": 5.5, "nat_acc": 0.8, "rob_acc": 0.4, "stability": 0.7,
-         "trials": 1, "total_seconds": 6.0, "cost_vs_grid": None},
+        {"model": "cnn-8", "strategy": "grid", "lambda_final": 6.0, "lambda_settled_epoch": None, "nat_acc": 0.9,
+         "rob_acc": 0.41234, "stability": None, "trials": 2, "total_seconds": 12.4, "cost_vs_grid": 1.0},
+        {"model": "cnn-8", "strategy": "war", "lambda_final": 5.5, "lambda_settled_epoch": 7, "nat_acc": 0.8,
+         "rob_acc": 0.4, "stability": 0.7, "trials": 1, "total_seconds": 6.0, "cost_vs_grid": None},
     ]  # fmt: skip
     table = compare_table(rows)
-    assert table[0] == ["cnn-8", "grid", "6.00", "90.00", "41.23", "–", "2", "12", "1.00"]
-    assert table[1][-1] == "–"
+    assert table[0] == ["cnn-8", "grid", "6.00", "–", "90.00", "41.23", "–", "2", "12", "1.00"]
+    assert table[1][3] == "epoch 7" and table[1][-1] == "–"
     calibration = {"model": "cnn-4", "best_lambda": 6.0, "zeta": 2.5, "seconds": 3.0}
     md = compare_markdown("c", rows, calibration, {"untuned": 1.0, "grid": 12.4, "optuna": 0.0, "war": 6.0})
     for row in table:

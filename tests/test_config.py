@@ -1,10 +1,20 @@
 """Config validation: bad keys and values become one-line messages naming the key."""
 
-import pytest
+import dataclasses
 
-from wartune.engine.config import TrainConfig, validate
+import pytest
+import torch
+
+from wartune.cli.flags import SearchFlags
+from wartune.engine.config import TrainConfig, WARLambda, validate
+from wartune.engine.data import dataset_info
+from wartune.engine.lambdas import war_step
+from wartune.engine.trainer import make_controller
 from wartune.errors import ConfigError
-from wartune.tune.spaces import SearchSpace, load_space, shipped_spaces
+from wartune.results.zeta import PAPER_ENTRY
+from wartune.tune.params import TrialParams
+from wartune.tune.spaces import SearchSpace, WarSettings, load_space, shipped_spaces
+from wartune.tune.strategies import param_space
 
 
 def _space(**changes):
@@ -22,10 +32,18 @@ def _space(**changes):
         ({"epochs": 0}, "epochs: Input should be greater than or equal to 1 (got 0)"),
         ({"objective": "mart"}, "objective: Input should be 'trades' or 'madry' (got 'mart')"),
         ({"model": "resnet50"}, "unknown model 'resnet50'; known families: wrn"),
-        ({"dataset": "mnist"}, "unknown dataset 'mnist'; known: digits, cifar10"),
+        ({"dataset": "imagenet"}, "unknown dataset 'imagenet'; known: digits, mnist, cifar10"),
         ({"lamda": [6]}, "unknown key 'lamda'; allowed keys:"),
         ({"strategy": "grid", "lambda": None}, "strategy 'grid' needs 'lambda' as a non-empty list"),
         ({"resources": {"gpu": -1}}, "resources.gpu: Input should be greater than or equal to 0"),
+        ({"alpha": 0.2}, "'alpha' moved into the war block: write war: {alpha: 0.2}"),
+        ({"war": "wu2021"}, "war: give 'paper' (Algorithm 1) or a block of alpha, lambda0, ratio, ema_beta (got 'wu2021')"),
+        ({"war": {"lambda0": "thick"}}, "war.lambda0: give a number >= 0 or 'thin' (the thin net's best λ) (got 'thick')"),
+        ({"war": {"lambda0": -1}}, "war.lambda0: Input should be greater than or equal to 0 (got -1)"),
+        ({"war": {"ratio": "mean"}}, "war.ratio: Input should be 'step' or 'ema' (got 'mean')"),
+        ({"war": {"ema_beta": 1}}, "war.ema_beta: Input should be less than 1 (got 1)"),
+        ({"war": {"alpha": 0}}, "war.alpha: Input should be greater than 0 (got 0)"),
+        ({"war": {"beta": 0.9}}, "unknown key 'war.beta'; allowed keys: alpha, ema_beta, lambda0, ratio"),
     ],
 )
 def test_bad_values_name_the_key(changes, expected):
@@ -42,7 +60,7 @@ def test_bad_values_name_the_key(changes, expected):
         ({"foo": 1}, "allowed keys: attack, batch_size, compile, data_dir, dataset, device, epochs, eval, lam, lr, model, momentum, objective, precision, schedule, seed, threads, weight_decay"),
         ({"attack": {"foo": 1}}, "unknown key 'attack.foo'; allowed keys: eps, step, steps"),
         ({"eval": {"foo": 1}}, "unknown key 'eval.foo'; allowed keys: eps, max_examples, step, steps"),
-        ({"lam": {"kind": "war", "zeta": 3, "beta": 1}}, "allowed keys: alpha, kind, lambda0, zeta"),
+        ({"lam": {"kind": "war", "zeta": 3, "beta": 1}}, "allowed keys: alpha, ema_beta, kind, lambda0, ratio, zeta"),
         ({"lam": {"kind": "fixed", "value": 3, "beta": 1}}, "allowed keys: kind, value"),
     ],
 )
@@ -86,3 +104,80 @@ def test_unknown_space_lists_shipped_ones():
 def test_train_config_accepts_a_number_as_fixed_lambda():
     assert TrainConfig(lam=9).lam.value == 9.0
     assert TrainConfig.model_validate({"lam": {"kind": "war", "zeta": 30}}).lam.alpha == 0.1
+
+
+@pytest.mark.parametrize(
+    "dataset,model,eps,step,steps",
+    [
+        ("mnist", "smallcnn", 0.3, 0.01, 40),  # Madry et al. / TRADES on MNIST
+        ("digits", "cnn-8", 0.2, 0.05, 10),
+        ("cifar10", "wrn10-1", 8 / 255, 0.007, 10),
+        ("svhn", "wrn10-1", 8 / 255, 0.007, 10),
+    ],
+)
+def test_the_training_attack_defaults_to_the_datasets_threat_model(dataset, model, eps, step, steps):
+    pgd = TrainConfig(dataset=dataset, model=model).train_pgd()
+    assert (pgd.eps, pgd.step_size, pgd.steps) == (pytest.approx(eps), pytest.approx(step), steps)
+    assert TrainConfig(dataset=dataset, model=model, attack={"steps": 7}).train_pgd().steps == 7
+
+
+def test_a_model_too_big_for_the_datasets_images_is_refused_at_the_edge():
+    with pytest.raises(ConfigError, match="model 'smallcnn' needs images of at least 16 pixels; this dataset's are 8"):
+        validate(TrainConfig, {"dataset": "digits", "model": "smallcnn"}, source="config")
+    assert _space(dataset="mnist", model=["smallcnn", "cnn-8"]).models == ["smallcnn", "cnn-8"]
+    with pytest.raises(ConfigError, match="model 'smallcnn' needs images of at least 16"):
+        _space(strategy="compare", model="cnn-8", thin_model="smallcnn")
+
+
+@pytest.mark.parametrize("dataset,default", [("digits", None), ("cifar10", 1000), ("cifar100", 1000), ("svhn", 1000)])
+def test_per_epoch_evaluation_is_sized_by_the_dataset_unless_the_config_says(dataset, default):
+    # None: the whole test split (digits' 360 cost nothing); CIFAR-size splits: the first 1,000
+    assert dataset_info(dataset).eval_examples == default
+    assert TrainConfig(dataset=dataset).eval_examples == default
+    assert TrainConfig(dataset=dataset, eval={"max_examples": 250}).eval_examples == 250
+
+
+# A calibration whose best λ is 3.0 (ζ 30).
+THIN = dataclasses.replace(PAPER_ENTRY, best_lambda=3.0)
+
+
+def _war_space(war=None):
+    return _space(strategy="war", zeta_from="wrn34-0.5", **{"lambda": None}, **({} if war is None else {"war": war}))
+
+
+def _trial_lambda(space):
+    """The WAR spec a trial of strategy war runs, as the trainable parses it."""
+    return TrialParams.parse(param_space(space, THIN)).config.lam
+
+
+def test_war_paper_is_the_default_and_runs_algorithm_1_exactly():
+    assert _war_space().war == _war_space("paper").war == WarSettings()
+    spec = _trial_lambda(_war_space("paper"))
+    assert spec == WARLambda(zeta=30.0, alpha=0.1, lambda0=0.0, ratio="step")
+    controller, reference = make_controller(spec), 0.0
+    for l_nat, l_rob in [(1.0, 0.1), (0.8, 0.02), (2.3, 0.0), (0.6, 0.01), (0.7, float("nan")), (0.5, 0.05)]:
+        a, b = torch.tensor(l_nat), torch.tensor(l_rob)
+        reference = war_step(reference, float(a), float(b), zeta=30.0, alpha=0.1, min_l_rob=1e-6)
+        assert float(controller.update(a, b)) == reference
+    assert reference == pytest.approx(2.0)  # 2.0, 1.0, 1.0, 0.0, 0.0, 2.0 (see test_lambdas)
+
+
+@pytest.mark.parametrize("lambda0,expected", [(0, 0.0), (2.5, 2.5), ("thin", 3.0)])
+def test_war_lambda0_is_zero_a_number_or_the_thin_nets_best_lambda(lambda0, expected):
+    spec = _trial_lambda(_war_space({"lambda0": lambda0}))
+    assert (spec.zeta, spec.lambda0) == (30.0, expected)
+    # the first update starts from λ_0: λ_1 = λ_0 + 0.1·(30 − 1.0 / 0.1)
+    assert float(make_controller(spec).update(torch.tensor(1.0), torch.tensor(0.1))) == pytest.approx(expected + 2.0)
+
+
+def test_war_block_options_reach_the_trial_spec_and_the_controller():
+    space = _war_space({"alpha": 0.2, "lambda0": "thin", "ratio": "ema", "ema_beta": 0.5})
+    spec = _trial_lambda(space)
+    assert spec == WARLambda(zeta=30.0, alpha=0.2, lambda0=3.0, ratio="ema", ema_beta=0.5)
+    controller = make_controller(spec)
+    assert (controller.alpha, controller.ratio, controller.ema_beta, controller.value) == (0.2, "ema", 0.5, 3.0)
+
+
+def test_transfers_alpha_flag_sets_war_alpha_over_a_paper_block():
+    space = load_space("war", SearchFlags().space_overrides(**{"war.alpha": 0.3}))  # as `transfer --alpha 0.3` does
+    assert space.war == WarSettings(alpha=0.3) and load_space("war").war == WarSettings()

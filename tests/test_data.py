@@ -1,4 +1,6 @@
-"""Datasets: the embedded digits split and the local-folder rule for CIFAR / SVHN."""
+"""Datasets: the embedded digits split, the real MNIST, and the local-folder rule for MNIST / CIFAR / SVHN."""
+
+import pickle
 
 import pytest
 import torch
@@ -29,20 +31,39 @@ def test_digits_split_is_fixed():
     assert torch.equal(a.test_x, b.test_x) and torch.equal(a.train_y, b.train_y)
 
 
-@pytest.mark.parametrize("name", ["cifar10", "cifar100", "svhn"])
+@pytest.mark.parametrize("name", ["mnist", "cifar10", "cifar100", "svhn"])
 def test_local_datasets_need_a_data_dir(name):
     with pytest.raises(DataError, match="--data-dir"):
         load_dataset(name)
 
 
-def test_missing_cifar_files_are_a_clear_error(tmp_path):
-    with pytest.raises(DataError, match="not found"):
-        load_dataset("cifar10", tmp_path)
+@pytest.mark.parametrize("name", ["mnist", "cifar10"])
+def test_missing_files_are_a_one_line_error_naming_the_folder(name, tmp_path):
+    with pytest.raises(DataError, match=f"^{name} not found under '{tmp_path}'") as err:
+        load_dataset(name, tmp_path)
+    assert "\n" not in str(err.value)
 
 
 def test_unknown_dataset_lists_known_ones():
-    with pytest.raises(DataError, match="digits, cifar10, cifar100, svhn"):
-        load_dataset("mnist")
+    with pytest.raises(DataError, match="digits, mnist, cifar10, cifar100, svhn"):
+        load_dataset("imagenet")
+
+
+def test_mnist_loads_the_real_files_as_uint8_in_torchvisions_layout(mnist_dir):
+    mnist = load_dataset("mnist", mnist_dir)
+    assert mnist.train_x.shape == (60_000, 1, 28, 28) and mnist.test_x.shape == (10_000, 1, 28, 28)
+    assert mnist.train_x.dtype == torch.uint8 and mnist.train_y.dtype == torch.int64
+    assert mnist.train_y[:5].tolist() == [5, 0, 4, 1, 9] and mnist.test_y[:5].tolist() == [7, 2, 1, 0, 4]
+    assert mnist.info.name == "mnist" and not mnist.info.augment
+
+
+def test_a_dataset_pickles_at_the_cost_of_its_tensors(digits):
+    # it travels to every trial through Ray's object store: bytes, not Python objects per pixel
+    tensors = (digits.train_x, digits.train_y, digits.test_x, digits.test_y)
+    size = sum(t.numel() * t.element_size() for t in tensors)
+    copy = pickle.loads(pickle.dumps(digits))
+    assert len(pickle.dumps(digits)) < 1.05 * size + 10_000
+    assert copy.info == digits.info and torch.equal(copy.train_x, digits.train_x)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.uint8])

@@ -156,3 +156,42 @@ def test_step_log_reads_back_exactly_what_per_step_item_calls_would():
 def test_step_trace_names_the_first_non_finite_step():
     assert StepTrace([1.0, 2.0], [0.1, 0.2], [6.0, 6.0]).first_non_finite() is None
     assert StepTrace([1.0, 2.0, math.nan], [0.1, math.inf, 0.3], [6.0] * 3).first_non_finite() == 1
+
+
+def test_each_epoch_counts_the_war_steps_it_skipped(tiny_config, digits):
+    # 1,437 training images in batches of 128: 12 steps an epoch. With a threshold no l_rob
+    # reaches, WAR skips all 12 of epoch 1; with a vanishing threshold it skips none of epoch 2.
+    trainer = Trainer(_changed(tiny_config, lam={"kind": "war", "zeta": 10.0, "lambda0": 2.0}), digits)
+    trainer.controller.min_l_rob = math.inf
+    first = trainer.run_epoch()
+    trainer.controller.min_l_rob = 1e-30  # below any TRADES l_rob of a real step
+    second = trainer.run_epoch()
+    assert (first.war_skipped_steps, second.war_skipped_steps) == (12, 0)
+    assert trainer.controller.skipped_steps == 12
+    assert first.lambda_min == first.lambda_max == 2.0  # every step skipped: λ_t stays λ_0
+
+
+def test_a_fixed_lambda_skips_no_step(tiny_config, digits):
+    assert [r.war_skipped_steps for r in train(tiny_config, data=digits).history] == [0, 0]
+
+
+def test_best_weights_are_evaluated_once_on_the_whole_test_split(tiny_config, digits):
+    trainer = Trainer(tiny_config, digits)
+    trainer.fit()
+    full = trainer.evaluate_best()
+    model = create_model("cnn-8", 10, 1, 8)
+    model.load_state_dict(trainer.best_state)
+    direct = evaluate_model(model, digits, tiny_config.eval_pgd(), eval_seed(tiny_config.seed, trainer.best_epoch))
+    assert full == direct and full.n == len(digits.test_y) == 360
+    assert [r.eval_examples for r in trainer.history] == [90, 90]  # the per-epoch subset
+
+
+def test_a_per_epoch_evaluation_of_the_whole_split_is_reused_not_repeated(tiny_config, digits):
+    trainer = Trainer(_changed(tiny_config, eval={"steps": 5}), digits)  # digits: every epoch sees all 360
+    trainer.fit()
+    best = trainer.history[trainer.best_epoch - 1]
+    trainer.eval_attack = None  # an attack now would fail: the figures must come from the epoch
+    full = trainer.evaluate_best()
+    assert (full.nat_acc, full.rob_acc, full.stability, full.lipschitz, full.n) == (
+        best.nat_acc, best.rob_acc, best.stability, best.lipschitz, 360,
+    )  # fmt: skip

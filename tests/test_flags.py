@@ -77,7 +77,7 @@ def test_run_flags_are_keywords_of_the_runners(runner):
 
 def test_space_overrides_convert_nest_and_leave_out_unset_flags():
     flags = SearchFlags(model=["cnn-8"], lambdas="1, 6", data_dir=Path("/data"), gpus_per_trial=0.25, seed=3)
-    assert flags.space_overrides(strategy="war", alpha=None) == {
+    assert flags.space_overrides(strategy="war", **{"war.alpha": None}) == {
         "model": "cnn-8", "lambda": [1.0, 6.0], "data_dir": "/data", "seed": 3,
         "resources": {"gpu": 0.25}, "strategy": "war",
     }  # fmt: skip

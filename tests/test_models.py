@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from wartune.engine.models import create_model, model_width
+from wartune.engine.models import check_model_name, create_model, model_width
 from wartune.errors import ModelNameError
 
 
@@ -33,8 +33,25 @@ def test_every_family_runs_on_digits_and_cifar_shapes(name, shape):
     assert out.shape == (2, classes)
 
 
+@pytest.mark.parametrize("shape", [(1, 28, 10), (3, 32, 100)])
+def test_smallcnn_is_trades_mnist_network(shape):
+    channels, size, classes = shape
+    model = create_model("smallcnn", classes, channels, size).eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, channels, size, size))
+    assert out.shape == (2, classes) and torch.all(out == 0)  # TRADES zero-initialises the last layer
+    if shape == (1, 28, 10):
+        assert _params(model) == 312_202  # conv 32-32-64-64, fc 1024-200-200-10
+
+
+def test_smallcnn_refuses_images_below_16_pixels():
+    check_model_name("smallcnn", 16)
+    with pytest.raises(ModelNameError, match="at least 16 pixels; this dataset's are 8"):
+        check_model_name("smallcnn", 8)
+
+
 def test_width_of_each_family():
-    assert [model_width(n) for n in ("wrn34-0.5", "densenet40-bc-k64", "mlp-256")] == [0.5, 64.0, 256.0]
+    assert [model_width(n) for n in ("wrn34-0.5", "densenet40-bc-k64", "mlp-256", "smallcnn")] == [0.5, 64.0, 256.0, 32.0]
 
 
 @pytest.mark.parametrize("name", ["resnet18", "wrn34", "wrn33-1", "wrn34-0", "mlp-x"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +26,17 @@ from wartune.results.model_files import (
 from wartune.results.sinks import ParquetSink
 from wartune.results.store import (
     EPOCH_SCHEMA,
+    EPOCHS_FILE,
     STEP_SCHEMA,
     STEPS_FILE,
     TRIAL_SCHEMA,
+    TRIALS_FILE,
     read_rows,
     step_file,
     upgrade_steps_file,
     write_table,
 )
-from wartune.results.trials import TrialMeta
+from wartune.results.trials import FULL_SPLIT_RESULT, TrialMeta
 
 _case = itertools.count()
 
@@ -49,7 +52,7 @@ def _meta(trial_id: str) -> TrialMeta:
 def _result(epoch: int, steps: int, offset: float = 0.0) -> dict[str, Any]:
     """One epoch's report as the trainable sends it: metrics plus the per-step trace."""
     result: dict[str, Any] = {name: 0.5 for name in EPOCH_SCHEMA.names}
-    result.update(epoch=epoch, eval_examples=30)
+    result.update(epoch=epoch, eval_examples=30, war_skipped_steps=1)
     result["steps"] = {
         "l_nat": [offset + i for i in range(steps)],
         "l_rob": [1.0] * steps,
@@ -193,3 +196,17 @@ def test_saved_model_files_load_back(tmp_path):
     loaded, got = load_model(tmp_path)
     assert got == meta
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True))
+
+
+def test_the_last_epochs_full_split_evaluation_is_the_trial_row_and_survives_a_restarted_driver(tmp_path):
+    meta = replace(_meta("a_00000"), precision="bf16")
+    sink = ParquetSink(tmp_path)
+    full = {"nat_acc": 0.8, "rob_acc": 0.4, "stability": 0.6, "lipschitz": 2.0, "eval_examples": 360}
+    for epoch in (1, 2, 3):
+        sink.on_epoch(meta, _result(epoch, 2) | ({FULL_SPLIT_RESULT: full} if epoch == 3 else {}))
+    ParquetSink(tmp_path).on_trial_end(_meta("a_00000"), "finished", None)  # knows no precision yet
+    [trial] = read_rows(tmp_path / TRIALS_FILE, TRIAL_SCHEMA)
+    assert [r["epoch"] for r in read_rows(tmp_path / EPOCHS_FILE, EPOCH_SCHEMA)] == [1, 2, 3]
+    assert {k: trial[k] for k in full} == full and trial["metrics_from"] == "full_split"
+    assert (trial["best_epoch"], trial["best_epoch_rob_acc"], trial["final_rob_acc"]) == (1, 0.5, 0.5)
+    assert (trial["precision"], trial["war_skipped_steps"], trial["status"]) == ("bf16", 3, "finished")

@@ -14,7 +14,11 @@ import pytest
 
 from tests.conftest import write_space
 from tests.test_cli import _run
-from wartune.results.report import width_blocks
+from wartune.engine.config import TrainConfig
+from wartune.engine.evaluation import eval_seed, evaluate_model
+from wartune.results.model_files import load_model
+from wartune.results.report import summary_markdown, width_blocks
+from wartune.results.trials import lambda_settled_epoch
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[1]
@@ -44,6 +48,30 @@ def test_optuna_search_samples_lambda_in_range_with_its_budget(tmp_path, capsys)
     assert all(0.5 <= t["lambda_setting"] <= 12 for t in trials)
     assert len({t["lambda_setting"] for t in trials}) == 3
     assert all(t["status"] in ("finished", "stopped") for t in trials)
+
+
+def test_finished_trials_report_their_best_weights_on_the_whole_split(war_search, digits):
+    # eval.max_examples 90: each epoch attacks the first 90 of the 360 test images; the trial's
+    # figures are its exported best weights attacked once on all 360, seeded as that epoch was.
+    folder = war_search["folder"]
+    epochs = _epochs(folder)
+    for trial in _trials(folder):
+        rows = sorted((r for r in epochs if r["trial_id"] == trial["trial_id"]), key=lambda r: r["epoch"])
+        assert [r["epoch"] for r in rows] == [1, 2] and {r["eval_examples"] for r in rows} == {90}
+        best = rows[trial["best_epoch"] - 1]
+        assert (trial["best_epoch_rob_acc"], trial["best_epoch_nat_acc"]) == (best["rob_acc"], best["nat_acc"])
+        model, meta = load_model(folder / trial["checkpoint"])
+        config = TrainConfig.model_validate(meta["train_config"])
+        direct = evaluate_model(model, digits, config.eval_pgd(), eval_seed(config.seed, meta["epoch"]))
+        assert meta["epoch"] == trial["best_epoch"] and trial["metrics_from"] == "full_split"
+        assert (trial["nat_acc"], trial["rob_acc"], trial["stability"], trial["eval_examples"]) == (
+            direct.nat_acc, direct.rob_acc, direct.stability, 360,
+        )  # fmt: skip
+        assert trial["lipschitz"] == pytest.approx(direct.lipschitz, rel=1e-5)
+        assert trial["precision"] == "fp32" and trial["war_skipped_steps"] == sum(r["war_skipped_steps"] for r in rows)
+        war = trial["lambda_setting"] is None
+        assert trial["lambda_settled_epoch"] == (lambda_settled_epoch(rows) if war else None)
+    assert "on all 360 test examples" in summary_markdown("tiny", _trials(folder))
 
 
 def test_width_sweep_prints_table1_blocks(tmp_path, capsys):
@@ -84,6 +112,7 @@ def test_compare_runs_every_strategy_per_width_with_cost(tmp_path, capsys):
         if r["strategy"] == "optuna":
             own = [t for t in _trials(root / f"optuna-{r['model']}")]
             assert len(own) == 2  # the grid's budget
+            assert (root / f"optuna-{r['model']}" / "optuna.db").is_file()  # each Optuna part keeps its study
         else:
             own = [t for t in wide if t["strategy"] == r["strategy"] and t["model"] == r["model"]]
         assert r["device_seconds"] == pytest.approx(sum(t["device_seconds"] for t in own))
@@ -91,6 +120,9 @@ def test_compare_runs_every_strategy_per_width_with_cost(tmp_path, capsys):
         assert r["calibration_seconds"] == pytest.approx(expected_calib)
         grid = next(g for g in rows if g["strategy"] == "grid" and g["model"] == r["model"])
         assert r["cost_vs_grid"] == pytest.approx(r["total_seconds"] / grid["total_seconds"])
+        best = next(t for t in [*wide, *_trials(root / f"optuna-{r['model']}")] if t["trial_id"] == r["best_trial"])
+        assert (r["rob_acc"], r["lambda_settled_epoch"]) == (best["rob_acc"], best["lambda_settled_epoch"])
+        assert r["strategy"] == "war" or r["lambda_settled_epoch"] is None
     md = (root / "compare.md").read_text()
     assert md.count("| cnn-8 |") == 4 and md.count("| cnn-16 |") == 4 and "calibration counted once" in md
 
@@ -180,6 +212,14 @@ def test_resume_after_sigkill_keeps_finished_trials_and_the_optuna_study(tmp_pat
     searcher.restore_from_dir(str(folder / "ray" / "tune"))
     sampled = [tr.params for tr in searcher._ot_study.trials]
     assert len(sampled) >= len(before)
+    # ... and it is the one study in optuna.db, every finished trial told its best robust accuracy
+    import optuna
+
+    storage = f"sqlite:///{folder / 'optuna.db'}"
+    assert optuna.get_all_study_names(storage) == ["tiny"]
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    told = {tr.params["lam"]: tr.value for tr in study.trials if tr.state == optuna.trial.TrialState.COMPLETE}
+    assert told == {t["lambda_setting"]: t["rob_acc"] for t in after}
 
 
 def _ray_trial_workers() -> list[psutil.Process]:

@@ -35,7 +35,7 @@ from wartune.results.tracking import (
     flatten,
     log_search,
 )
-from wartune.results.trials import TrialMeta
+from wartune.results.trials import FULL_SPLIT_RESULT, TrialMeta, full_split_of
 
 
 def _tables(folder: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -79,6 +79,10 @@ def _check_trials(uri: str, runs: dict[str, Run], trials: list[dict[str, Any]], 
         metrics = run.data.metrics
         assert metrics["best_rob_acc"] == trial["rob_acc"] and metrics["best_epoch"] == trial["best_epoch"]
         assert metrics["final_nat_acc"] == trial["final_nat_acc"] and metrics["lambda_final"] == trial["lambda_final"]
+        assert metrics["eval_examples"] == trial["eval_examples"] == 360  # the result: the whole test split
+        assert metrics["best_epoch_rob_acc"] == trial["best_epoch_rob_acc"]  # the per-epoch figure (90 examples)
+        assert metrics["war_skipped_steps"] == trial["war_skipped_steps"] and params["precision"] == trial["precision"]
+        assert metrics.get("lambda_settled_epoch") == trial["lambda_settled_epoch"]
         assert run.data.tags["status"] == trial["status"] == "finished" and "error" not in run.data.tags
         assert run.info.status == "FINISHED"
 
@@ -142,10 +146,14 @@ def test_sink_driven_directly_gives_the_same_structure(war_search, tmp_path):
     artifacts = (tmp_path / "artifacts").as_uri()  # not ./mlruns in the working directory
     client.delete_experiment(client.create_experiment("direct", artifact_location=artifacts))  # restored, not an error
     metas = {t["trial_id"]: TrialMeta.from_row(t) for t in trials}
+    # the last epoch's report carries the trial's full-split evaluation, as the trainable sends it
+    last = {t["trial_id"]: (t["epochs"], {FULL_SPLIT_RESULT: full_split_of(t)}) for t in trials}
     # Trials interleave, as they do under Ray: every trial's epoch 1, then every epoch 2.
     for epoch in sorted({r["epoch"] for r in epochs}):
         for row in (r for r in epochs if r["epoch"] == epoch):
-            sink.on_epoch(metas[row["trial_id"]], {**row, "best_epoch": 1, "device": "cpu", "steps": {"l_nat": [1.0]}})
+            final_epoch, full = last[row["trial_id"]]
+            result = {**row, "best_epoch": 1, "device": "cpu", "steps": {"l_nat": [1.0]}, **(full if epoch == final_epoch else {})}
+            sink.on_epoch(metas[row["trial_id"]], result)
     for meta in metas.values():
         sink.on_trial_end(meta, "finished", None)
     diverged = replace(metas[trials[0]["trial_id"]], trial_id="x_00098")

@@ -1,5 +1,6 @@
 """End to end: calibrate ζ on a thin digits net, then WAR-transfer it to a wider one."""
 
+import dataclasses
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -7,7 +8,8 @@ import pytest
 
 from tests.conftest import write_space
 from tests.test_cli import _error_line, _run
-from wartune.results.zeta import ZetaRegistry
+from wartune.engine.lambdas import WarState, war_ema_step
+from wartune.results.zeta import PAPER_ENTRY, ZetaRegistry
 
 pytestmark = pytest.mark.e2e
 
@@ -58,6 +60,27 @@ def test_transfer_runs_war_beside_the_untuned_lambda(calibrated, capsys):
     assert len(trace) == 3 * 12 and max(trace) > 0 and min(trace) >= 0
     assert war["lambda_final"] == pytest.approx(trace[-1])
     assert "WAR→" in out and "untuned" in out
+
+
+def test_transfer_with_lambda0_thin_starts_from_the_registry_entrys_best_lambda(tmp_path, capsys):
+    registry = tmp_path / "zeta.parquet"
+    thin = dataclasses.replace(PAPER_ENTRY, model="wrn10-0.5", dataset="digits", eps=0.2, best_lambda=3.0, zeta=5.0)
+    ZetaRegistry(registry).put(thin)
+    space = write_space(tmp_path, epochs=1, war={"lambda0": "thin", "ratio": "ema", "ema_beta": 0.5})
+    code, _, err = _run(
+        ["transfer", "--zeta-from", "wrn10-0.5", "--space", str(space), "--registry", str(registry),
+         "--out", str(tmp_path / "runs"), "--no-mlflow"], capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    steps = pq.read_table(tmp_path / "runs" / "transfer-wrn10-0.5" / "steps.parquet").to_pylist()
+    steps.sort(key=lambda s: (s["epoch"], s["step"]))
+    first = steps[0]
+    assert first["l_rob"] >= 1e-6  # a defined first step: its average ratio is its own l_nat / l_rob
+    assert first["lambda_t"] == pytest.approx(max(3.0 + 0.1 * (5.0 - first["l_nat"] / first["l_rob"]), 0.0))
+    state = WarState(3.0)  # the whole trace, replayed with the plain-Python rule
+    for s in steps:
+        state = war_ema_step(state, s["l_nat"], s["l_rob"], zeta=5.0, alpha=0.1, beta=0.5, min_l_rob=1e-6)
+        assert s["lambda_t"] == pytest.approx(state.lambda_t, rel=1e-12)
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
 """The `wartune` command line: parses, validates, and calls the layers below.
 
 Any `WartuneError` (a problem the user can fix) becomes one line on stderr and exit
-status 2, as do command-line usage errors; nothing else is caught.
+status 2, as do command-line usage errors and a failing disk or folder (`OSError`: full,
+read-only, removed); nothing else is caught.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ def main(argv: list[str] | None = None) -> None:
     except ClickException as err:  # usage errors: unknown option, bad type, missing value
         if err.format_message():  # empty when no arguments were given and help was shown
             err_console.print(f"wartune: error: {err.format_message()}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(2)
+    except OSError as err:  # the disk or folder failed us (full, read-only, gone): say which, in one line
+        where = f" {str(err.filename)!r}" if err.filename else ""
+        err_console.print(f"wartune: error: cannot use{where}: {err.strerror or err}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(2)
     except Abort:
         err_console.print("wartune: aborted")

@@ -53,7 +53,7 @@ class SearchFlags:
     lambdas: Annotated[str | None, typer.Option(help="Comma-separated λ grid, e.g. 6,9,12.")] = field(
         default=None, metadata=space_key("lambda", parse_lambdas)
     )
-    dataset: Annotated[str | None, typer.Option(help="digits, cifar10, cifar100 or svhn.")] = field(default=None, metadata=space_key("dataset"))
+    dataset: Annotated[str | None, typer.Option(help="digits, mnist, cifar10, cifar100 or svhn.")] = field(default=None, metadata=space_key("dataset"))
     data_dir: DataDirOpt = field(default=None, metadata=space_key("data_dir", str))
     out: OutOpt = field(default=Path("runs"), metadata=OUTPUT)
     name: Annotated[str | None, typer.Option(help="Search name (its folder under --out).")] = field(default=None, metadata=space_key("name"))

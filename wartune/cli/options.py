@@ -20,7 +20,7 @@ err_console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=Tr
 # Options that search-like commands declare themselves, or that other commands share with
 # `SearchFlags` (flags.py); the flags all search-like commands share are its fields.
 SpaceOpt = Annotated[str, typer.Option("--space", "-s", help="Shipped space name (e.g. lambda_grid) or a path to a YAML file.")]
-DataDirOpt = Annotated[Path | None, typer.Option(help="Local folder with CIFAR / SVHN (never downloaded).")]
+DataDirOpt = Annotated[Path | None, typer.Option(help="Local folder with MNIST / CIFAR / SVHN (never downloaded); read by the driver only.")]
 OutOpt = Annotated[Path, typer.Option("--out", help="Folder that holds every search's results.")]
 TrackingOpt = Annotated[str | None, typer.Option(help="MLflow tracking URI (default: sqlite:///OUT/mlflow.db).")]
 RegistryOpt = Annotated[Path | None, typer.Option(help="ζ registry file (default: OUT/zeta.parquet).")]

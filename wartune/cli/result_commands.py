@@ -59,6 +59,8 @@ def evaluate(
     eps: Annotated[float | None, typer.Option(help="L∞ radius (default: the model's training ε).")] = None,
     data_dir: DataDirOpt = None,
     seed: Annotated[int, typer.Option(help="Seed of the attacks' randomness.")] = 0,
+    robustbench_json: Annotated[Path | None, typer.Option(
+        help="Also write the result as a RobustBench model-zoo entry (JSON); adds autoattack to --attacks.")] = None,
 ) -> None:
     """Robust accuracy and stability of a trained model under the paper's attacks (Tables 2 and 4)."""
     import torch
@@ -68,10 +70,14 @@ def evaluate(
     from wartune.engine.config import TrainConfig, validate
     from wartune.engine.data import load_dataset
     from wartune.results.model_files import META_FILE, load_model
+    from wartune.results.robustbench import AUTOATTACK, write_robustbench_json
     from wartune.results.store import EVAL_SCHEMA, write_table
 
     names = [a.strip() for a in attacks.split(",") if a.strip()]
     check_attacks(names)
+    if robustbench_json is not None and AUTOATTACK not in names:
+        names.append(AUTOATTACK)  # RobustBench's robust accuracy is AutoAttack's
+        out_console.print(f"--robustbench-json: {AUTOATTACK} added to the attacks")
     if not (model_dir / META_FILE).is_file():
         raise WartuneError(f"{str(model_dir)!r} holds no {META_FILE}: give a folder under runs/<search>/models/")
     if eps is not None and eps <= 0:
@@ -92,6 +98,8 @@ def evaluate(
     write_table(rows, EVAL_SCHEMA, model_dir / "evaluation.parquet")
     out_console.print(table)
     out_console.print(f"written: {model_dir / 'evaluation.parquet'}")
+    if robustbench_json is not None:
+        out_console.print(f"RobustBench entry: {write_robustbench_json(robustbench_json, meta, results)}")
 
 
 @zeta_app.command("list")

@@ -7,7 +7,7 @@ calls the tune layer and prints; the rules live below.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -25,10 +25,14 @@ from wartune.cli.options import (
 )
 from wartune.errors import ConfigError, WartuneError
 
+if TYPE_CHECKING:
+    from wartune.results.zeta import ZetaEntry
 
-def run_and_report(spec: Any, flags: SearchFlags, *, zeta: float | None = None, lam: Any = None) -> Any:
-    """Validate the folder, run the search, print its table, write summary.md and plots."""
-    from wartune.engine.data import check_data_dir
+
+def run_and_report(spec: Any, flags: SearchFlags, *, calibration: ZetaEntry | None = None, lam: Any = None) -> Any:
+    """Validate the folder, load the data (here only: trials get it from Ray's object store),
+    run the search, print its table, write summary.md and plots."""
+    from wartune.engine.data import check_data_dir, load_dataset
     from wartune.results.plots import write_plots
     from wartune.results.report import rich_table, rich_width_tables, write_summary
     from wartune.results.store import EPOCHS_FILE, PLOTS_DIR, TRIALS_FILE
@@ -36,12 +40,13 @@ def run_and_report(spec: Any, flags: SearchFlags, *, zeta: float | None = None, 
 
     check_data_dir(spec.dataset, spec.data_dir)
     check_folder(flags.out / spec.name, flags.resume, flags.overwrite, flags.storage)
+    data = load_dataset(spec.dataset, spec.data_dir)  # a missing or corrupt dataset fails before any output
     err_console.print(
         f"search [bold]{spec.name}[/bold]: strategy {spec.strategy}, {spec.objective} on {spec.dataset}, "
         f"results in {flags.out / spec.name}"
     )
     sinks = mlflow_sinks(spec, flags.out, flags.tracking_uri, flags.no_mlflow)
-    outcome = run_search(spec, flags.out, zeta=zeta, lam=lam, extra_sinks=sinks, **flags.run_options())
+    outcome = run_search(spec, flags.out, calibration=calibration, lam=lam, extra_sinks=sinks, data=data, **flags.run_options())
     out_console.print(rich_table(outcome.trials, f"{spec.name}: metrics at each trial's best epoch (%)"))
     for table in rich_width_tables(outcome.trials):
         out_console.print(table)
@@ -63,12 +68,11 @@ def search(*, flags: SearchFlags, space: SpaceOpt = "lambda_grid", force: ForceO
     from wartune.tune.spaces import load_space
 
     spec = load_space(space, flags.space_overrides())
-    zeta = None
-    if spec.strategy == "war" and not flags.resume:
+    calibration = None
+    if spec.strategy == "war":
         assert spec.zeta_from is not None
-        entry = registry_at(flags.registry, flags.out).lookup(spec.zeta_from, spec.dataset, spec.objective, spec.eps, force)
-        zeta = entry.zeta
-    run_and_report(spec, flags, zeta=zeta)
+        calibration = registry_at(flags.registry, flags.out).lookup(spec.zeta_from, spec.dataset, spec.objective, spec.eps, force)
+    run_and_report(spec, flags, calibration=calibration)
 
 
 def one_model(models: list[str] | None) -> str | None:
@@ -121,19 +125,19 @@ def transfer(
     compare_untuned: Annotated[bool, typer.Option(help="Also train with the thin net's best λ fixed (the paper's N/A row).")] = False,
     force: ForceOpt = False,
     space: SpaceOpt = "war",
-    alpha: Annotated[float | None, typer.Option(help="WAR's step size α (paper: 0.1, needs no tuning).")] = None,
+    alpha: Annotated[float | None, typer.Option(help="WAR's step size α, the space's war.alpha (paper: 0.1, needs no tuning).")] = None,
 ) -> None:
     """Train wider models once each with WAR, using the ζ calibrated on a thin one."""
     from wartune.results.formatting import num
     from wartune.tune.spaces import load_space
     from wartune.tune.strategies import war_and_untuned
 
-    overrides = flags.space_overrides(name=flags.name or f"transfer-{zeta_from}", strategy="war", zeta_from=zeta_from, alpha=alpha)
+    overrides = flags.space_overrides(name=flags.name or f"transfer-{zeta_from}", strategy="war", zeta_from=zeta_from, **{"war.alpha": alpha})
     spec = load_space(space, overrides)
     entry = registry_at(flags.registry, flags.out).lookup(zeta_from, spec.dataset, spec.objective, spec.eps, force)
     err_console.print(f"ζ {num(entry.zeta, ZETA)} from {entry.describe()} (best λ {entry.best_lambda:g}, {entry.source})")
-    lam = war_and_untuned(entry.zeta, spec.alpha, entry.best_lambda) if compare_untuned else None
-    run_and_report(spec, flags, zeta=entry.zeta, lam=lam)
+    lam = war_and_untuned(spec.war, entry) if compare_untuned else None
+    run_and_report(spec, flags, calibration=entry, lam=lam)
 
 
 @app.command()

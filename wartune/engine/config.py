@@ -2,7 +2,8 @@
 
 Configuration is validated once, at the edge; inner code receives typed objects. A bad
 key or value becomes a `ConfigError` whose one-line message names the key and what is
-allowed. The threat model's defaults (ε, PGD step) are resolved here and nowhere else.
+allowed. The threat model's defaults (ε, PGD step, training PGD steps) are resolved here
+and nowhere else.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from wartune.engine.attacks import PGDConfig
 from wartune.engine.data import dataset_info
+from wartune.engine.lambdas import RatioMode
 from wartune.engine.models import check_model_name
 from wartune.engine.objectives import ObjectiveName, get_objective
 from wartune.engine.precision import PrecisionSetting
@@ -31,15 +33,20 @@ class StrictModel(BaseModel):
 
 
 class AttackSettings(StrictModel):
-    """Training attack: PGD L∞; ε and step default to the dataset's."""
+    """Training attack: PGD L∞; ε, step and number of steps default to the dataset's."""
 
     eps: PositiveFloat | None = None
     step: PositiveFloat | None = None
-    steps: PositiveInt = 10
+    steps: PositiveInt | None = None
 
 
 class EvalSettings(StrictModel):
-    """Evaluation attack: PGD-20 by default, CE with a uniform random start."""
+    """Evaluation attack: PGD-20 by default, CE with a uniform random start.
+
+    `max_examples` sizes the per-epoch evaluation (the first N test examples; the
+    dataset's default when unset, see `TrainingSettings.eval_examples`); a finished
+    trial's best weights are evaluated once more on the whole test split.
+    """
 
     eps: PositiveFloat | None = None
     step: PositiveFloat | None = None
@@ -54,12 +61,23 @@ class FixedLambda(StrictModel):
     value: NonNegFloat
 
 
-class WARLambda(StrictModel):
-    """λ_t adapted every step towards the ratio ζ (Algorithm 1)."""
+class WARRule(StrictModel):
+    """How WAR moves λ_t, shared by the engine's spec and a search space's `war:` block.
+
+    The defaults are Algorithm 1 exactly: α = 0.1 and the ratio of each step's own losses;
+    `ratio: ema` uses running averages of both losses instead (`lambdas.war_ema_step`).
+    """
+
+    alpha: PositiveFloat = 0.1
+    ratio: RatioMode = "step"
+    ema_beta: Annotated[float, Field(ge=0, lt=1)] = 0.9  # used by ratio: ema only
+
+
+class WARLambda(WARRule):
+    """λ_t adapted every step towards the ratio ζ (Algorithm 1), starting from λ_0."""
 
     kind: Literal["war"] = "war"
     zeta: PositiveFloat
-    alpha: PositiveFloat = 0.1
     lambda0: NonNegFloat = 0.0
 
 
@@ -100,10 +118,21 @@ class TrainingSettings(StrictModel):
         """The training PGD step: the config's own, else the dataset's default (0.007 on CIFAR)."""
         return self.attack.step or dataset_info(self.dataset).step_size
 
+    @property
+    def train_steps(self) -> int:
+        """The training PGD's number of steps: the config's own, else the dataset's (40 on MNIST, 10 elsewhere)."""
+        return self.attack.steps or dataset_info(self.dataset).train_steps
+
+    @property
+    def eval_examples(self) -> int | None:
+        """Test examples each epoch is evaluated on: the config's own, else the dataset's
+        (1,000 on CIFAR-10/100 and SVHN, where the whole split costs 10-26x more; None = all)."""
+        return self.eval.max_examples or dataset_info(self.dataset).eval_examples
+
     def train_pgd(self) -> PGDConfig:
         """The training attack: ascends the objective's own loss from its reference start."""
         objective = get_objective(self.objective)
-        return PGDConfig(self.eps, self.step_size, self.attack.steps, objective.attack_loss, objective.attack_start)
+        return PGDConfig(self.eps, self.step_size, self.train_steps, objective.attack_loss, objective.attack_start)
 
     def eval_pgd(self, eps: float | None = None) -> PGDConfig:
         """The evaluation PGD (CE, uniform start): the per-epoch one and `wartune evaluate`'s.
@@ -134,9 +163,14 @@ class TrainConfig(TrainingSettings):
 
     @field_validator("model")
     @classmethod
-    def _known_model(cls, v: str) -> str:
-        check_model_name(v)
+    def _known_model(cls, v: str, info: ValidationInfo) -> str:
+        check_model_fits(v, info.data.get("dataset"))
         return v
+
+
+def check_model_fits(name: str, dataset: str | None) -> None:
+    """A known model name that takes the dataset's images (smallcnn needs 16 pixels; digits has 8)."""
+    check_model_name(name, dataset_info(dataset).image_size if dataset else None)
 
 
 def _models_in(annotation: Any) -> list[type[BaseModel]]:

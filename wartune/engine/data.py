@@ -1,8 +1,12 @@
 """Datasets held in memory as tensors, with their adversarial-training defaults.
 
 `digits` (scikit-learn's 8x8 handwritten digits) ships inside an installed package and
-is the default: nothing is ever downloaded. CIFAR-10/100 and SVHN load through
+is the default: nothing is ever downloaded. MNIST, CIFAR-10/100 and SVHN load through
 torchvision from a folder the user names, with ``download=False``.
+
+A `TensorDataset` is a few tensors and a frozen `DatasetInfo`, so it pickles at the cost
+of its bytes: a search loads it once on the driver and hands it to every trial through
+Ray's object store (`wartune.tune.strategies`), and only the driver reads the folder.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -29,14 +34,18 @@ class DatasetInfo:
     step_size: float
     augment: bool  # random crop + horizontal flip during training (CIFAR only)
     needs_data_dir: bool
+    train_steps: int = 10  # training PGD steps when the config sets none
+    eval_examples: int | None = None  # per-epoch evaluation's test examples when the config sets none (None: all)
 
 
 DATASETS: dict[str, DatasetInfo] = {
     # ε = 0.2 on [0, 1] pixels: at 0.1 every λ lands at 85-91 % robust and λ stops mattering.
     "digits": DatasetInfo("digits", 1, 8, 10, eps=0.2, step_size=0.05, augment=False, needs_data_dir=False),
-    "cifar10": DatasetInfo("cifar10", 3, 32, 10, eps=8 / 255, step_size=0.007, augment=True, needs_data_dir=True),
-    "cifar100": DatasetInfo("cifar100", 3, 32, 100, eps=8 / 255, step_size=0.007, augment=True, needs_data_dir=True),
-    "svhn": DatasetInfo("svhn", 3, 32, 10, eps=8 / 255, step_size=0.007, augment=False, needs_data_dir=True),
+    # Madry et al. / TRADES on MNIST: ε = 0.3, step 0.01, 40 training steps, no augmentation.
+    "mnist": DatasetInfo("mnist", 1, 28, 10, eps=0.3, step_size=0.01, augment=False, needs_data_dir=True, train_steps=40),
+    "cifar10": DatasetInfo("cifar10", 3, 32, 10, eps=8 / 255, step_size=0.007, augment=True, needs_data_dir=True, eval_examples=1000),
+    "cifar100": DatasetInfo("cifar100", 3, 32, 100, eps=8 / 255, step_size=0.007, augment=True, needs_data_dir=True, eval_examples=1000),
+    "svhn": DatasetInfo("svhn", 3, 32, 10, eps=8 / 255, step_size=0.007, augment=False, needs_data_dir=True, eval_examples=1000),
 }
 
 
@@ -96,36 +105,35 @@ def _load_digits(info: DatasetInfo) -> TensorDataset:
     return TensorDataset(info, images[train_idx_t], labels[train_idx_t], images[test_idx_t], labels[test_idx_t])
 
 
+def _torchvision_arrays(info: DatasetInfo, root: Path) -> tuple[Any, Any, Any, Any]:
+    """(train images NCHW, train labels, test images NCHW, test labels) as torchvision reads them."""
+    from torchvision import datasets
+
+    if info.name == "svhn":
+        train = datasets.SVHN(str(root), split="train", download=False)
+        test = datasets.SVHN(str(root), split="test", download=False)
+        return train.data, train.labels, test.data, test.labels  # already NCHW
+    if info.name == "mnist":
+        train = datasets.MNIST(str(root), train=True, download=False)
+        test = datasets.MNIST(str(root), train=False, download=False)
+        return train.data.unsqueeze(1).numpy(), train.targets.numpy(), test.data.unsqueeze(1).numpy(), test.targets.numpy()
+    cls = datasets.CIFAR10 if info.name == "cifar10" else datasets.CIFAR100
+    train = cls(str(root), train=True, download=False)
+    test = cls(str(root), train=False, download=False)
+    return train.data.transpose(0, 3, 1, 2), train.targets, test.data.transpose(0, 3, 1, 2), test.targets
+
+
 def _load_torchvision(info: DatasetInfo, root: Path) -> TensorDataset:
     """Read the torchvision on-disk format and keep images as uint8 NCHW tensors."""
     import numpy as np
-    from torchvision import datasets
 
     try:
-        if info.name == "svhn":
-            train = datasets.SVHN(str(root), split="train", download=False)
-            test = datasets.SVHN(str(root), split="test", download=False)
-            arrays = (train.data, train.labels, test.data, test.labels)  # already NCHW
-        else:
-            cls = datasets.CIFAR10 if info.name == "cifar10" else datasets.CIFAR100
-            train = cls(str(root), train=True, download=False)
-            test = cls(str(root), train=False, download=False)
-            arrays = (
-                train.data.transpose(0, 3, 1, 2),
-                train.targets,
-                test.data.transpose(0, 3, 1, 2),
-                test.targets,
-            )
+        train_x, train_y, test_x, test_y = _torchvision_arrays(info, root)
     except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
         raise DataError(f"{info.name} not found under {str(root)!r}: {err}") from None
-    train_x, train_y, test_x, test_y = (np.ascontiguousarray(a) for a in arrays)
-    return TensorDataset(
-        info,
-        torch.from_numpy(train_x),
-        torch.from_numpy(np.asarray(train_y, dtype=np.int64)),
-        torch.from_numpy(test_x),
-        torch.from_numpy(np.asarray(test_y, dtype=np.int64)),
-    )
+    images = [torch.from_numpy(np.ascontiguousarray(x)) for x in (train_x, test_x)]
+    labels = [torch.from_numpy(np.asarray(y, dtype=np.int64)) for y in (train_y, test_y)]
+    return TensorDataset(info, images[0], labels[0], images[1], labels[1])
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:

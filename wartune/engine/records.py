@@ -88,6 +88,7 @@ class EpochRecord:
     lr: float
     wall_seconds: float
     eval_examples: int
+    war_skipped_steps: int = 0  # WAR steps whose l_nat / l_rob was undefined (λ_t kept); 0 for a fixed λ
 
     def metrics(self) -> dict[str, float]:
         return asdict(self)
@@ -118,9 +119,16 @@ def zeta_of(l_nat_mean: float, l_rob_mean: float) -> float:
 
 
 def epoch_record(
-    epoch: int, trace: StepTrace, train_lipschitz: float, metrics: RobustnessMetrics, lr: float, wall_seconds: float
+    epoch: int,
+    trace: StepTrace,
+    train_lipschitz: float,
+    metrics: RobustnessMetrics,
+    lr: float,
+    wall_seconds: float,
+    war_skipped_steps: int = 0,
 ) -> EpochRecord:
-    """The epoch's row: its evaluation, its loss means and ζ, the spread of per-step ratios, λ_t's range."""
+    """The epoch's row: its evaluation, its loss means and ζ, the spread of per-step ratios, λ_t's
+    range, and how many of its steps WAR skipped."""
     l_nat_mean = float(np.mean(trace.l_nat))
     l_rob_mean = float(np.mean(trace.l_rob))
     ratios = [a / b for a, b in zip(trace.l_nat, trace.l_rob, strict=True) if b > 0]
@@ -142,4 +150,5 @@ def epoch_record(
         lr=lr,
         wall_seconds=wall_seconds,
         eval_examples=metrics.n,
+        war_skipped_steps=war_skipped_steps,
     )

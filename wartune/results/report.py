@@ -1,6 +1,9 @@
 """Tables of a search's results: markdown for `summary.md`, rich for the terminal.
 
-Built from the trials table alone, so `summary.md` can be regenerated from Parquet.
+Built from the trials table alone, so `summary.md` can be regenerated from Parquet. A
+trial's natural, robust and stability figures are its result: the best epoch's weights on
+the whole test split once it finished, that epoch's per-epoch figures otherwise; the
+`examples` column says which.
 """
 
 from __future__ import annotations
@@ -15,7 +18,14 @@ from wartune.results.formatting import lambda_text, markdown_table, num, pct
 from wartune.results.store import SUMMARY_FILE
 from wartune.results.trials import best_trial
 
-COLUMNS = ("trial", "strategy", "model", "λ", "natural", "robust", "stability", "l_nat/l_rob", "wall s", "status")
+COLUMNS = ("trial", "strategy", "model", "λ", "natural", "robust", "stability", "examples", "l_nat/l_rob", "wall s", "status")
+
+
+def examples_text(t: dict[str, Any]) -> str:
+    """What a trial's figures were measured on: `all 360` (full split) or `first 90` (per-epoch subset)."""
+    if t.get("eval_examples") is None:
+        return "–"
+    return f"{'all' if t.get('metrics_from') == 'full_split' else 'first'} {t['eval_examples']}"
 
 
 def rows(trials: list[dict[str, Any]]) -> list[list[str]]:
@@ -34,6 +44,7 @@ def rows(trials: list[dict[str, Any]]) -> list[list[str]]:
                 pct(t["nat_acc"]),
                 pct(t["rob_acc"]),
                 pct(t["stability"]),
+                examples_text(t),
                 num(t["zeta"]),
                 num(t["wall_seconds"], "{:.0f}"),
                 t["status"] + (f" ({t['error']})" if t["error"] else ""),
@@ -60,16 +71,21 @@ def summary_markdown(name: str, trials: list[dict[str, Any]]) -> str:
     if best is not None:
         head += [
             f"Best trial **{best['trial_id']}** ({best['model']}, λ {lambda_text(best)}, {best['objective']}, "
-            f"{best['dataset']}, ε {best['eps']:g}): robust {pct(best['rob_acc'])} %, natural "
-            f"{pct(best['nat_acc'])} %, stability {pct(best['stability'])} % at epoch {best['best_epoch']}.",
+            f"{best['dataset']}, ε {best['eps']:g}): its epoch-{best['best_epoch']} weights reach robust "
+            f"{pct(best['rob_acc'])} %, natural {pct(best['nat_acc'])} %, stability {pct(best['stability'])} % "
+            f"on {examples_text(best)} test examples.",
             "",
             f"Its weights: `{best['checkpoint']}/model.safetensors` (load with `wartune.results.model_files.load_model`).",
             "",
         ]
     total_cost = sum(t["device_seconds"] or 0.0 for t in trials)
     head += [
-        "Metrics at each trial's best epoch (by robust accuracy), in %; robust = PGD "
-        "attack of the evaluation settings; l_nat/l_rob = ζ of the last epoch.",
+        "Natural, robust and stability in %, of each trial's best weights: the epoch with the highest "
+        "per-epoch robust accuracy (each epoch is evaluated on the first `eval.max_examples` test "
+        "examples), evaluated once more on the whole test split when the trial finished (examples "
+        "`all N`; reused, not repeated, when the epoch's evaluation already saw all). A trial stopped "
+        "early or failed shows that epoch's per-epoch figures (`first N`); every epoch's figures are in "
+        "epochs.parquet. robust = PGD attack of the evaluation settings; l_nat/l_rob = ζ of the last epoch.",
         "",
         markdown_table(COLUMNS, rows(trials)),
         "",

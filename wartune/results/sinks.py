@@ -22,7 +22,13 @@ from wartune.results.store import (
     write_steps,
     write_table,
 )
-from wartune.results.trials import TrialMeta, TrialSummary, trial_status
+from wartune.results.trials import (
+    FULL_SPLIT_RESULT,
+    TrialMeta,
+    TrialSummary,
+    full_split_of,
+    trial_status,
+)
 
 
 class Sink(Protocol):
@@ -54,6 +60,8 @@ class ParquetSink:
 
     Rows are keyed by (trial, epoch), so a resumed search that re-reports an epoch
     replaces the row instead of duplicating it; existing tables are read back on start.
+    A trial's last epoch carries its full-split evaluation (`FULL_SPLIT_RESULT`): it
+    becomes the trial row's result, and the epoch row keeps the per-epoch figures.
     Step rows (hundreds per epoch) are not kept: each epoch's trace goes straight to its
     own file in the steps.parquet folder, so memory and write cost do not grow with epochs.
     """
@@ -65,6 +73,7 @@ class ParquetSink:
         self.trials = {r["trial_id"]: r for r in read_rows(folder / TRIALS_FILE, TRIAL_SCHEMA)}
         self.errors: dict[str, str] = {}
         self.timing: dict[str, dict[str, Any]] = {t: {k: r[k] for k in TIMING_COLUMNS} for t, r in self.trials.items()}
+        self.full_split = {t: f for t, r in self.trials.items() if (f := full_split_of(r)) is not None}
 
     def on_epoch(self, meta: TrialMeta, result: dict[str, Any]) -> None:
         trial_id = meta.trial_id
@@ -72,6 +81,8 @@ class ParquetSink:
             self.errors[trial_id] = str(result["error"])
             return
         self.timing[trial_id] = {column: result.get(key) for column, key in TIMING_COLUMNS.items()}
+        if result.get(FULL_SPLIT_RESULT):
+            self.full_split[trial_id] = result[FULL_SPLIT_RESULT]
         epoch = int(result["epoch"])
         row = meta.key_columns()
         row["lambda_setting"] = meta.lambda_setting
@@ -107,11 +118,13 @@ class ParquetSink:
         """
         self.epochs = {k: r for k, r in self.epochs.items() if k[0] in trial_ids}
         self.trials = {k: r for k, r in self.trials.items() if k in trial_ids}
+        self.full_split = {k: f for k, f in self.full_split.items() if k in trial_ids}
         remove_steps_except(self.folder, trial_ids)
 
     def _trial_row(self, meta: TrialMeta, status: str, error: str | None) -> dict[str, Any]:
-        """The trial's key, its summary (best-epoch and final metrics, ζ, cost) and its state."""
-        summary = TrialSummary.of([r for (t, _), r in self.epochs.items() if t == meta.trial_id], meta)
+        """The trial's key, its summary (result, per-epoch figures, ζ, λ, cost) and its state."""
+        rows = [r for (t, _), r in self.epochs.items() if t == meta.trial_id]
+        summary = TrialSummary.of(rows, meta, self.full_split.get(meta.trial_id))
         timing = self.timing.get(meta.trial_id) or dict.fromkeys(TIMING_COLUMNS)
         return {
             **meta.key_columns(),
@@ -121,6 +134,7 @@ class ParquetSink:
             "zeta_from": meta.zeta_from,
             "zeta_used": meta.zeta_used,
             "device": meta.device,
+            "precision": meta.precision or self.trials.get(meta.trial_id, {}).get("precision"),
             "cpus": meta.cpus,
             "gpus": meta.gpus,
             "restarts": meta.restarts,

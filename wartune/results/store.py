@@ -60,7 +60,8 @@ EPOCH_SCHEMA = pa.schema(
         ("lambda_max", pa.float64()),
         ("lr", pa.float64()),
         ("wall_seconds", pa.float64()),
-        ("eval_examples", pa.int64()),
+        ("eval_examples", pa.int64()),  # test examples this epoch was evaluated on (the per-epoch subset)
+        ("war_skipped_steps", pa.int64()),  # WAR steps with l_rob vanished (λ_t kept); 0 for fixed λ
     ]
 )
 
@@ -69,22 +70,33 @@ TRIAL_SCHEMA = pa.schema(
     + [
         ("lambda_setting", pa.float64()),
         ("lambda_final", pa.float64()),  # λ at the end of training (WAR: its last λ_t)
+        ("lambda_settled_epoch", pa.int64()),  # WAR: first epoch from which λ_t stays within 10 % of lambda_final
+        ("war_skipped_steps", pa.int64()),  # WAR: steps skipped because l_rob vanished, all epochs
         ("zeta", pa.float64()),  # l_nat / l_rob epoch means, last epoch
         ("zeta_step_std", pa.float64()),
         ("zeta_from", pa.string()),
         ("zeta_used", pa.float64()),  # WAR's target ζ; null for fixed λ
-        ("best_epoch", pa.int64()),
+        ("best_epoch", pa.int64()),  # by the per-epoch robust accuracy
         ("epochs", pa.int64()),
+        # The trial's result: its best epoch's weights on the whole test split (metrics_from
+        # "full_split"), or the best epoch's per-epoch figures ("best_epoch": stopped early, failed, running).
         ("nat_acc", pa.float64()),
         ("rob_acc", pa.float64()),
         ("stability", pa.float64()),
         ("lipschitz", pa.float64()),
+        ("eval_examples", pa.int64()),  # test examples behind nat_acc, rob_acc, stability
+        ("metrics_from", pa.string()),
+        # per-epoch figures (on the per-epoch subset): the best epoch's and the last epoch's
+        ("best_epoch_nat_acc", pa.float64()),
+        ("best_epoch_rob_acc", pa.float64()),
+        ("best_epoch_stability", pa.float64()),
         ("final_nat_acc", pa.float64()),
         ("final_rob_acc", pa.float64()),
         ("final_stability", pa.float64()),
         ("wall_seconds", pa.float64()),
         ("device_seconds", pa.float64()),
         ("device", pa.string()),
+        ("precision", pa.string()),  # fp32 / bf16 / fp16, as the trial resolved it
         ("cpus", pa.float64()),
         ("gpus", pa.float64()),
         ("started_at", pa.float64()),  # unix seconds, when the trial (last) started
@@ -149,7 +161,8 @@ COMPARE_SCHEMA = pa.schema(
         ("model", pa.string()),
         ("width", pa.float64()),
         ("lambda_final", pa.float64()),
-        ("nat_acc", pa.float64()),
+        ("lambda_settled_epoch", pa.int64()),  # WAR only
+        ("nat_acc", pa.float64()),  # the best trial's, on the whole test split
         ("rob_acc", pa.float64()),
         ("stability", pa.float64()),
         ("trials", pa.int64()),

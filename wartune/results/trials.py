@@ -1,10 +1,11 @@
 """One trial of a search, and the rules that judge it: the one home of each.
 
 Every table, report, sink and plot asks this module what a trial's status is, which of its
-epochs counts (the best by robust accuracy, as the paper's tables select), which trial of
-a search is the best, what its cost in device-seconds is and how it is labelled. The tune
-layer builds a `TrialMeta` for each trial; `TrialMeta.from_row` rebuilds one from a
-`trials.parquet` row, so a finished search replays through the same code.
+epochs counts (the best by robust accuracy, as the paper's tables select), what its result
+is (that epoch's weights on the whole test split once it finished), when WAR's λ_t
+settled, which trial of a search is the best, what its cost in device-seconds is and how
+it is labelled. The tune layer builds a `TrialMeta` for each trial; `TrialMeta.from_row`
+rebuilds one from a `trials.parquet` row, so a finished search replays through the same code.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class TrialMeta:
     cpus: float
     gpus: float
     device: str = "cpu"
+    precision: str | None = None  # fp32 / bf16 / fp16 as the trial resolved it; None before its first result
     checkpoint: str | None = None  # the best model's folder, relative to the search folder
     model_dir: str | None = None  # the same folder, absolute, on the driver
     restarts: int = 0
@@ -64,6 +66,7 @@ class TrialMeta:
             cpus=float(row.get("cpus") or 1.0),
             gpus=float(row.get("gpus") or 0.0),
             device=row.get("device") or "cpu",
+            precision=row.get("precision"),
             checkpoint=row.get("checkpoint"),
             restarts=int(row.get("restarts") or 0),
         )
@@ -109,9 +112,43 @@ def best_trial(trials: list[dict[str, Any]]) -> dict[str, Any] | None:
     return max(done, key=lambda t: t["rob_acc"]) if done else None
 
 
+# A finished trial's result: its best epoch's weights attacked once on the whole test split.
+# The trainable reports these keys under FULL_SPLIT_RESULT; trials.parquet keeps them as columns.
+FULL_SPLIT_RESULT = "full_split_eval"
+FULL_SPLIT_KEYS = ("nat_acc", "rob_acc", "stability", "lipschitz", "eval_examples")
+
+
+def full_split_of(trial: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The full-split figures a trials.parquet row holds (None when it holds per-epoch ones):
+    a resumed search or a replay to MLflow starts from them."""
+    if trial.get("metrics_from") != "full_split":
+        return None
+    return {k: trial[k] for k in FULL_SPLIT_KEYS}
+
+
+def lambda_settled_epoch(rows: list[Mapping[str, Any]], tolerance: float = 0.1) -> int | None:
+    """The first epoch from which λ_t stays within ±`tolerance` (relative) of its final value.
+
+    Every step's λ_t of every epoch from there on must be in the band, which an epoch's
+    `lambda_min` and `lambda_max` decide; the final value is the last epoch's `lambda_last`.
+    None when even the last epoch strays (λ_t had not settled) or there are no epochs.
+    """
+    rows = sorted(rows, key=lambda r: r["epoch"])
+    if not rows:
+        return None
+    final = rows[-1]["lambda_last"]
+    band = tolerance * abs(final)
+    settled = None
+    for row in reversed(rows):
+        if abs(row["lambda_min"] - final) > band or abs(row["lambda_max"] - final) > band:
+            break
+        settled = row["epoch"]
+    return settled
+
+
 @dataclass(frozen=True)
 class TrialSummary:
-    """A trial's outcome from its epoch rows: best-epoch and final metrics, ζ, λ and cost."""
+    """A trial's outcome: its result (full split when it finished), per-epoch figures, ζ, λ and cost."""
 
     epochs: int
     best_epoch: int | None
@@ -119,32 +156,40 @@ class TrialSummary:
     rob_acc: float | None
     stability: float | None
     lipschitz: float | None
+    eval_examples: int | None
+    metrics_from: str | None  # "full_split" or "best_epoch": what nat_acc, rob_acc, stability are
+    best_epoch_nat_acc: float | None
+    best_epoch_rob_acc: float | None
+    best_epoch_stability: float | None
     final_nat_acc: float | None
     final_rob_acc: float | None
     final_stability: float | None
     lambda_final: float | None
+    lambda_settled_epoch: int | None
+    war_skipped_steps: int
     zeta: float | None
     zeta_step_std: float | None
     wall_seconds: float
     device_seconds: float
 
     @classmethod
-    def of(cls, rows: list[Mapping[str, Any]], meta: TrialMeta) -> TrialSummary:
+    def of(cls, rows: list[Mapping[str, Any]], meta: TrialMeta, full_split: Mapping[str, Any] | None = None) -> TrialSummary:
+        """From the trial's epoch rows and, once it finished, its full-split figures (`FULL_SPLIT_KEYS`)."""
         rows = sorted(rows, key=lambda r: r["epoch"])
         best = best_epoch_row(rows) if rows else {}
         final = rows[-1] if rows else {}
+        result = full_split or best
         wall = float(sum(r.get("wall_seconds") or 0.0 for r in rows))
         return cls(
             epochs=len(rows),
             best_epoch=best.get("epoch"),
-            nat_acc=best.get("nat_acc"),
-            rob_acc=best.get("rob_acc"),
-            stability=best.get("stability"),
-            lipschitz=best.get("lipschitz"),
-            final_nat_acc=final.get("nat_acc"),
-            final_rob_acc=final.get("rob_acc"),
-            final_stability=final.get("stability"),
+            **{k: result.get(k) for k in FULL_SPLIT_KEYS},
+            metrics_from="full_split" if full_split else ("best_epoch" if rows else None),
+            **{f"best_epoch_{k}": best.get(k) for k in ("nat_acc", "rob_acc", "stability")},
+            **{f"final_{k}": final.get(k) for k in ("nat_acc", "rob_acc", "stability")},
             lambda_final=final.get("lambda_last"),
+            lambda_settled_epoch=lambda_settled_epoch(rows) if meta.lambda_setting is None else None,
+            war_skipped_steps=int(sum(r.get("war_skipped_steps") or 0 for r in rows)),
             zeta=final.get("zeta"),
             zeta_step_std=final.get("zeta_step_std"),
             wall_seconds=wall,

@@ -164,7 +164,8 @@ def entry_from_trial(trial: dict[str, Any], search: str) -> ZetaEntry:
 
 
 def best_trial_entry(trials: list[dict[str, Any]], search: str, model: str | None = None) -> ZetaEntry:
-    """Calibrate from a finished search: its best finished fixed-λ trial by robust accuracy."""
+    """Calibrate from a finished search: its best finished fixed-λ trial by robust accuracy
+    (its full-split figures, as trials.parquet holds them)."""
     models = sorted({t["model"] for t in trials})
     if model is None and len(models) > 1:
         raise WartuneError(f"search {search!r} trained several models ({', '.join(models)}): name one with --model")

@@ -16,7 +16,17 @@ from wartune.results.progress import ProgressSink
 from wartune.results.sinks import ParquetSink, Sink
 from wartune.results.store import MODELS_DIR
 from wartune.results.trials import TrialMeta
+from wartune.tune import ray_state
 from wartune.tune.params import TrialParams
+
+# Search folders the driver could not write to (disk full, read-only), with the reason: the
+# callback records it and aborts the experiment, `run_search` reports it in one line.
+WRITE_FAILURES: dict[str, str] = {}
+
+
+def describe_write_failure(err: OSError) -> str:
+    where = f" {str(err.filename)!r}" if err.filename else ""
+    return f"cannot write{where}: {err.strerror or err}"
 
 
 def _error_line(trial: Any) -> str:
@@ -37,18 +47,20 @@ class SinkCallback(tune.Callback):
     builds its sinks when the experiment starts (`setup`), on the first run and on resume.
     """
 
-    def __init__(self, folder: Path, total_trials: int | None, epochs: int, extra: list[Any] | None = None) -> None:
+    def __init__(self, folder: Path, total_trials: int | None, epochs: int, extra: list[Any] | None = None,
+                 ray_state_dir: Path | None = None) -> None:  # fmt: skip
         self.folder = folder
+        self.ray_state_dir = ray_state_dir  # Ray's local experiment folder, backed up each result
         self.models_dir = folder / MODELS_DIR
         self.total_trials = total_trials
         self.epochs = epochs
         self.extra = extra or []  # picklable sink factories: called with the search folder, return a Sink
         self.sinks: list[Sink] = []
-        self._device: dict[str, str] = {}
+        self._ran_on: dict[str, dict[str, Any]] = {}  # trial id -> its results' device and precision
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["sinks"], state["_device"] = [], {}
+        state["sinks"], state["_ran_on"] = [], {}
         return state
 
     def setup(self, **info: Any) -> None:
@@ -61,30 +73,46 @@ class SinkCallback(tune.Callback):
     def _meta(self, trial: Any) -> TrialMeta:
         return TrialParams.parse(trial.config).meta(
             trial.trial_id,
-            device=self._device.get(trial.trial_id, "cpu"),
+            **self._ran_on.get(trial.trial_id, {"device": "cpu"}),
             checkpoint=str(Path(MODELS_DIR) / trial.trial_id),
             model_dir=str(self.models_dir / trial.trial_id),
             restarts=int(getattr(trial, "num_failures", 0) or 0),
         )
 
+    def _writing(self, write: Any, *args: Any) -> None:
+        """Run a step that writes the search folder; a failure aborts the experiment.
+
+        Aborting (the exception leaves `Tuner.fit`) rather than stopping the trials keeps
+        them unfinished in Ray's experiment state, so `--resume` continues them; stopped
+        trials would count as done. The tables stay as they were: intact and readable.
+        """
+        key = str(self.folder)
+        if key in WRITE_FAILURES:
+            return
+        try:
+            write(*args)
+        except OSError as err:
+            WRITE_FAILURES[key] = describe_write_failure(err)
+            raise
+
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        self._device[trial.trial_id] = result.get("device", "cpu")
-        meta = self._meta(trial)
-        for sink in self.sinks:
-            sink.on_epoch(meta, result)
+        ran_on = self._ran_on.setdefault(trial.trial_id, {"device": "cpu"})
+        ran_on.update({k: result[k] for k in ("device", "precision") if result.get(k)})
+        self._writing(self._each, "on_epoch", self._meta(trial), result)
+        if self.ray_state_dir is not None:
+            ray_state.backup(self.ray_state_dir)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._export_best_model(trial)
-        self._end(trial, "finished", None)
+        self._writing(self._export_best_model, trial)
+        self._writing(self._each, "on_trial_end", self._meta(trial), "finished", None)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._export_best_model(trial)
-        self._end(trial, "error", _error_line(trial))
+        self._writing(self._export_best_model, trial)
+        self._writing(self._each, "on_trial_end", self._meta(trial), "error", _error_line(trial))
 
-    def _end(self, trial: Any, status: str, error: str | None) -> None:
-        meta = self._meta(trial)
+    def _each(self, method: str, *args: Any) -> None:
         for sink in self.sinks:
-            sink.on_trial_end(meta, status, error)
+            getattr(sink, method)(*args)
 
     def _export_best_model(self, trial: Any) -> None:
         """Copy the best-so-far weights out of the trial's latest checkpoint (each file atomically)."""
@@ -98,5 +126,7 @@ class SinkCallback(tune.Callback):
         known = {t.trial_id for t in trials}
         for sink in self.sinks:
             if isinstance(sink, ParquetSink):
-                sink.forget_except(known)
-            sink.close()
+                self._writing(sink.forget_except, known)
+                self._writing(sink.close)
+            else:
+                sink.close()

@@ -8,6 +8,7 @@ For each target width it runs the four ways of choosing λ and prices each in co
 The thin-net calibration (a grid on `thin_model`) is run once; its cost is added to
 untuned and WAR, as Table 3 does. Each part is its own resumable search under
 `runs/<name>/` with its own summary and plots; `compare.parquet` and `compare.md` join them.
+The dataset is loaded once, put into Ray's object store once, and shared by every part.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wartune.engine.data import check_data_dir
+from wartune.engine.data import check_data_dir, load_dataset
 from wartune.errors import ConfigError, WartuneError
 from wartune.results.formatting import markdown_table, num, pct
 from wartune.results.locks import check_unlocked
@@ -30,6 +31,7 @@ from wartune.tune.params import fixed_lambda, war_lambda
 from wartune.tune.spaces import SearchSpace
 from wartune.tune.strategies import (
     EXPERIMENT,
+    SearchData,
     SearchOutcome,
     check_folder,
     claim_folder,
@@ -42,7 +44,7 @@ from wartune.tune.strategies import (
 
 STRATEGIES = ("untuned", "grid", "optuna", "war")
 SinksFor = Callable[[SearchSpace], list[Any]]  # a part's extra sink factories (MLflow)
-COLUMNS = ("model", "strategy", "λ", "natural %", "robust %", "stability %", "trials", "cost s", "cost / grid")
+COLUMNS = ("model", "strategy", "λ", "λ settled", "natural %", "robust %", "stability %", "trials", "cost s", "cost / grid")
 
 
 @dataclass
@@ -58,14 +60,14 @@ def _part(space: SearchSpace, **changes: Any) -> SearchSpace:
 
 
 def _run_part(part: SearchSpace, root: Path, resume: bool, sinks_for: SinksFor | None, storage: str | None,
-              **lam: Any) -> SearchOutcome:  # fmt: skip
+              data: SearchData, **lam: Any) -> SearchOutcome:  # fmt: skip
     """Run one part; on --resume, continue it if it was started, else start it."""
     from ray import tune
 
     started = tune.Tuner.can_restore(f"{storage_root(root / part.name, storage)}/{EXPERIMENT}")
     sinks = sinks_for(part) if sinks_for is not None else None
     return run_search(part, root, resume=resume and started, overwrite=not (resume and started), extra_sinks=sinks,
-                      storage=storage, **lam)  # fmt: skip
+                      storage=storage, data=data, **lam)  # fmt: skip
 
 
 def _cost(trials: list[dict[str, Any]]) -> float:
@@ -90,7 +92,8 @@ def compare_rows(
         rows.append(
             {
                 "compare": name, "strategy": strategy, "model": model, "width": best["width"],
-                "lambda_final": best["lambda_final"], "nat_acc": best["nat_acc"], "rob_acc": best["rob_acc"],
+                "lambda_final": best["lambda_final"], "lambda_settled_epoch": best["lambda_settled_epoch"],
+                "nat_acc": best["nat_acc"], "rob_acc": best["rob_acc"],
                 "stability": best["stability"], "trials": len(trials), "device_seconds": own,
                 "calibration_seconds": calib, "total_seconds": own + calib, "cost_vs_grid": None,
                 "best_trial": best["trial_id"],
@@ -117,7 +120,8 @@ def compare_table(rows: list[dict[str, Any]]) -> list[list[str]]:
     """The rows as text under `COLUMNS`: one rule for compare.md and the terminal."""
     return [
         [
-            r["model"], r["strategy"], num(r["lambda_final"]), pct(r["nat_acc"]), pct(r["rob_acc"]),
+            r["model"], r["strategy"], num(r["lambda_final"]), num(r["lambda_settled_epoch"], "epoch {}"),
+            pct(r["nat_acc"]), pct(r["rob_acc"]),
             pct(r["stability"]), str(r["trials"]), num(r["total_seconds"], "{:.0f}"), num(r["cost_vs_grid"]),
         ]
         for r in rows
@@ -132,7 +136,9 @@ def compare_markdown(name: str, rows: list[dict[str, Any]], calibration: dict[st
         f"Calibration on {calibration['model']}: best λ {calibration['best_lambda']:g}, ζ {calibration['zeta']:.3f}, "
         f"{calibration['seconds']:.0f} device-seconds (counted in untuned and WAR, per width).",
         "",
-        "Metrics at each strategy's best trial and epoch (by robust accuracy); cost in device-seconds "
+        "Metrics of each strategy's best trial (by robust accuracy): its best epoch's weights "
+        "(by the per-epoch evaluation) attacked once more on the whole test split; λ settled: the epoch "
+        "from which WAR's λ_t stays within 10 % of its final value; cost in device-seconds "
         "(GPU share × wall on a GPU, CPUs × wall on CPU).",
         "",
         markdown_table(COLUMNS, compare_table(rows)),
@@ -184,27 +190,31 @@ def run_compare(space: SearchSpace, out: Path, *, resume: bool = False, overwrit
     `overwrite` clears an earlier compare of the same name first; `resume` continues one.
     """
     root = check_compare(space, out, resume, overwrite)
+    data = load_dataset(space.dataset, space.data_dir)  # once, before the folder is touched
     with claim_folder(root, "compare"):
         if not resume:
             prepare_folder(root, resume=False, overwrite=overwrite)
         assert space.thin_model is not None
         grid = space.lambdas
         with ray_session(address, num_cpus, num_gpus):
-            calib = _run_part(_part(space, name="calibrate", strategy="grid", model=space.thin_model), root, resume, sinks_for, storage)
+            import ray
+
+            data_ref = ray.put(data)  # one copy in the object store for every part's trials
+            calib = _run_part(_part(space, name="calibrate", strategy="grid", model=space.thin_model), root, resume, sinks_for, storage, data_ref)
             entry = best_trial_entry(calib.trials, f"{space.name}/calibrate", space.thin_model)
             ZetaRegistry(registry or out / ZETA_FILE).put(entry)
-            war = war_lambda(entry.zeta, space.alpha, "war")
+            war = war_lambda(space.war, entry, "war")
             untuned = fixed_lambda(entry.best_lambda, "untuned")
             fixed_values = [fixed_lambda(v, "grid") for v in grid]
             from ray import tune
 
             lam = tune.grid_search([untuned, *fixed_values, war])
-            wide = _run_part(_part(space, name="grid-untuned-war", strategy="grid"), root, resume, sinks_for, storage, lam=lam)
+            wide = _run_part(_part(space, name="grid-untuned-war", strategy="grid"), root, resume, sinks_for, storage, data_ref, lam=lam)
             optuna_parts = [
                 _run_part(
                     _part(space, name=f"optuna-{model}", strategy="optuna", model=model, trials=len(grid),
                           **{"lambda": {"low": min(grid), "high": max(grid), "log": min(grid) > 0}}),
-                    root, resume, sinks_for, storage,
+                    root, resume, sinks_for, storage, data_ref,
                 )  # fmt: skip
                 for model in space.models
             ]

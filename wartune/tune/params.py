@@ -17,7 +17,8 @@ from typing import Any
 from wartune.engine.config import FixedLambda, TrainConfig, WARLambda
 from wartune.engine.models import model_width
 from wartune.results.trials import TrialMeta
-from wartune.tune.spaces import Resources, SearchSpace
+from wartune.results.zeta import ZetaEntry
+from wartune.tune.spaces import Resources, SearchSpace, WarSettings
 
 STRATEGY_LABEL = "strategy"  # the key a λ spec may carry when one search mixes strategies
 
@@ -48,9 +49,10 @@ def lambda_value(spec: FixedLambda | WARLambda, strategy: str | None = None) -> 
     return {**value, STRATEGY_LABEL: strategy} if strategy else value
 
 
-def war_lambda(zeta: float, alpha: float, strategy: str | None = None) -> dict[str, Any]:
-    """WAR as the paper runs it (Algorithm 1: λ_0 = 0), towards the registry's ζ."""
-    return lambda_value(WARLambda(zeta=zeta, alpha=alpha), strategy)
+def war_lambda(war: WarSettings, calibration: ZetaEntry, strategy: str | None = None) -> dict[str, Any]:
+    """WAR as the space's `war:` block says, towards the calibration's ζ; `lambda0: thin`
+    starts from the same calibration's best λ (ζ and that λ come from one registry entry)."""
+    return lambda_value(war.spec(calibration.zeta, calibration.best_lambda), strategy)
 
 
 def fixed_lambda(value: float, strategy: str | None = None) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from wartune.engine.config import (
     NonNegFloat,
@@ -24,9 +24,11 @@ from wartune.engine.config import (
     StrictModel,
     TrainConfig,
     TrainingSettings,
+    WARLambda,
+    WARRule,
+    check_model_fits,
     validate,
 )
-from wartune.engine.models import check_model_name
 from wartune.errors import ConfigError
 
 
@@ -53,6 +55,37 @@ class LambdaRange(StrictModel):
         return self
 
 
+class WarSettings(WARRule):
+    """A space's `war:` block: how WAR runs, wherever a search resolves ζ (war, transfer, compare).
+
+    `war: paper` is Algorithm 1 exactly (α 0.1, λ_0 = 0, each step's ratio), the defaults.
+    `lambda0: thin` starts λ at the thin net's best λ from the same ζ registry entry.
+    """
+
+    lambda0: NonNegFloat | Literal["thin"] = 0.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _paper_by_name(cls, data: Any) -> Any:
+        if data == "paper":
+            return {}
+        if isinstance(data, str):
+            raise ValueError("give 'paper' (Algorithm 1) or a block of alpha, lambda0, ratio, ema_beta")
+        return data
+
+    @field_validator("lambda0", mode="before")
+    @classmethod
+    def _number_or_thin(cls, v: Any) -> Any:
+        if isinstance(v, str) and v != "thin":
+            raise ValueError("give a number >= 0 or 'thin' (the thin net's best λ)")
+        return v
+
+    def spec(self, zeta: float, thin_lambda: float) -> WARLambda:
+        """The engine's WAR spec towards `zeta`; `thin_lambda` is the calibration's best λ."""
+        lambda0 = thin_lambda if self.lambda0 == "thin" else self.lambda0
+        return WARLambda(zeta=zeta, lambda0=lambda0, **self.model_dump(exclude={"lambda0"}))
+
+
 Strategy = Literal["grid", "optuna", "war", "fixed", "compare"]
 
 # A search's name is its folder under --out: one plain path component, never `.` or `..`.
@@ -76,11 +109,18 @@ class SearchSpace(TrainingSettings):
     lam: list[NonNegFloat] | LambdaRange | NonNegFloat | None = Field(default=None, alias="lambda")
     zeta_from: str | None = None
     thin_model: str | None = None  # compare: the cheap net that calibrates λ and ζ
-    alpha: PositiveFloat = 0.1
+    war: WarSettings = WarSettings()
     trials: PositiveInt | None = None
     max_concurrent: PositiveInt | None = None
     resources: Resources = Resources()
     scheduler: Literal["none", "asha"] = "none"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _alpha_moved(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "alpha" in data:
+            raise ConfigError(f"'alpha' moved into the war block: write war: {{alpha: {data['alpha']!r}}}")
+        return data
 
     @field_validator("name")
     @classmethod
@@ -89,12 +129,12 @@ class SearchSpace(TrainingSettings):
 
     @field_validator("model")
     @classmethod
-    def _known_models(cls, v: str | list[str]) -> str | list[str]:
+    def _known_models(cls, v: str | list[str], info: ValidationInfo) -> str | list[str]:
         names = [v] if isinstance(v, str) else v
         if not names:
             raise ValueError("give at least one model")
         for name in names:
-            check_model_name(name)
+            check_model_fits(name, info.data.get("dataset"))
         return v
 
     @model_validator(mode="after")
@@ -111,7 +151,7 @@ class SearchSpace(TrainingSettings):
         if self.strategy == "compare" and not (isinstance(lam, list) and lam and self.thin_model):
             raise ValueError("strategy 'compare' needs 'thin_model' and 'lambda' as a non-empty list (the grid)")
         if self.thin_model is not None:
-            check_model_name(self.thin_model)
+            check_model_fits(self.thin_model, self.dataset)
         if self.strategy == "war" and not self.zeta_from:
             raise ValueError("strategy 'war' needs 'zeta_from' (a ζ registry key such as wrn34-0.5)")
         return self

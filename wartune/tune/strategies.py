@@ -5,6 +5,8 @@
 - `war`: one WAR run per model with ζ from the registry (Algorithm 1);
 - `optuna`: TPE over a λ range with a trial budget.
 Ray is the engine: one process here, a cluster with `--address auto`; no own scheduler.
+The driver loads the dataset once and hands it to every trial through Ray's object store,
+so only the driver's machine needs --data-dir.
 """
 
 from __future__ import annotations
@@ -21,16 +23,22 @@ from typing import Any
 import ray
 from ray import tune
 
+from wartune.engine.data import TensorDataset, load_dataset
 from wartune.errors import WartuneError
 from wartune.results.locks import check_unlocked, exclusive
 from wartune.results.store import SPACE_FILE, TRIAL_SCHEMA, TRIALS_FILE, read_rows
-from wartune.tune.callbacks import SinkCallback
+from wartune.results.zeta import ZetaEntry
+from wartune.tune import ray_state
+from wartune.tune.callbacks import WRITE_FAILURES, SinkCallback
 from wartune.tune.params import fixed_lambda, trial_params, war_lambda
 from wartune.tune.reaper import children, start_reaper, stop_reaper
-from wartune.tune.spaces import LambdaRange, SearchSpace
+from wartune.tune.result_logs import result_loggers
+from wartune.tune.spaces import LambdaRange, SearchSpace, WarSettings
 from wartune.tune.trainable import adversarial_training_trial
 
 EXPERIMENT = "tune"
+# The dataset, or a reference to it already in Ray's object store (compare puts it once for all its parts).
+SearchData = TensorDataset | ray.ObjectRef
 
 
 @dataclass
@@ -42,26 +50,37 @@ class SearchOutcome:
     trials: list[dict[str, Any]]
 
 
-def lambda_param(space: SearchSpace, zeta: float | None = None) -> Any:
+def lambda_param(space: SearchSpace, calibration: ZetaEntry | None = None) -> Any:
     """The trial's λ: a grid, a fixed value, a WAR spec or an Optuna distribution."""
     if space.strategy == "grid":
         return tune.grid_search(space.lambdas)
     if space.strategy == "fixed":
         return space.lambdas[0]
     if space.strategy == "war":
-        if zeta is None:
+        if calibration is None:
             raise WartuneError("strategy 'war' needs a ζ (from the registry)")
-        return war_lambda(zeta, space.alpha)
+        return war_lambda(space.war, calibration)
     assert isinstance(space.lam, LambdaRange)  # guaranteed by SearchSpace validation
     sample = tune.loguniform if space.lam.log else tune.uniform
     return sample(space.lam.low, space.lam.high)
 
 
 SEARCH_METRIC = "best_rob_acc"  # the searcher ranks a trial by its best epoch, as the tables do
+OPTUNA_FILE = "optuna.db"  # the Optuna study of an optuna search, beside its Parquet tables
 
 
-def search_algorithm(space: SearchSpace) -> Any:
-    """Optuna's TPE (seeded) for strategy optuna; Ray's grid/variant generator otherwise."""
+def optuna_storage_url(folder: Path) -> str:
+    """The study's sqlite URL (absolute: Ray pickles the searcher, and a resume may run elsewhere)."""
+    return f"sqlite:///{(folder / OPTUNA_FILE).resolve()}"
+
+
+def search_algorithm(space: SearchSpace, folder: Path) -> Any:
+    """Optuna's TPE (seeded) for strategy optuna; Ray's grid/variant generator otherwise.
+
+    The study lives in `folder/optuna.db`, named after the search, so it outlasts the run:
+    optuna-dashboard and `optuna.load_study` read it, and `--resume` continues the same study
+    (Ray restores the searcher, which reconnects to the file).
+    """
     if space.strategy != "optuna":
         return None
     import optuna
@@ -69,7 +88,10 @@ def search_algorithm(space: SearchSpace) -> Any:
     from ray.tune.search.optuna import OptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    searcher = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=space.seed), metric=SEARCH_METRIC, mode="max")
+    searcher = OptunaSearch(
+        sampler=optuna.samplers.TPESampler(seed=space.seed), metric=SEARCH_METRIC, mode="max",
+        study_name=space.name, storage=optuna.storages.RDBStorage(optuna_storage_url(folder)),
+    )  # fmt: skip
     return ConcurrencyLimiter(searcher, max_concurrent=space.max_concurrent) if space.max_concurrent else searcher
 
 
@@ -85,9 +107,9 @@ def trial_scheduler(space: SearchSpace) -> Any:
     )  # fmt: skip
 
 
-def war_and_untuned(zeta: float, alpha: float, untuned: float) -> Any:
+def war_and_untuned(war: WarSettings, calibration: ZetaEntry) -> Any:
     """WAR beside the thin net's best λ held fixed (Table 3's "no tuning" column)."""
-    return tune.grid_search([war_lambda(zeta, alpha, "war"), fixed_lambda(untuned, "untuned")])
+    return tune.grid_search([war_lambda(war, calibration, "war"), fixed_lambda(calibration.best_lambda, "untuned")])
 
 
 def _grid_size(value: Any) -> int:
@@ -100,11 +122,11 @@ def count_trials(space: SearchSpace, params: dict[str, Any]) -> int:
     return _grid_size(params["model"]) * _grid_size(params["lam"]) * samples
 
 
-def param_space(space: SearchSpace, zeta: float | None = None, lam: Any = None) -> dict[str, Any]:
+def param_space(space: SearchSpace, calibration: ZetaEntry | None = None, lam: Any = None) -> dict[str, Any]:
     """Ray's param space; `lam` replaces the strategy's λ parameter when given."""
     models = space.models
     model = models[0] if len(models) == 1 else tune.grid_search(models)
-    return trial_params(space, model, lam if lam is not None else lambda_param(space, zeta), space.zeta_from)
+    return trial_params(space, model, lam if lam is not None else lambda_param(space, calibration), space.zeta_from)
 
 
 @contextmanager
@@ -113,12 +135,16 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, num_gpu
     if ray.is_initialized():
         yield
         return
+    # Ray's result logs come from `result_loggers()` (without the step trace), not Ray's defaults.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     # Snapshot the experiment (trial list, searcher state) every second, not every 10 s,
     # so a killed driver loses at most a second of bookkeeping.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     kwargs: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
+    # A crashed trial's traceback stays in its error.txt under ray/; the progress display and
+    # trials.parquet give its one-line reason, so Ray's own ERROR log would only repeat it.
+    logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     reaper = None
     if address:
         ray.init(address=address, **kwargs)
@@ -191,37 +217,54 @@ def run_search(
     num_cpus: int | None = None,
     num_gpus: float | None = None,
     storage: str | None = None,
-    zeta: float | None = None,
+    calibration: ZetaEntry | None = None,
     lam: Any = None,
     extra_sinks: list[Callable[[], Any]] | None = None,
+    data: SearchData | None = None,
 ) -> SearchOutcome:
     """Run (or resume) a search; results land in `out/<space.name>/`.
 
-    `zeta` is WAR's target (strategy war); `lam` replaces the strategy's λ parameter.
+    `calibration` is the ζ registry entry WAR runs from (strategy war: its ζ, and its best
+    λ for `war.lambda0: thin`); `lam` replaces the strategy's λ parameter.
+    `data` is the dataset the trials train on; by default it is loaded here, on the driver,
+    from the space's `data_dir` (a resumed search loads it again).
     """
     folder = out / space.name
-    params = param_space(space, zeta, lam)  # fails before anything is written
+    params = param_space(space, calibration, lam)  # fails before anything is written
+    if data is None:
+        data = load_dataset(space.dataset, space.data_dir)
     with claim_folder(folder):
         prepare_folder(folder, resume, overwrite, storage)
-        _fit(space, folder, params, resume, address, num_cpus, num_gpus, storage, extra_sinks)
+        _fit(space, folder, params, resume, address, num_cpus, num_gpus, storage, extra_sinks, data)
     return SearchOutcome(folder, space, read_rows(folder / TRIALS_FILE, TRIAL_SCHEMA))
+
+
+def trial_trainable(space: SearchSpace, data: SearchData) -> Any:
+    """The trainable with its resources and its dataset, which `with_parameters` puts into
+    Ray's object store (a reference is passed on as is); every trial, on any node, reads it
+    there. Restoring a Tuner needs this same wrapping again (same trainable name)."""
+    with_data = tune.with_parameters(adversarial_training_trial, data=data)
+    return tune.with_resources(with_data, {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
 
 
 def _fit(space: SearchSpace, folder: Path, params: dict[str, Any], resume: bool, address: str | None,
          num_cpus: int | None, num_gpus: float | None, storage: str | None,
-         extra_sinks: list[Callable[..., Any]] | None) -> None:  # fmt: skip
+         extra_sinks: list[Callable[..., Any]] | None, data: SearchData) -> None:  # fmt: skip
     """Write the resolved space, then build (or restore) the Tuner and run it to the end."""
     if not resume:
         import yaml
 
         (folder / SPACE_FILE).write_text(yaml.safe_dump(space.model_dump(mode="json", by_alias=True), sort_keys=False))
     experiments = storage_root(folder, storage)
-    trainable = tune.with_resources(adversarial_training_trial, {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
     with ray_session(address, num_cpus, num_gpus):
+        trainable = trial_trainable(space, data)
         if resume:
+            if storage is None:
+                ray_state.repair(Path(experiments) / EXPERIMENT)  # a state file torn by a full disk
             tuner = tune.Tuner.restore(f"{experiments}/{EXPERIMENT}", trainable, resume_unfinished=True, resume_errored=True)
         else:
-            callback = SinkCallback(folder.resolve(), count_trials(space, params), space.epochs, extra_sinks)
+            local_state = Path(experiments) / EXPERIMENT if storage is None else None
+            callback = SinkCallback(folder.resolve(), count_trials(space, params), space.epochs, extra_sinks, local_state)
             tuner = tune.Tuner(
                 trainable,
                 param_space=params,
@@ -229,16 +272,25 @@ def _fit(space: SearchSpace, folder: Path, params: dict[str, Any], resume: bool,
                     num_samples=(space.trials or 1) if space.strategy == "optuna" else 1,
                     max_concurrent_trials=space.max_concurrent,
                     reuse_actors=True,  # a new trial keeps the worker (torch imported, data loaded)
-                    search_alg=search_algorithm(space),
+                    search_alg=search_algorithm(space, folder),
                     scheduler=trial_scheduler(space),
                 ),
                 run_config=tune.RunConfig(
                     name=EXPERIMENT,
                     storage_path=experiments,
                     verbose=0,
-                    callbacks=[callback],
+                    callbacks=[callback, *result_loggers()],
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                     failure_config=tune.FailureConfig(max_failures=2),
                 ),
             )
-        tuner.fit()
+        WRITE_FAILURES.pop(str(folder.resolve()), None)
+        try:
+            tuner.fit()
+        finally:
+            failure = WRITE_FAILURES.pop(str(folder.resolve()), None)
+            if failure:  # raised from `finally`: replaces whatever Ray raised after it
+                raise WartuneError(
+                    f"search {folder.name!r} stopped: {failure}; the tables written before are intact "
+                    "(free space or fix the folder, then run again with --resume)"
+                )

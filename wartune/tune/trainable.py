@@ -4,7 +4,8 @@ Each checkpoint folder holds the trainer's complete resume point (`trainer.pt`, 
 with `weights_only=True`) and the best-so-far model (`model.safetensors` + `model.json`),
 so the latest checkpoint always carries the best weights too, and `progress.json` (its
 epoch). On restart (driver resume or a retried failure) the trial continues from its
-newest readable checkpoint (`resume.py`).
+newest readable checkpoint (`resume.py`). The dataset arrives through Ray's object store,
+never from the trial's own disk.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from typing import Any
 import ray
 from ray import tune
 
+from wartune.engine.data import TensorDataset
 from wartune.engine.trainer import DivergedError, EpochRecord, Trainer, best_model_meta
 from wartune.results.model_files import save_model_files
+from wartune.results.trials import FULL_SPLIT_RESULT
 from wartune.tune.params import train_config_of
 from wartune.tune.resume import (
     TRAINER_FILE,
@@ -40,10 +43,28 @@ def best_epoch_upto(history: list[EpochRecord], epoch: int) -> int:
     return best
 
 
-def adversarial_training_trial(params: dict[str, Any]) -> None:
-    """Train one model; `tune.report` after every epoch with a checkpoint."""
+def full_split_result(trainer: Trainer) -> dict[str, Any]:
+    """What a finished trial's last report adds: its best weights evaluated on the whole test split.
+
+    It rides on the last epoch's report rather than a report of its own: ASHA stops a trial
+    at that epoch (a later report would never reach the driver), and there is no extra
+    result to become an epoch row. `best_rob_acc`, the searcher's metric, becomes the
+    full-split figure, as trials.parquet's `rob_acc` does.
+    """
+    m = trainer.evaluate_best()
+    figures = {"nat_acc": m.nat_acc, "rob_acc": m.rob_acc, "stability": m.stability, "lipschitz": m.lipschitz,
+               "eval_examples": m.n}  # fmt: skip
+    return {FULL_SPLIT_RESULT: figures, "best_rob_acc": m.rob_acc}
+
+
+def adversarial_training_trial(params: dict[str, Any], data: TensorDataset) -> None:
+    """Train one model; `tune.report` after every epoch with a checkpoint.
+
+    `data` comes from Ray's object store (`tune.with_parameters`): the driver loaded it once,
+    so a trial on any node, one the autoscaler just added included, never reads --data-dir.
+    """
     started_at = time.time()
-    trainer = Trainer(train_config_of(params))
+    trainer = Trainer(train_config_of(params), data)
     registered = tune.get_checkpoint()
     point = resume(trainer, trial_checkpoints(registered))
     node_id = ray.get_runtime_context().get_node_id()
@@ -64,6 +85,8 @@ def adversarial_training_trial(params: dict[str, Any]) -> None:
             "resume_note": point.note,
             "steps": asdict(t.step_traces[record.epoch - 1]),
         }
+        if t.finished and record.epoch == t.epoch:
+            metrics.update(full_split_result(t))
         if not checkpoint:
             tune.report(metrics)
             return

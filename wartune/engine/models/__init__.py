@@ -1,7 +1,8 @@
 """Model registry: every network is reachable by a short name, which is also its ζ key.
 
 Names: `wrnD-W` (WideResNet, depth D = 6n + 4, widen factor W, fractional allowed),
-`densenetD-bc-kK` (DenseNet-BC, growth rate K), `cnn-W`, `mlp-W`.
+`densenetD-bc-kK` (DenseNet-BC, growth rate K), `cnn-W`, `mlp-W`, and `smallcnn` (TRADES'
+MNIST network, one fixed size).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from wartune.engine.models.densenet import DenseNetBC
-from wartune.engine.models.small import MLP, SmallCNN
+from wartune.engine.models.small import MLP, SmallCNN, TradesSmallCNN
 from wartune.engine.models.wideresnet import WideResNet
 from wartune.errors import ModelNameError
 
@@ -22,12 +23,13 @@ _NUMBER = r"(\d+(?:\.\d+)?)"
 
 @dataclass(frozen=True)
 class ModelFamily:
-    """One registered family: its name pattern, an example, and its constructor."""
+    """One registered family: its name pattern, an example, its constructor, the smallest image it takes."""
 
     pattern: re.Pattern[str]
     example: str
     build: Callable[[re.Match[str], int, int, int], nn.Module]
     width: Callable[[re.Match[str]], float]
+    min_image_size: int = 1
 
 
 def _wrn(m: re.Match[str], num_classes: int, in_channels: int, image_size: int) -> nn.Module:
@@ -46,6 +48,10 @@ def _mlp(m: re.Match[str], num_classes: int, in_channels: int, image_size: int) 
     return MLP(int(m[1]), num_classes, in_channels * image_size * image_size)
 
 
+def _trades_small_cnn(m: re.Match[str], num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    return TradesSmallCNN(num_classes, in_channels, image_size)
+
+
 FAMILIES: dict[str, ModelFamily] = {
     "wrn": ModelFamily(re.compile(rf"wrn(\d+)-{_NUMBER}"), "wrn34-10", _wrn, lambda m: float(m[2])),
     "densenet": ModelFamily(
@@ -53,6 +59,8 @@ FAMILIES: dict[str, ModelFamily] = {
     ),
     "cnn": ModelFamily(re.compile(r"cnn-(\d+)"), "cnn-64", _cnn, lambda m: float(m[1])),
     "mlp": ModelFamily(re.compile(r"mlp-(\d+)"), "mlp-256", _mlp, lambda m: float(m[1])),
+    # one size; its width is its first convolution's channels, as cnn-W's
+    "smallcnn": ModelFamily(re.compile(r"smallcnn"), "smallcnn", _trades_small_cnn, lambda m: 32.0, min_image_size=16),
 }
 
 
@@ -65,9 +73,13 @@ def _match(name: str) -> tuple[ModelFamily, re.Match[str]]:
     raise ModelNameError(f"unknown model {name!r}; known families: {known}")
 
 
-def check_model_name(name: str) -> None:
-    """Validate a model name (and its depth / width) without building the network."""
+def check_model_name(name: str, image_size: int | None = None) -> None:
+    """Validate a model name (and its depth / width), and that it takes `image_size` pixels, without building it."""
     family, m = _match(name)
+    if image_size is not None and image_size < family.min_image_size:
+        raise ModelNameError(
+            f"model {name!r} needs images of at least {family.min_image_size} pixels; this dataset's are {image_size}"
+        )
     if family in (FAMILIES["wrn"], FAMILIES["densenet"]):
         depth = int(m[1])
         if (depth - 4) % 6 != 0 or depth < 10:
