@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,13 @@ def tiny_config() -> TrainConfig:
         seed=3,
         threads=1,
     )
+
+
+def free_port() -> int:
+    """A local port nothing listens on (bound and released), for a server or a Ray head."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def write_space(folder: Path, **changes) -> Path:

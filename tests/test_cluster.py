@@ -4,7 +4,6 @@ reaching every node through Ray's object store."""
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tests.conftest import unpack_mnist, write_space
+from tests.conftest import free_port, unpack_mnist, write_space
 from tests.test_cli import _run
 from wartune.engine.data import load_dataset
 from wartune.tune.spaces import load_space
@@ -37,12 +36,6 @@ def test_cluster_yaml_is_a_valid_ray_launcher_config():
 
 
 RAY = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _start_node(args: list[str], temp_dir: str, env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -71,7 +64,7 @@ def two_nodes(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     mode = os.environ.get("RAY_AUTH_MODE") or "disabled"
     monkeypatch.setenv("RAY_AUTH_MODE", mode)
     env = {**os.environ, "RAY_AUTH_MODE": mode}
-    port = _free_port()
+    port = free_port()
     temp_dir = tempfile.mkdtemp(prefix="wt-ray-")  # short: Ray's socket paths live under it
     nodes = [_start_node(["--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
                           "--disable-usage-stats"], temp_dir, env, Path(temp_dir) / "head.log")]  # fmt: skip

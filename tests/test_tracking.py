@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import pickle
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+from tests.conftest import free_port
 from tests.test_cli import _run
 from wartune.errors import WartuneError
 from wartune.results.tracking import (
@@ -97,13 +97,6 @@ def _check_parent(parent: Run, strategy: str = "grid") -> None:
 def _head() -> str | None:
     proc = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
     return proc.stdout.strip() if proc.returncode == 0 else None
-
-
-def _free_port() -> int:
-    """A port nothing listens on (bound and released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_flatten_and_default_uri():
@@ -179,7 +172,7 @@ def test_sink_driven_directly_gives_the_same_structure(war_search, tmp_path):
 
 def test_unreachable_server_warns_once_and_never_raises(war_search, capsys):
     trials, epochs = _tables(war_search["folder"])
-    uri = f"http://127.0.0.1:{_free_port()}"
+    uri = f"http://127.0.0.1:{free_port()}"
     sink = MlflowSinkFactory(uri, "down", {"seed": 0}, {"strategy": "grid"})()
     meta = TrialMeta.from_row(trials[0])
     start = time.monotonic()
@@ -228,7 +221,7 @@ def _start_server(root: Path, port: int) -> subprocess.Popen:
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory) -> Iterator[str]:
     """A real tracking server on a free local port; its whole process group ends afterwards."""
-    port = _free_port()
+    port = free_port()
     proc = _start_server(tmp_path_factory.mktemp("mlflow_server"), port)
     try:
         yield f"http://127.0.0.1:{port}"
@@ -284,7 +277,7 @@ def test_cli_search_with_unreachable_tracking_completes_and_warns_once(tmp_path,
     from tests.conftest import write_space
 
     space = write_space(tmp_path, **{"lambda": [1, 6]})
-    uri = f"http://127.0.0.1:{_free_port()}"
+    uri = f"http://127.0.0.1:{free_port()}"
     code, _, err = _run(["search", "--space", str(space), "--out", str(tmp_path / "runs"), "--tracking-uri", uri], capsys)
     assert code == 0, err
     assert [ln for ln in err.splitlines() if "warning" in ln] == [
@@ -355,7 +348,7 @@ def test_mlflow_server_stopped_and_restarted_mid_search_loses_nothing(tmp_path, 
     from wartune.tune.spaces import load_space
     from wartune.tune.strategies import run_search
 
-    root, port = tmp_path / "server", _free_port()
+    root, port = tmp_path / "server", free_port()
     root.mkdir()
     _OUTAGE_SERVERS["outage"] = {"root": root, "port": port, "proc": _start_server(root, port)}
     uri = f"http://127.0.0.1:{port}"
