@@ -5,8 +5,10 @@ from __future__ import annotations
 import gzip
 import shutil
 import socket
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 import yaml
@@ -64,6 +66,30 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def cmdline(p: psutil.Process) -> str:
+    try:
+        return " ".join(p.cmdline())
+    except psutil.Error:
+        return ""
+
+
+def alive(p: psutil.Process) -> bool:
+    """Running and not a zombie (a killed child its parent has not reaped yet)."""
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def wait_gone(family: list[psutil.Process], timeout: float = 15.0) -> None:
+    """Every process of a killed driver's family ends within `timeout` (the watchdog's job)."""
+    deadline = time.monotonic() + timeout
+    while any(alive(p) for p in family) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = [p for p in family if alive(p)]
+    assert not left, [(p.pid, cmdline(p)) for p in left]
 
 
 def write_space(folder: Path, **changes) -> Path:

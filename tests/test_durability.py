@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import psutil
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import write_space
+from tests.conftest import cmdline, wait_gone, write_space
 from tests.test_cli import _run
 from tests.test_strategies import _search_in_background, _wait_for
 
@@ -23,31 +22,6 @@ def _rows(path: Path) -> list[dict]:
     return pq.read_table(path).to_pylist()
 
 
-def _alive(p: psutil.Process) -> bool:
-    try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def _cmdline(p: psutil.Process) -> str:
-    try:
-        return " ".join(p.cmdline())
-    except psutil.Error:
-        return ""
-
-
-
-
-def _wait_gone(family: list[psutil.Process], timeout: float = 15.0) -> None:
-    """Every process of a killed driver's family ends within `timeout` (the watchdog's job)."""
-    deadline = time.monotonic() + timeout
-    while any(_alive(p) for p in family) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    left = [p for p in family if _alive(p)]
-    assert not left, [(p.pid, _cmdline(p)) for p in left]
-
-
 def test_running_search_refuses_a_second_and_leaves_nothing_behind_when_killed(tmp_path, capsys):
     space = write_space(tmp_path, epochs=4, max_concurrent=1, model="wrn10-0.5", **{"lambda": [1, 6, 12]})
     out = tmp_path / "runs"
@@ -55,7 +29,7 @@ def test_running_search_refuses_a_second_and_leaves_nothing_behind_when_killed(t
     try:
         _wait_for(lambda: len(_rows(out / "tiny" / "epochs.parquet")) >= 1)
         family = psutil.Process(proc.pid).children(recursive=True)
-        assert any("raylet" in _cmdline(p) for p in family)  # it did start a local Ray
+        assert any("raylet" in cmdline(p) for p in family)  # it did start a local Ray
         code, _, err = _run(["search", "--space", str(space), "--out", str(out), "--no-mlflow", "--resume"], capsys)
         lines = err.strip().splitlines()
         assert code == 2 and len(lines) == 1 and "Traceback" not in err
@@ -65,7 +39,7 @@ def test_running_search_refuses_a_second_and_leaves_nothing_behind_when_killed(t
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    _wait_gone(family)
+    wait_gone(family)
 
     code, _, err = _run(["search", "--space", str(space), "--out", str(out), "--no-mlflow", "--resume"], capsys)
     assert code == 0, err  # the killed driver's lock went with it
@@ -84,7 +58,7 @@ def test_truncated_newest_checkpoint_resumes_from_the_one_before(tmp_path, capsy
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
-    _wait_gone(family)  # the trial's worker may still write a checkpoint until it is gone
+    wait_gone(family)  # the trial's worker may still write a checkpoint until it is gone
     checkpoints = sorted(p.parent for p in (folder / "ray" / "tune").glob("*/checkpoint_*/trainer.pt"))
     assert len(checkpoints) >= 2
     newest, older = checkpoints[-1], checkpoints[-2]

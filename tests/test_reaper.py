@@ -12,6 +12,7 @@ import time
 import psutil
 import pytest
 
+from tests.conftest import alive, wait_gone
 from wartune.tune import reaper
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="the watchdog reads /proc (Linux)")
@@ -43,12 +44,9 @@ def test_killed_driver_takes_the_named_family_and_spares_the_rest():
     time.sleep(1.5)  # the watchdog has noted the family at least once
     os.kill(driver.pid, signal.SIGKILL)
     driver.wait(timeout=10)
-    deadline = time.monotonic() + 10
-    while any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in family) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not [p.pid for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    wait_gone(family, timeout=10)
     other = psutil.Process(other_pid)
-    assert other.is_running() and other.status() != psutil.STATUS_ZOMBIE
+    assert alive(other)
     other.kill()
 
 
