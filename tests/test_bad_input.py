@@ -222,6 +222,29 @@ def test_search_name_must_stay_inside_out(tmp_path, capsys, name):
     assert not Path(name).is_absolute() or Path(name).exists() == existed
 
 
+OPTUNA = {"strategy": "optuna", "lambda": {"low": 1, "high": 6}, "trials": 2}
+
+
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        ({"objectives": ["rob_acc", "nat_acc"]}, "'objectives' and 'sampler' are for strategy 'optuna'"),  # on a grid
+        ({"sampler": "nsga2"}, "'objectives' and 'sampler' are for strategy 'optuna'"),
+        ({**OPTUNA, "objectives": ["rob_acc"]}, "'objectives' needs 2 or 3 distinct names"),
+        ({**OPTUNA, "objectives": ["rob_acc", "rob_acc"]}, "'objectives' needs 2 or 3 distinct names"),
+        ({**OPTUNA, "objectives": ["rob_acc", "l_rob"]}, "objectives.1: Input should be 'rob_acc', 'nat_acc' or 'stability'"),
+        ({**OPTUNA, "sampler": "cmaes"}, "sampler: Input should be 'tpe' or 'nsga2'"),
+    ],
+)
+def test_objectives_and_sampler_are_refused_in_one_line_naming_the_field(tmp_path, capsys, changes, message):
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump({**VALID, **changes}))
+    out = tmp_path / "runs"
+    code, stdout, err, _ = run_cli(["search", "--space", str(tmp_path / "space.yaml"), "--out", str(out), "--no-mlflow"], capsys)
+    assert_one_line_error(code, stdout, err)
+    assert message in err and not out.exists()
+    assert_no_ray()
+
+
 # --- commands that read results --------------------------------------------------------
 
 

@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 from wartune.results.plots import write_plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-ALL = {"lambda_metrics.png", "stability_vs_width.png", "epoch_curves.png", "war_lambda.png", "lipschitz_vs_width.png"}
+ALL = {"lambda_metrics.png", "stability_vs_width.png", "epoch_curves.png", "war_lambda.png", "lipschitz_vs_width.png",
+       "pareto_front.png"}  # fmt: skip
 TABLES = ("trials.parquet", "epochs.parquet")  # steps.parquet is a folder: one file per trial and epoch
 
 
@@ -53,9 +54,10 @@ def test_write_plots_writes_every_figure_as_png(war_search, tmp_path):
 def test_figures_without_data_are_skipped(war_search, tmp_path):
     src = war_search["folder"]
     fixed_only = _copy(src, tmp_path / "fixed", lambda t: t["lambda_setting"] is not None)
-    assert {p.name for p in write_plots(fixed_only)} == ALL - {"war_lambda.png"}  # no WAR trial
+    # no WAR trial, and one trial per model: nothing to trade off
+    assert {p.name for p in write_plots(fixed_only)} == ALL - {"war_lambda.png", "pareto_front.png"}
     one_width = _copy(src, tmp_path / "one_width", lambda t: t["model"] == "cnn-8")
-    assert {p.name for p in write_plots(one_width)} == {"lambda_metrics.png", "epoch_curves.png", "war_lambda.png"}
+    assert {p.name for p in write_plots(one_width)} == {"lambda_metrics.png", "epoch_curves.png", "war_lambda.png", "pareto_front.png"}
     war_only = _copy(src, tmp_path / "war_only", lambda t: t["lambda_setting"] is None)
     assert {p.name for p in write_plots(war_only)} == {"epoch_curves.png", "war_lambda.png", "lipschitz_vs_width.png"}
     empty = tmp_path / "empty"
@@ -79,3 +81,25 @@ def test_compare_table_adds_robust_accuracy_against_compute(war_search, tmp_path
     folder = _copy(war_search["folder"], tmp_path / "search")
     shutil.copy(only_compare / "compare.parquet", folder)
     assert {p.name for p in write_plots(folder)} == ALL | {"robust_vs_cost.png"}
+
+
+def test_pareto_front_draws_a_panel_per_width_from_a_hand_made_table(tmp_path):
+    from wartune.results.pareto import mark_pareto
+
+    def trial(i: int, model: str, width: float, lam: float | None, rob: float, nat: float) -> dict[str, Any]:
+        return {"trial_id": f"t{i}", "model": model, "width": width, "lambda_setting": lam, "lambda_final": lam or 4.2,
+                "zeta_used": None if lam else 4.0, "objective": "trades", "dataset": "digits", "eps": 0.2,
+                "status": "finished", "rob_acc": rob, "nat_acc": nat, "stability": 0.5}  # fmt: skip
+
+    points = [(1, 0.30, 0.97), (6, 0.36, 0.95), (12, 0.38, 0.91), (21, 0.33, 0.90), (None, 0.37, 0.94)]
+    rows = [trial(i, m, w, lam, rob + w / 100, nat) for m, w in (("wrn10-0.5", 0.5), ("wrn10-2", 2.0))
+            for i, (lam, rob, nat) in enumerate(points)]  # fmt: skip
+    folder = tmp_path / "sweep"
+    folder.mkdir()
+    pq.write_table(pa.Table.from_pylist(mark_pareto(rows)), folder / "trials.parquet")
+    written = {p.name: p for p in write_plots(folder)}
+    _assert_png(written["pareto_front.png"])
+    height, width, _ = matplotlib.image.imread(written["pareto_front.png"]).shape
+    assert width > 1.5 * height  # two panels side by side
+    pq.write_table(pa.Table.from_pylist(rows[:1]), folder / "trials.parquet")  # one trial: nothing to trade off
+    assert "pareto_front.png" not in {p.name for p in write_plots(folder)}

@@ -210,3 +210,18 @@ def test_the_last_epochs_full_split_evaluation_is_the_trial_row_and_survives_a_r
     assert {k: trial[k] for k in full} == full and trial["metrics_from"] == "full_split"
     assert (trial["best_epoch"], trial["best_epoch_rob_acc"], trial["final_rob_acc"]) == (1, 0.5, 0.5)
     assert (trial["precision"], trial["war_skipped_steps"], trial["status"]) == ("bf16", 3, "finished")
+
+
+def test_a_trials_table_from_before_the_front_columns_reads_and_gains_them(tmp_path):
+    sink = ParquetSink(tmp_path)
+    for epoch in (1, 2, 3):
+        sink.on_epoch(_meta("a_00000"), _result(epoch, 2))
+    sink.on_trial_end(_meta("a_00000"), "finished", None)
+    table = pq.read_table(tmp_path / TRIALS_FILE)
+    pq.write_table(table.drop_columns(["pareto", "pareto_by"]), tmp_path / TRIALS_FILE)  # as an older wartune wrote it
+    [old] = read_rows(tmp_path / TRIALS_FILE, TRIAL_SCHEMA)
+    assert (old["pareto"], old["pareto_by"]) == (None, None)
+    ParquetSink(tmp_path).close()  # a resumed search rewrites the table, front marked
+    assert pq.read_table(tmp_path / TRIALS_FILE).schema.equals(TRIAL_SCHEMA)
+    [new] = read_rows(tmp_path / TRIALS_FILE, TRIAL_SCHEMA)
+    assert (new["pareto"], new["pareto_by"]) == (True, "rob_acc,nat_acc")

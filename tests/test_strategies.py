@@ -50,6 +50,28 @@ def test_optuna_search_samples_lambda_in_range_with_its_budget(tmp_path, capsys)
     assert all(t["status"] in ("finished", "stopped") for t in trials)
 
 
+def test_multi_objective_optuna_search_marks_lists_and_plots_its_front(tmp_path, capsys):
+    import optuna
+
+    from wartune.results.pareto import pareto_mask
+
+    space = write_space(tmp_path, strategy="optuna", objectives=["rob_acc", "nat_acc"], trials=3, max_concurrent=2,
+                        epochs=1, model="wrn10-0.5", **{"lambda": {"low": 0.5, "high": 24, "log": True}})  # fmt: skip
+    _search(capsys, space, tmp_path / "runs", "--num-cpus", "2")
+    folder = tmp_path / "runs" / "tiny"
+    trials = _trials(folder)
+    assert len(trials) == 3 and all(t["status"] == "finished" for t in trials)
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder / 'optuna.db'}")
+    assert study.directions == [optuna.study.StudyDirection.MAXIMIZE] * 2
+    told = {tr.params["lam"]: tr.values for tr in study.trials if tr.state == optuna.trial.TrialState.COMPLETE}
+    assert told == {t["lambda_setting"]: [t["rob_acc"], t["nat_acc"]] for t in trials}  # the full-split figures
+    assert [t["pareto"] for t in trials] == pareto_mask([(t["rob_acc"], t["nat_acc"]) for t in trials])
+    assert {t["pareto_by"] for t in trials} == {"rob_acc,nat_acc"}
+    summary = (folder / "summary.md").read_text().split("## Trade-off front")[1]
+    assert all((t["trial_id"] in summary) == t["pareto"] for t in trials)
+    assert (folder / "plots" / "pareto_front.png").stat().st_size > 10_000
+
+
 def test_finished_trials_report_their_best_weights_on_the_whole_split(war_search, digits):
     # eval.max_examples 90: each epoch attacks the first 90 of the 360 test images; the trial's
     # figures are its exported best weights attacked once on all 360, seeded as that epoch was.
@@ -96,35 +118,50 @@ def test_width_blocks_by_hand():
     assert blocks[3][2] == [["6", "1"]]
 
 
-def test_compare_runs_every_strategy_per_width_with_cost(tmp_path, capsys):
-    space = write_space(tmp_path, strategy="compare", thin_model="cnn-4", model=["cnn-8", "cnn-16"], epochs=1,
-                        **{"lambda": [1, 6]})  # fmt: skip
-    code, out, err = _run(["compare", "--space", str(space), "--out", str(tmp_path / "runs"), "--no-mlflow"], capsys)
+def test_compare_runs_every_strategy_per_width_and_seed_with_cost(tmp_path, capsys):
+    # one wide model keeps it short (the table's per-width grouping is tested in test_seeds)
+    space = write_space(tmp_path, strategy="compare", thin_model="cnn-4", model=["cnn-8"], epochs=1,
+                        war_variants={"thin": {"lambda0": "thin"}}, **{"lambda": [1, 6]})  # fmt: skip
+    argv = ["compare", "--space", str(space), "--out", str(tmp_path / "runs"), "--no-mlflow", "--seeds", "2"]
+    code, out, err = _run(argv, capsys)
     assert code == 0, err
     root = tmp_path / "runs" / "tiny"
     rows = pq.read_table(root / "compare.parquet").to_pylist()
-    assert {(r["strategy"], r["model"]) for r in rows} == {
-        (s, m) for s in ("untuned", "grid", "optuna", "war") for m in ("cnn-8", "cnn-16")
-    }
-    calib_cost = sum(t["device_seconds"] for t in _trials(root / "calibrate"))
+    strategies = ("untuned", "grid", "optuna", "pbt", "war", "war-thin")
+    cells = [(s, "cnn-8", seed) for s in strategies for seed in (0, 1)]
+    assert sorted((r["strategy"], r["model"], r["seed"]) for r in rows) == sorted(cells)  # a row per cell and seed
+    calibration = _trials(root / "calibrate")
+    assert sorted((t["lambda_setting"], t["seed"]) for t in calibration) == [(1, 0), (1, 1), (6, 0), (6, 1)]
     wide = _trials(root / "grid-untuned-war")
     for r in rows:
-        if r["strategy"] == "optuna":
-            own = [t for t in _trials(root / f"optuna-{r['model']}")]
-            assert len(own) == 2  # the grid's budget
-            assert (root / f"optuna-{r['model']}" / "optuna.db").is_file()  # each Optuna part keeps its study
+        calib_cost = sum(t["device_seconds"] for t in calibration if t["seed"] == r["seed"])
+        sampled = root / f"{r['strategy']}-{r['model']}-seed{r['seed']}"
+        if r["strategy"] in ("optuna", "pbt"):
+            own = _trials(sampled)
+            assert len(own) == 2 and {t["seed"] for t in own} == {r["seed"]}  # the grid's budget, this seed
+            assert r["strategy"] == "pbt" or (sampled / "optuna.db").is_file()  # each Optuna part keeps its study
+        elif r["strategy"] == "untuned":  # the thin net's best λ is in the grid: the grid's run at it
+            own = [t for t in wide if t["strategy"] == "grid" and t["model"] == r["model"] and t["seed"] == r["seed"]
+                   and t["lambda_setting"] == r["lambda_final"]]  # fmt: skip
+            assert len(own) == 1
         else:
-            own = [t for t in wide if t["strategy"] == r["strategy"] and t["model"] == r["model"]]
+            own = [t for t in wide if t["strategy"] == r["strategy"] and t["model"] == r["model"] and t["seed"] == r["seed"]]
         assert r["device_seconds"] == pytest.approx(sum(t["device_seconds"] for t in own))
-        expected_calib = calib_cost if r["strategy"] in ("untuned", "war") else 0.0
+        expected_calib = calib_cost if r["strategy"] in ("untuned", "war", "war-thin") else 0.0
         assert r["calibration_seconds"] == pytest.approx(expected_calib)
-        grid = next(g for g in rows if g["strategy"] == "grid" and g["model"] == r["model"])
+        grid = next(g for g in rows if g["strategy"] == "grid" and (g["model"], g["seed"]) == (r["model"], r["seed"]))
         assert r["cost_vs_grid"] == pytest.approx(r["total_seconds"] / grid["total_seconds"])
-        best = next(t for t in [*wide, *_trials(root / f"optuna-{r['model']}")] if t["trial_id"] == r["best_trial"])
-        assert (r["rob_acc"], r["lambda_settled_epoch"]) == (best["rob_acc"], best["lambda_settled_epoch"])
-        assert r["strategy"] == "war" or r["lambda_settled_epoch"] is None
+        best = next(t for t in [*wide, *(_trials(sampled) if sampled.is_dir() else [])] if t["trial_id"] == r["best_trial"])
+        assert (r["rob_acc"], r["lambda_settled_epoch"], best["seed"]) == (best["rob_acc"], best["lambda_settled_epoch"], r["seed"])
+        assert r["strategy"].startswith("war") or r["lambda_settled_epoch"] is None
+    assert not any(t["strategy"] == "untuned" for t in wide)  # not trained twice
     md = (root / "compare.md").read_text()
-    assert md.count("| cnn-8 |") == 4 and md.count("| cnn-16 |") == 4 and "calibration counted once" in md
+    assert "mean ± sd over seeds 0, 1" in md and "## Every seed" in md and "calibration counted once" in md
+    grid8 = [r for r in rows if (r["strategy"], r["model"]) == ("grid", "cnn-8")]
+    mean = sum(r["rob_acc"] for r in grid8) / 2
+    sd = abs(grid8[0]["rob_acc"] - grid8[1]["rob_acc"]) / 2**0.5
+    assert "| cnn-8 | grid | " in md and f"{100 * mean:.2f} ± {100 * sd:.2f}" in md
+    assert md.count("| cnn-8 |") == 6 + 12  # mean rows, then every seed
 
 
 def _max_overlap(trials: list[dict]) -> int:

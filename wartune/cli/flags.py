@@ -58,6 +58,9 @@ class SearchFlags:
     out: OutOpt = field(default=Path("runs"), metadata=OUTPUT)
     name: Annotated[str | None, typer.Option(help="Search name (its folder under --out).")] = field(default=None, metadata=space_key("name"))
     seed: Annotated[int | None, typer.Option(help="Random seed of every trial.")] = field(default=None, metadata=space_key("seed"))
+    seeds: Annotated[int | None, typer.Option(help="Repeat every setting with seeds SEED..SEED+N-1; tables show mean ± sd.")] = field(
+        default=None, metadata=space_key("seeds")
+    )
     precision: Annotated[str | None, typer.Option(help="fp32, bf16, fp16 or auto (bf16 on a GPU that has it, else fp32).")] = field(
         default=None, metadata=space_key("precision")
     )
@@ -82,6 +85,9 @@ class SearchFlags:
     tracking_uri: TrackingOpt = field(default=None, metadata=OUTPUT)
     no_mlflow: Annotated[bool, typer.Option("--no-mlflow", help="Do not log to MLflow.")] = field(default=False, metadata=OUTPUT)
     registry: RegistryOpt = field(default=None, metadata=OUTPUT)
+    register_model: Annotated[str | None, typer.Option(help="Register the search's best model in the MLflow Model Registry under this name.")] = field(
+        default=None, metadata=OUTPUT
+    )
 
     def space_overrides(self, **fixed: Any) -> dict[str, Any]:
         """The space flags as search-space keys, then the command's own `fixed` keys; None values are left out."""

@@ -57,6 +57,23 @@ def mlflow_sinks(spec: Any, out: Path, tracking_uri: str | None, no_mlflow: bool
     return [MlflowSinkFactory(tracking_uri or default_tracking_uri(out), experiment or spec.name, params, tags)]
 
 
+def check_register_model(name: str | None, no_mlflow: bool) -> None:
+    """--register-model NAME, refused before anything runs: it needs MLflow, and a name the registry takes."""
+    if name is None:
+        return
+    if no_mlflow:
+        raise ConfigError("--register-model registers in MLflow's Model Registry: it cannot go with --no-mlflow")
+    if not name.strip() or any(c in name for c in "/:"):
+        raise ConfigError(f"--register-model: {name!r} is not a registered model name (not blank, no '/' or ':')")
+
+
+def print_registered(version: Any) -> None:
+    """One line for a model version `--register-model` created (None: nothing was registered)."""
+    if version is not None:
+        uri = f"models:/{version.name}/{version.version}"
+        out_console.print(f"MLflow Model Registry: {version.name} version {version.version}, load with mlflow.pytorch.load_model({uri!r})", highlight=False)
+
+
 def print_table(title: str, header: Sequence[str], body: Sequence[Sequence[str]], left: Sequence[str] = ()) -> None:
     """Rows already formatted as text, as a rich table on stdout; `left` columns align left."""
     table = Table(title=title)

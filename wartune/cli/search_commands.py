@@ -17,9 +17,11 @@ from wartune.cli.options import (
     ZETA,
     ForceOpt,
     SpaceOpt,
+    check_register_model,
     err_console,
     mlflow_sinks,
     out_console,
+    print_registered,
     print_table,
     registry_at,
 )
@@ -34,11 +36,19 @@ def run_and_report(spec: Any, flags: SearchFlags, *, calibration: ZetaEntry | No
     run the search, print its table, write summary.md and plots."""
     from wartune.engine.data import check_data_dir, load_dataset
     from wartune.results.plots import write_plots
-    from wartune.results.report import rich_table, rich_width_tables, write_summary
+    from wartune.results.report import (
+        SEED_COLUMNS,
+        rich_table,
+        rich_width_tables,
+        seed_rows,
+        write_summary,
+    )
+    from wartune.results.seeds import repeated
     from wartune.results.store import EPOCHS_FILE, PLOTS_DIR, TRIALS_FILE
     from wartune.tune.strategies import check_folder, run_search
 
     check_data_dir(spec.dataset, spec.data_dir)
+    check_register_model(flags.register_model, flags.no_mlflow)
     check_folder(flags.out / spec.name, flags.resume, flags.overwrite, flags.storage)
     data = load_dataset(spec.dataset, spec.data_dir)  # a missing or corrupt dataset fails before any output
     err_console.print(
@@ -50,12 +60,16 @@ def run_and_report(spec: Any, flags: SearchFlags, *, calibration: ZetaEntry | No
     out_console.print(rich_table(outcome.trials, f"{spec.name}: metrics at each trial's best epoch (%)"))
     for table in rich_width_tables(outcome.trials):
         out_console.print(table)
+    if repeated(outcome.trials):
+        print_table("mean ± sd over seeds (%)", SEED_COLUMNS, seed_rows(outcome.trials), left=("strategy", "model"))
     summary = write_summary(outcome.folder, spec.name, outcome.trials)
     plots = write_plots(outcome.folder)
     if sinks:
+        from wartune.results.mlflow_models import publish_search_models
         from wartune.results.tracking import log_artifacts
 
         log_artifacts(sinks[0].tracking_uri, sinks[0].experiment, [summary, *plots])
+        print_registered(publish_search_models(outcome.folder, sinks[0].tracking_uri, sinks[0].experiment, data, flags.register_model))
     folder = outcome.folder
     out_console.print(f"results: {folder / TRIALS_FILE}, {EPOCHS_FILE}; summary: {summary}; plots: {folder / PLOTS_DIR}")
     return outcome
@@ -99,6 +113,8 @@ def calibrate(
     model = one_model(flags.model)
     reg = registry_at(flags.registry, flags.out)
     if from_search is not None:
+        if flags.register_model is not None:
+            raise ConfigError("--register-model registers the best of a search that runs; calibrate --from runs none")
         if not (from_search / TRIALS_FILE).is_file():
             raise WartuneError(f"--from {str(from_search)!r}: no {TRIALS_FILE} there (not a wartune search folder)")
         trials, search_name = read_rows(from_search / TRIALS_FILE, TRIAL_SCHEMA), from_search.name
@@ -149,6 +165,7 @@ def compare(*, flags: SearchFlags, space: SpaceOpt = "table3") -> None:
     from wartune.tune.spaces import load_space
 
     spec = load_space(space, flags.space_overrides())
+    check_register_model(flags.register_model, flags.no_mlflow)
     folder = check_compare(spec, flags.out, flags.resume, flags.overwrite)
     err_console.print(f"compare [bold]{spec.name}[/bold]: thin {spec.thin_model} → {', '.join(spec.models)}, results in {folder}")
 
@@ -158,4 +175,11 @@ def compare(*, flags: SearchFlags, space: SpaceOpt = "table3") -> None:
     outcome = run_compare(spec, flags.out, registry=flags.registry, sinks_for=sinks_for, **flags.run_options())
     title = f"{spec.name}: strategies per width (cost in device-seconds)"
     print_table(title, COLUMNS, compare_table(outcome.rows), left=("model", "strategy"))
+    if not flags.no_mlflow:
+        from wartune.engine.data import load_dataset
+        from wartune.results.mlflow_models import publish_compare_models
+        from wartune.results.tracking import default_tracking_uri
+
+        uri, data = flags.tracking_uri or default_tracking_uri(flags.out), load_dataset(spec.dataset, spec.data_dir)
+        print_registered(publish_compare_models(folder, uri, spec.name, data, flags.register_model))
     out_console.print(f"results: {folder / COMPARE_FILE}, {folder / COMPARE_MD}, plots in {folder / PLOTS_DIR}")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from wartune.engine.lambdas import Fixed
 from wartune.engine.records import EpochRecord, StepTrace
 
 if TYPE_CHECKING:
@@ -45,14 +46,17 @@ def trainer_state(trainer: Trainer) -> dict[str, Any]:
 
 
 def restore_trainer(trainer: Trainer, state: dict[str, Any]) -> None:
-    """Load `trainer_state`'s dict into a Trainer built from the same config."""
+    """Load `trainer_state`'s dict into a Trainer built from the same config (a fixed λ may differ)."""
     trainer.epoch = int(state["epoch"])
     trainer.model.load_state_dict(state["model"])
     trainer.optimizer.load_state_dict(state["optimizer"])
     scheduler_state = dict(trainer.scheduler.state_dict())
     scheduler_state.update(state["scheduler"])
     trainer.scheduler.load_state_dict(scheduler_state)
-    trainer.controller.load_state_dict(state["controller"])
+    if not isinstance(trainer.controller, Fixed):
+        # A fixed λ is the config's, never the checkpoint's: Population Based Training
+        # restores a trial from another trial's checkpoint with a new λ in its config.
+        trainer.controller.load_state_dict(state["controller"])
     if state.get("scaler"):
         trainer.scaler.load_state_dict(state["scaler"])
     trainer.generator.set_state(state["generator"])

@@ -22,6 +22,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from wartune.errors import WartuneError
+from wartune.results.formatting import lambda_text
+from wartune.results.pareto import pareto_mask, pareto_objectives
+from wartune.results.seeds import group, mean_of, repeated
 from wartune.results.store import (
     COMPARE_FILE,
     EPOCHS_FILE,
@@ -183,19 +186,44 @@ def epoch_curves(data: SearchData, out: Path) -> Path | None:
 
 
 def war_lambda(data: SearchData, out: Path) -> Path | None:
-    """λ_t over training for each WAR trial (Algorithm 1's trace, from steps.parquet)."""
+    """λ_t over training for each WAR run (Algorithm 1's trace, from steps.parquet).
+
+    One panel per model, one line per WAR strategy (`war`, `war-<variant>`): the mean over
+    its seeds at every step, the band spanning the seeds. Where the same folder holds a
+    grid on that model, a dashed line marks the grid's best λ (by mean robust accuracy).
+    """
     war = {t["trial_id"]: t for t in data.trials if t["trial_id"] in data.war_ids}
     steps = [s for s in data.steps if s["trial_id"] in war]
     if not steps:
         return None
-    fig, (ax,) = _figure(1, f"WAR: λ_t over training\n{_subtitle(data)}")
-    for trial_id, t in sorted(war.items()):
-        trace = sorted((s for s in steps if s["trial_id"] == trial_id), key=lambda s: (s["epoch"], s["step"]))
-        if trace:
-            ax.plot(range(1, len(trace) + 1), [s["lambda_t"] for s in trace], label=f"{t['model']} (ζ = {t['zeta_used']:g})")
-    ax.set_xlabel("training step (all epochs)")
-    ax.set_ylabel("λ_t")
-    ax.legend(fontsize="small")
+    traces: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for s in steps:
+        traces[s["trial_id"]].append(((s["epoch"], s["step"]), s["lambda_t"]))
+    models = sorted({t["model"] for t in war.values()}, key=lambda m: (next(t["width"] for t in war.values() if t["model"] == m), m))
+    fig, axes = _figure(len(models), f"WAR: λ_t over training\n{_subtitle(data)}")
+    for ax, model in zip(axes, models, strict=True):
+        runs = group((t for t in war.values() if t["model"] == model), key=lambda t: t["strategy"])
+        for strategy, trials in sorted(runs.items()):
+            lines = [[v for _, v in sorted(traces[t["trial_id"]])] for t in trials if traces[t["trial_id"]]]
+            if not lines:
+                continue
+            n = min(len(line) for line in lines)
+            mean = [sum(line[i] for line in lines) / len(lines) for i in range(n)]
+            zeta = trials[0].get("zeta_used") or 0.0
+            seeds = f", {len(lines)} seeds" if len(lines) > 1 else ""
+            (drawn,) = ax.plot(range(1, n + 1), mean, label=f"{strategy} (ζ = {zeta:.3g}{seeds})")
+            if len(lines) > 1:
+                low = [min(line[i] for line in lines) for i in range(n)]
+                high = [max(line[i] for line in lines) for i in range(n)]
+                ax.fill_between(range(1, n + 1), low, high, color=drawn.get_color(), alpha=0.15)
+        grid = group((t for t in data.finished_fixed if t["model"] == model and t["strategy"] == "grid"), key=lambda t: t["lambda_setting"])
+        if grid:
+            best = max(grid, key=lambda lam: mean_of(grid[lam], "rob_acc"))
+            ax.axhline(best, color="grey", linestyle="--", label=f"grid's best λ = {best:g}")
+        ax.set_title(model, fontsize="medium")
+        ax.set_xlabel("training step (all epochs)")
+        ax.set_ylabel("λ_t")
+        ax.legend(fontsize="small")
     return _save(fig, out, "war_lambda.png")
 
 
@@ -223,11 +251,17 @@ def robust_vs_cost(data: SearchData, out: Path) -> Path | None:
     """Robust accuracy against compute per strategy, from compare.parquet (Table 3's trade-off)."""
     cost_key = "total_seconds" if any(r.get("total_seconds") is not None for r in data.compare) else "device_seconds"
     rows = [r for r in data.compare if r.get(cost_key) is not None and r.get("rob_acc") is not None]
+    # One point per strategy and model: repeats over seeds as the mean robust accuracy at their summed cost.
+    rows = [
+        {**repeats[0], "rob_acc": mean_of(repeats, "rob_acc"), cost_key: sum(r[cost_key] for r in repeats)}
+        for repeats in group(rows, key=lambda r: (r["strategy"], r["model"])).values()
+    ]
     if not rows:
         return None
     hours = max(r[cost_key] for r in rows) >= 3600
     scale, unit = (1 / 3600, "device-hours") if hours else (1.0, "device-seconds")
-    fig, (ax,) = _figure(1, f"Robust accuracy against compute\n{data.name}: each strategy's best trial per model")
+    seeds = " (mean over seeds, cost summed)" if repeated(data.compare) else ""
+    fig, (ax,) = _figure(1, f"Robust accuracy against compute\n{data.name}: each strategy's best trial per model{seeds}")
     for marker, strategy in zip("osD^v<>p*", sorted({r["strategy"] for r in rows}), strict=False):
         points = sorted((r for r in rows if r["strategy"] == strategy), key=lambda r: (r.get("width") or 0, r["model"]))
         xs, ys = [r[cost_key] * scale for r in points], [_as_percent(r["rob_acc"]) for r in points]
@@ -248,8 +282,40 @@ def robust_vs_cost(data: SearchData, out: Path) -> Path | None:
     return _save(fig, out, "robust_vs_cost.png")
 
 
+def pareto_front(data: SearchData, out: Path) -> Path | None:
+    """The trade-off front per model: every finished trial at (second objective, first), its λ
+    beside it; filled: trials.parquet's `pareto` marks; the step line: the front on these axes.
+
+    The axes are the search's first two objectives (`pareto_by`; robust against natural
+    accuracy by default); with a third, a filled point off the line is on the front by it.
+    Skipped unless some model has two trials to trade off (a grid, an Optuna search).
+    """
+    done = [t for t in data.trials if t.get("status") == "finished"]
+    y_key, x_key = pareto_objectives(next((t["pareto_by"].split(",") for t in done if t.get("pareto_by")), None))[:2]
+    done = [t for t in done if t.get(x_key) is not None and t.get(y_key) is not None]
+    models = sorted({t["model"] for t in done}, key=lambda m: (next(t["width"] for t in done if t["model"] == m), m))
+    if not any(sum(t["model"] == m for t in done) >= 2 for m in models):
+        return None
+    labels = dict(METRICS)
+    fig, axes = _figure(len(models), f"Trade-off front: each trial labelled with its λ\n{_subtitle(data)}")
+    for ax, model in zip(axes, models, strict=True):
+        rows = [t for t in done if t["model"] == model]
+        xs, ys = [_as_percent(t[x_key]) for t in rows], [_as_percent(t[y_key]) for t in rows]
+        marked = [bool(t.get("pareto")) for t in rows]
+        ax.scatter(xs, ys, facecolors=["C0" if m else "none" for m in marked], edgecolors="C0", label="trial (filled: on the front)")
+        front = sorted((x, y) for x, y, on in zip(xs, ys, pareto_mask(list(zip(xs, ys, strict=True))), strict=True) if on)
+        ax.step([x for x, _ in front], [y for _, y in front], where="pre", color="C3", label="front")
+        for t, x, y in zip(rows, xs, ys, strict=True):
+            ax.annotate(lambda_text(t), (x, y), textcoords="offset points", xytext=(4, 4), fontsize="x-small")
+        ax.set_title(f"{model} (width {rows[0]['width']:g})", fontsize="medium")
+        ax.set_xlabel(labels.get(x_key, x_key))
+        ax.set_ylabel(labels.get(y_key, y_key))
+    axes[0].legend(fontsize="small")
+    return _save(fig, out, "pareto_front.png")
+
+
 PLOTS: tuple[Callable[[SearchData, Path], Path | None], ...] = (
-    lambda_metrics, stability_vs_width, epoch_curves, war_lambda, lipschitz_vs_width, robust_vs_cost,
+    lambda_metrics, stability_vs_width, epoch_curves, war_lambda, lipschitz_vs_width, robust_vs_cost, pareto_front,
 )  # fmt: skip
 
 

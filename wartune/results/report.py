@@ -15,6 +15,7 @@ from typing import Any
 from rich.table import Table
 
 from wartune.results.formatting import lambda_text, markdown_table, num, pct
+from wartune.results.seeds import MeanSd, group, mean_of, repeated, seeds_of
 from wartune.results.store import SUMMARY_FILE
 from wartune.results.trials import best_trial
 
@@ -98,16 +99,17 @@ def summary_markdown(name: str, trials: list[dict[str, Any]]) -> str:
 def width_blocks(trials: list[dict[str, Any]]) -> list[tuple[str, list[str], list[list[str]]]]:
     """The paper's Table 1 layout: for robust, natural and stability, rows λ × columns width.
 
-    Only fixed-λ finished trials count; the last row of each block marks the best λ per
-    width (by robust accuracy). Empty when the search trained a single width.
+    Only fixed-λ finished trials count, a cell's repeats over seeds as mean ± sd; the last
+    row of each block marks the best λ per width (by mean robust accuracy). Empty when the
+    search trained a single width.
     """
     fixed = [t for t in trials if t["lambda_setting"] is not None and t["status"] == "finished"]
     widths = sorted({t["width"] for t in fixed})
     lambdas = sorted({t["lambda_setting"] for t in fixed})
     if len(widths) < 2:
         return []
-    cell = {(t["lambda_setting"], t["width"]): t for t in fixed}
-    best = {w: max((t for t in fixed if t["width"] == w), key=lambda t: t["rob_acc"]) for w in widths}
+    cell = group(fixed, key=lambda t: (t["lambda_setting"], t["width"]))
+    best = {w: max((k for k in cell if k[1] == w), key=lambda k: mean_of(cell[k], "rob_acc")) for w in widths}
     header = ["λ"] + [f"width {w:g}" for w in widths]
     blocks = []
     for metric, title in (("rob_acc", "robust"), ("nat_acc", "natural"), ("stability", "stability")):
@@ -115,13 +117,78 @@ def width_blocks(trials: list[dict[str, Any]]) -> list[tuple[str, list[str], lis
         for lam in lambdas:
             row = [f"{lam:g}"]
             for w in widths:
-                t = cell.get((lam, w))
-                star = " ★" if t is not None and t is best[w] else ""
-                row.append(pct(t[metric]) + star if t is not None else "–")
+                repeats = cell.get((lam, w))
+                star = " ★" if best[w] == (lam, w) else ""
+                row.append(MeanSd.of(t[metric] for t in repeats).text(100) + star if repeats else "–")
             body.append(row)
         blocks.append((title, header, body))
-    blocks.append(("best λ per width", header[1:], [[f"{best[w]['lambda_setting']:g}" for w in widths]]))
+    blocks.append(("best λ per width", header[1:], [[f"{best[w][0]:g}" for w in widths]]))
     return blocks
+
+
+def seed_rows(trials: list[dict[str, Any]]) -> list[list[str]]:
+    """One text row per setting (strategy, model, λ or WAR's ζ): mean ± sd over its seeds."""
+    out = []
+    for repeats in group(trials).values():
+        done = [t for t in repeats if t["status"] == "finished"]
+        first = repeats[0]
+        setting = f"{first['lambda_setting']:.3g}" if first["lambda_setting"] is not None else f"WAR ζ={num(first.get('zeta_used'))}"
+        out.append(
+            [
+                first["strategy"], first["model"], setting,
+                MeanSd.of(t["lambda_final"] for t in done).text(),
+                *(MeanSd.of(t[m] for t in done).text(100) for m in ("nat_acc", "rob_acc", "stability")),
+                f"{len(done)}/{len(repeats)}", num(sum(t["device_seconds"] or 0.0 for t in repeats), "{:.0f}"),
+            ]
+        )  # fmt: skip
+    return out
+
+
+SEED_COLUMNS = ("strategy", "model", "λ", "final λ", "natural", "robust", "stability", "seeds done", "cost s")
+
+
+def seed_markdown(trials: list[dict[str, Any]]) -> str:
+    """The mean ± sd table, when the search repeated its settings over seeds (else empty)."""
+    if not repeated(trials):
+        return ""
+    seeds = ", ".join(str(s) for s in seeds_of(trials))
+    return "\n".join(
+        [
+            f"## Mean ± sd over seeds {seeds}",
+            "",
+            "Each setting's finished repeats: mean ± sample standard deviation in %; cost summed over seeds.",
+            "",
+            markdown_table(SEED_COLUMNS, seed_rows(trials)),
+            "",
+        ]
+    )
+
+
+OBJECTIVE_NAMES = {"rob_acc": "robust accuracy", "nat_acc": "natural accuracy", "stability": "stability"}
+FRONT_COLUMNS = ("trial", "model", "λ", "natural", "robust", "stability")
+
+
+def front_markdown(trials: list[dict[str, Any]]) -> str:
+    """The trials on the trade-off front (trials.parquet's `pareto`), best first objective
+    first; empty when none is marked (no finished trial, or a table from before the column)."""
+    front = [t for t in trials if t.get("pareto")]
+    if not front:
+        return ""
+    by = front[0]["pareto_by"].split(",")
+    front.sort(key=lambda t: (t["model"], -t[by[0]]))
+    body = [[t["trial_id"], t["model"], lambda_text(t), *(pct(t[m]) for m in ("nat_acc", "rob_acc", "stability"))] for t in front]
+    return "\n".join(
+        [
+            "## Trade-off front",
+            "",
+            f"The finished trials that no other finished trial of the same model beats on every one of "
+            f"{', '.join(OBJECTIVE_NAMES.get(b, b) for b in by)} (Pareto-optimal; in %): "
+            "what λ trades off, beyond the single best trial above.",
+            "",
+            markdown_table(FRONT_COLUMNS, body),
+            "",
+        ]
+    )
 
 
 def width_markdown(trials: list[dict[str, Any]]) -> str:
@@ -146,6 +213,10 @@ def rich_width_tables(trials: list[dict[str, Any]]) -> list[Table]:
 def write_summary(folder: Path, name: str, trials: list[dict[str, Any]]) -> Path:
     path = folder / SUMMARY_FILE
     text = summary_markdown(name, trials)
+    if seeds := seed_markdown(trials):
+        text += "\n" + seeds
+    if front := front_markdown(trials):
+        text += "\n" + front
     widths = width_markdown(trials)
     if widths:
         text += "\n## λ × width (the paper's Table 1 layout; ★ best λ per width)\n\n" + widths

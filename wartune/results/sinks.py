@@ -8,9 +8,11 @@ after every epoch; MLflow and the progress display are sinks too.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from wartune.results.pareto import mark_pareto
 from wartune.results.store import (
     EPOCH_SCHEMA,
     EPOCHS_FILE,
@@ -64,10 +66,13 @@ class ParquetSink:
     becomes the trial row's result, and the epoch row keeps the per-epoch figures.
     Step rows (hundreds per epoch) are not kept: each epoch's trace goes straight to its
     own file in the steps.parquet folder, so memory and write cost do not grow with epochs.
+    Each write marks the trade-off front anew (`pareto`, by `objectives`: a trial finishing
+    can push another off it), as it depends on every trial, never on one alone.
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, objectives: Sequence[str] | None = None) -> None:
         self.folder = folder
+        self.objectives = objectives
         upgrade_steps_file(folder)
         self.epochs = {(r["trial_id"], r["epoch"]): r for r in read_rows(folder / EPOCHS_FILE, EPOCH_SCHEMA)}
         self.trials = {r["trial_id"]: r for r in read_rows(folder / TRIALS_FILE, TRIAL_SCHEMA)}
@@ -151,4 +156,5 @@ class ParquetSink:
         self.folder.mkdir(parents=True, exist_ok=True)
         epochs = sorted(self.epochs.values(), key=lambda r: (r["trial_id"], r["epoch"]))
         write_table(epochs, EPOCH_SCHEMA, self.folder / EPOCHS_FILE)
-        write_table(sorted(self.trials.values(), key=lambda r: r["trial_id"]), TRIAL_SCHEMA, self.folder / TRIALS_FILE)
+        trials = mark_pareto(sorted(self.trials.values(), key=lambda r: r["trial_id"]), self.objectives)
+        write_table(trials, TRIAL_SCHEMA, self.folder / TRIALS_FILE)

@@ -93,6 +93,10 @@ TRIAL_SCHEMA = pa.schema(
         ("final_nat_acc", pa.float64()),
         ("final_rob_acc", pa.float64()),
         ("final_stability", pa.float64()),
+        # on the trade-off front of its model's finished trials, by the objectives `pareto_by`
+        # names (comma-separated: the search's objectives, else rob_acc,nat_acc); pareto.py
+        ("pareto", pa.bool_()),
+        ("pareto_by", pa.string()),
         ("wall_seconds", pa.float64()),
         ("device_seconds", pa.float64()),
         ("device", pa.string()),
@@ -160,6 +164,7 @@ COMPARE_SCHEMA = pa.schema(
         ("strategy", pa.string()),
         ("model", pa.string()),
         ("width", pa.float64()),
+        ("seed", pa.int64()),  # one row per seed with --seeds
         ("lambda_final", pa.float64()),
         ("lambda_settled_epoch", pa.int64()),  # WAR only
         ("nat_acc", pa.float64()),  # the best trial's, on the whole test split
@@ -175,6 +180,10 @@ COMPARE_SCHEMA = pa.schema(
 )
 
 TRIAL_KEY_COLUMNS = tuple(name for name, _ in _TRIAL_KEY)
+
+# Columns added to a schema after wartune wrote tables without them: such a table reads with
+# them null (and gains them on its next write), so a search from before stays readable.
+ADDED_COLUMNS = frozenset({"pareto", "pareto_by"})
 
 # The files of a search folder (`runs/<name>/`) and of the output root (`runs/`).
 EPOCHS_FILE, TRIALS_FILE, STEPS_FILE = "epochs.parquet", "trials.parquet", "steps.parquet"
@@ -225,7 +234,7 @@ def read_rows(path: Path, schema: pa.Schema) -> list[dict[str, Any]]:
         return []
     if not path.is_file():
         raise WartuneError(f"{str(path)!r} is not a file: expected a Parquet table there")
-    table = read_table(path)
+    table = _with_added_columns(read_table(path), schema)
     if not table.schema.equals(schema, check_metadata=False):
         missing = sorted(set(schema.names) - set(table.column_names))
         extra = sorted(set(table.column_names) - set(schema.names))
@@ -234,6 +243,16 @@ def read_rows(path: Path, schema: pa.Schema) -> list[dict[str, Any]]:
             f"(missing {missing}, extra {extra}, or other types): written by another program or version?"
         )
     return table.to_pylist()
+
+
+def _with_added_columns(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` with the `ADDED_COLUMNS` it lacks as nulls, in the schema's column order."""
+    missing = [schema.field(name) for name in schema.names if name in ADDED_COLUMNS and name not in table.column_names]
+    if not missing:
+        return table
+    for field in missing:
+        table = table.append_column(field, pa.nulls(len(table), field.type))
+    return table.select(schema.names) if set(table.column_names) == set(schema.names) else table
 
 
 _STEP_NAME = re.compile(r"(?P<trial>.+)-e(?P<epoch>\d{4,})\.parquet")

@@ -18,12 +18,13 @@ import fcntl
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from wartune.errors import WartuneError
+from wartune.results.seeds import MeanSd, group, mean_of, repeated
 from wartune.results.store import ZETA_SCHEMA, read_rows, write_table
 from wartune.results.trials import best_trial
 
@@ -165,7 +166,8 @@ def entry_from_trial(trial: dict[str, Any], search: str) -> ZetaEntry:
 
 def best_trial_entry(trials: list[dict[str, Any]], search: str, model: str | None = None) -> ZetaEntry:
     """Calibrate from a finished search: its best finished fixed-λ trial by robust accuracy
-    (its full-split figures, as trials.parquet holds them)."""
+    (its full-split figures, as trials.parquet holds them). A search run with several seeds
+    is judged per λ by the mean over its seeds, and the entry holds those means (ζ included)."""
     models = sorted({t["model"] for t in trials})
     if model is None and len(models) > 1:
         raise WartuneError(f"search {search!r} trained several models ({', '.join(models)}): name one with --model")
@@ -173,4 +175,12 @@ def best_trial_entry(trials: list[dict[str, Any]], search: str, model: str | Non
     best = best_trial(fixed)
     if best is None:
         raise WartuneError(f"search {search!r} has no finished fixed-λ trial" + (f" of {model!r}" if model else ""))
-    return entry_from_trial(best, search)
+    if not repeated(fixed):
+        return entry_from_trial(best, search)
+    done = [t for t in fixed if t["status"] == "finished" and t["rob_acc"] is not None]
+    by_lambda = group(done, key=lambda t: t["lambda_setting"])
+    repeats = max(by_lambda.values(), key=lambda rows: mean_of(rows, "rob_acc"))
+    for t in repeats:
+        entry_from_trial(t, search)  # each repeat must have a finite ζ
+    means = {c: MeanSd.of(t[c] for t in repeats).mean for c in ("zeta", "zeta_step_std", "rob_acc", "nat_acc", "stability")}
+    return replace(entry_from_trial(repeats[0], search), **means)

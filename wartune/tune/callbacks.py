@@ -45,11 +45,13 @@ class SinkCallback(tune.Callback):
     Ray pickles the run config (callbacks included) into the experiment folder so that
     `Tuner.restore` can rebuild it; this callback therefore holds only plain settings and
     builds its sinks when the experiment starts (`setup`), on the first run and on resume.
+    `objectives` (a multi-objective search's) are what trials.parquet's front is marked by.
     """
 
     def __init__(self, folder: Path, total_trials: int | None, epochs: int, extra: list[Any] | None = None,
-                 ray_state_dir: Path | None = None) -> None:  # fmt: skip
+                 ray_state_dir: Path | None = None, objectives: list[str] | None = None) -> None:  # fmt: skip
         self.folder = folder
+        self.objectives = objectives
         self.ray_state_dir = ray_state_dir  # Ray's local experiment folder, backed up each result
         self.models_dir = folder / MODELS_DIR
         self.total_trials = total_trials
@@ -65,7 +67,7 @@ class SinkCallback(tune.Callback):
 
     def setup(self, **info: Any) -> None:
         self.sinks = [
-            ParquetSink(self.folder),
+            ParquetSink(self.folder, getattr(self, "objectives", None)),  # getattr: a callback pickled before
             ProgressSink(self.total_trials, self.epochs),
             *(make(self.folder) for make in self.extra),
         ]

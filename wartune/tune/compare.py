@@ -1,12 +1,17 @@
 """`wartune compare`: the paper's Table 3 for any model family and data set.
 
-For each target width it runs the four ways of choosing λ and prices each in compute:
+For each target width it runs the ways of choosing λ (`strategies:`, default all) and
+prices each in compute:
 - untuned: the thin net's best λ, fixed (the paper's "no tuning" / N/A column);
 - grid: every λ of the grid (manual tuning on the wide net);
 - optuna: TPE over [min, max] of the grid with the grid's trial budget;
-- war: one WAR run with the thin net's ζ (Algorithm 1).
+- pbt: Population Based Training over the same range, the grid's budget as its population;
+- war: one WAR run with the thin net's ζ (Algorithm 1, or the space's `war:` block), and
+  one more per `war_variants:` entry (`war-<name>`).
 The thin-net calibration (a grid on `thin_model`) is run once; its cost is added to
-untuned and WAR, as Table 3 does. Each part is its own resumable search under
+untuned and WAR, as Table 3 does. With `seeds: N` every cell is repeated with N seeds
+(the calibration too, judged by its mean): compare.parquet has a row per seed, compare.md
+the mean ± sd with costs summed. Each part is its own resumable search under
 `runs/<name>/` with its own summary and plots; `compare.parquet` and `compare.md` join them.
 The dataset is loaded once, put into Ray's object store once, and shared by every part.
 """
@@ -24,11 +29,12 @@ from wartune.results.formatting import markdown_table, num, pct
 from wartune.results.locks import check_unlocked
 from wartune.results.plots import write_plots
 from wartune.results.report import write_summary
+from wartune.results.seeds import MeanSd, group, seeds_of
 from wartune.results.store import COMPARE_FILE, COMPARE_MD, COMPARE_SCHEMA, ZETA_FILE, write_table
 from wartune.results.trials import best_trial
-from wartune.results.zeta import ZetaRegistry, best_trial_entry
+from wartune.results.zeta import ZetaEntry, ZetaRegistry, best_trial_entry
 from wartune.tune.params import fixed_lambda, war_lambda
-from wartune.tune.spaces import SearchSpace
+from wartune.tune.spaces import COMPARE_STRATEGIES, SearchSpace
 from wartune.tune.strategies import (
     EXPERIMENT,
     SearchData,
@@ -42,14 +48,15 @@ from wartune.tune.strategies import (
     storage_root,
 )
 
-STRATEGIES = ("untuned", "grid", "optuna", "war")
 SinksFor = Callable[[SearchSpace], list[Any]]  # a part's extra sink factories (MLflow)
-COLUMNS = ("model", "strategy", "λ", "λ settled", "natural %", "robust %", "stability %", "trials", "cost s", "cost / grid")
+COLUMNS = ("model", "strategy", "λ", "λ settled", "natural %", "robust %", "stability %", "seeds", "trials", "cost s", "cost / grid")
+SEED_COLUMNS = ("model", "strategy", "seed", "λ", "λ settled", "natural %", "robust %", "stability %", "trials", "cost s", "cost / grid")
+CALIBRATED = ("untuned", "war")  # strategies that rely on the thin-net calibration (its cost counts in)
 
 
 @dataclass
 class CompareOutcome:
-    """Where the compare's files are, and its rows (one per strategy and width)."""
+    """Where the compare's files are, and its rows (one per strategy, width and seed)."""
 
     folder: Path
     rows: list[dict[str, Any]]
@@ -70,6 +77,48 @@ def _run_part(part: SearchSpace, root: Path, resume: bool, sinks_for: SinksFor |
                       storage=storage, data=data, **lam)  # fmt: skip
 
 
+def is_war(strategy: str) -> bool:
+    """WAR and its named variants (`war-<name>`)."""
+    return strategy == "war" or strategy.startswith("war-")
+
+
+def strategy_order(strategy: str) -> tuple[int, str]:
+    """Table order: untuned, grid, optuna, WAR, then WAR's variants by name."""
+    base = "war" if is_war(strategy) else strategy
+    return (COMPARE_STRATEGIES.index(base) if base in COMPARE_STRATEGIES else len(COMPARE_STRATEGIES), strategy)
+
+
+def untuned_in_grid(space: SearchSpace, entry: ZetaEntry) -> bool:
+    """Whether the untuned λ is one of the grid's, so its row reuses the grid's trial at that λ
+    (same model, λ and seed: the same run) instead of training it twice."""
+    chosen = space.compare_strategies
+    return "untuned" in chosen and "grid" in chosen and entry.best_lambda in space.lambdas
+
+
+def wide_lambdas(space: SearchSpace, entry: ZetaEntry) -> list[dict[str, Any]]:
+    """The λ specs of the wide-net part: the untuned λ, the grid, WAR and its variants, as chosen."""
+    chosen = space.compare_strategies
+    specs = []
+    if "untuned" in chosen and not untuned_in_grid(space, entry):
+        specs.append(fixed_lambda(entry.best_lambda, "untuned"))
+    if "grid" in chosen:
+        specs += [fixed_lambda(v, "grid") for v in space.lambdas]
+    if "war" in chosen:
+        specs.append(war_lambda(space.war, entry, "war"))
+        specs += [war_lambda(settings, entry, f"war-{name}") for name, settings in space.war_variants.items()]
+    return specs
+
+
+def cells(trials: list[dict[str, Any]], space: SearchSpace, entry: ZetaEntry) -> dict[tuple[str, str, int], list[dict[str, Any]]]:
+    """The trials of each (strategy, model, seed); the untuned cell borrows the grid's trial at its λ."""
+    out: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for t in trials:
+        out.setdefault((t["strategy"], t["model"], t["seed"]), []).append(t)
+        if untuned_in_grid(space, entry) and t["strategy"] == "grid" and t["lambda_setting"] == entry.best_lambda:
+            out.setdefault(("untuned", t["model"], t["seed"]), []).append({**t, "strategy": "untuned"})
+    return out
+
+
 def _cost(trials: list[dict[str, Any]]) -> float:
     return float(sum(t["device_seconds"] or 0.0 for t in trials))
 
@@ -80,18 +129,18 @@ def _best(trials: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def compare_rows(
-    name: str, calibration: list[dict[str, Any]], by_strategy: dict[tuple[str, str], list[dict[str, Any]]]
+    name: str, calibration: list[dict[str, Any]], by_cell: dict[tuple[str, str, int], list[dict[str, Any]]]
 ) -> list[dict[str, Any]]:
-    """One row per (strategy, model), costs in device-seconds, calibration counted in."""
-    calib_cost = _cost(calibration)
+    """One row per (strategy, model, seed), costs in device-seconds, that seed's calibration counted in."""
+    calib_cost = {seed: _cost(ts) for seed, ts in group(calibration, key=lambda t: t["seed"]).items()}
     rows = []
-    for (strategy, model), trials in by_strategy.items():
+    for (strategy, model, seed), trials in by_cell.items():
         best = _best(trials)
         own = _cost(trials)
-        calib = calib_cost if strategy in ("untuned", "war") else 0.0
+        calib = calib_cost.get(seed, 0.0) if strategy in CALIBRATED or is_war(strategy) else 0.0
         rows.append(
             {
-                "compare": name, "strategy": strategy, "model": model, "width": best["width"],
+                "compare": name, "strategy": strategy, "model": model, "width": best["width"], "seed": seed,
                 "lambda_final": best["lambda_final"], "lambda_settled_epoch": best["lambda_settled_epoch"],
                 "nat_acc": best["nat_acc"], "rob_acc": best["rob_acc"],
                 "stability": best["stability"], "trials": len(trials), "device_seconds": own,
@@ -99,37 +148,69 @@ def compare_rows(
                 "best_trial": best["trial_id"],
             }  # fmt: skip
         )
-    grid_cost = {r["model"]: r["total_seconds"] for r in rows if r["strategy"] == "grid"}
+    grid_cost = {(r["model"], r["seed"]): r["total_seconds"] for r in rows if r["strategy"] == "grid"}
     for r in rows:
-        if grid_cost.get(r["model"]):
-            r["cost_vs_grid"] = r["total_seconds"] / grid_cost[r["model"]]
-    order = {s: i for i, s in enumerate(STRATEGIES)}
-    return sorted(rows, key=lambda r: (r["width"], order[r["strategy"]]))
+        if grid_cost.get((r["model"], r["seed"])):
+            r["cost_vs_grid"] = r["total_seconds"] / grid_cost[(r["model"], r["seed"])]
+    return sorted(rows, key=lambda r: (r["width"], strategy_order(r["strategy"]), r["seed"]))
+
+
+def strategies_of(rows: list[dict[str, Any]]) -> list[str]:
+    return sorted({r["strategy"] for r in rows}, key=strategy_order)
 
 
 def totals(rows: list[dict[str, Any]], calibration_seconds: float) -> dict[str, float]:
-    """Each strategy's cost over all widths, the shared calibration counted once."""
+    """Each strategy's cost over all widths and seeds, the shared calibration counted once."""
     out = {}
-    for s in STRATEGIES:
+    for s in strategies_of(rows):
         own = sum(r["device_seconds"] for r in rows if r["strategy"] == s)
-        out[s] = own + (calibration_seconds if s in ("untuned", "war") else 0.0)
+        out[s] = own + (calibration_seconds if s in CALIBRATED or is_war(s) else 0.0)
     return out
 
 
+def _settled(values: list[Any]) -> str:
+    stats = MeanSd.of(values)
+    if stats.n == 1 and stats.mean is not None:
+        return f"epoch {stats.mean:.0f}"
+    return stats.text(fmt="{:.1f}") if stats.n else "–"
+
+
 def compare_table(rows: list[dict[str, Any]]) -> list[list[str]]:
-    """The rows as text under `COLUMNS`: one rule for compare.md and the terminal."""
+    """One text row per (model, strategy) under `COLUMNS`: mean ± sd over seeds, costs summed
+    (the grid's too, for cost / grid); one rule for compare.md and the terminal."""
+    table = []
+    cell = group(rows, key=lambda r: (r["model"], r["strategy"]))
+    for (model, strategy), repeats in cell.items():
+        total = sum(r["total_seconds"] or 0.0 for r in repeats)
+        grid = sum(r["total_seconds"] or 0.0 for r in cell.get((model, "grid"), []))
+        ratio = total / grid if grid and all(r["cost_vs_grid"] is not None for r in repeats) else None
+        table.append(
+            [
+                model, strategy, MeanSd.of(r["lambda_final"] for r in repeats).text(),
+                _settled([r["lambda_settled_epoch"] for r in repeats]),
+                *(MeanSd.of(r[m] for r in repeats).text(100) for m in ("nat_acc", "rob_acc", "stability")),
+                str(len(repeats)), str(sum(r["trials"] for r in repeats)), num(total, "{:.0f}"), num(ratio),
+            ]
+        )  # fmt: skip
+    return table
+
+
+def seed_table(rows: list[dict[str, Any]]) -> list[list[str]]:
+    """Every (model, strategy, seed) row under `SEED_COLUMNS`."""
     return [
         [
-            r["model"], r["strategy"], num(r["lambda_final"]), num(r["lambda_settled_epoch"], "epoch {}"),
-            pct(r["nat_acc"]), pct(r["rob_acc"]),
-            pct(r["stability"]), str(r["trials"]), num(r["total_seconds"], "{:.0f}"), num(r["cost_vs_grid"]),
+            r["model"], r["strategy"], str(r["seed"]), num(r["lambda_final"]), num(r["lambda_settled_epoch"], "epoch {}"),
+            pct(r["nat_acc"]), pct(r["rob_acc"]), pct(r["stability"]), str(r["trials"]),
+            num(r["total_seconds"], "{:.0f}"), num(r["cost_vs_grid"]),
         ]
         for r in rows
     ]  # fmt: skip
 
 
 def compare_markdown(name: str, rows: list[dict[str, Any]], calibration: dict[str, Any], total: dict[str, float]) -> str:
-    grid = total["grid"] or float("nan")
+    grid = total.get("grid") or float("nan")
+    seeds = seeds_of(rows)
+    over = f"mean ± sd over seeds {', '.join(map(str, seeds))}; " if len(seeds) > 1 else ""
     lines = [
         f"# Compare `{name}` (the paper's Table 3 layout)",
         "",
@@ -139,16 +220,18 @@ def compare_markdown(name: str, rows: list[dict[str, Any]], calibration: dict[st
         "Metrics of each strategy's best trial (by robust accuracy): its best epoch's weights "
         "(by the per-epoch evaluation) attacked once more on the whole test split; λ settled: the epoch "
         "from which WAR's λ_t stays within 10 % of its final value; cost in device-seconds "
-        "(GPU share × wall on a GPU, CPUs × wall on CPU).",
+        f"(GPU share × wall on a GPU, CPUs × wall on CPU), {over}costs summed over seeds.",
         "",
-        markdown_table(COLUMNS, compare_table(rows)),
-        "",
+    ]
+    if calibration.get("untuned_in_grid"):
+        lines += ["The untuned λ is one of the grid's: its row is the grid's run at that λ (counted in both).", ""]
+    lines += [markdown_table(COLUMNS, compare_table(rows)), ""]
+    if len(seeds) > 1:
+        lines += ["## Every seed", "", markdown_table(SEED_COLUMNS, seed_table(rows)), ""]
+    lines += [
         "## Total over all widths (calibration counted once)",
         "",
-        markdown_table(
-            ["strategy", "cost s", "cost / grid"],
-            [[s, num(total[s], "{:.0f}"), num(total[s] / grid)] for s in STRATEGIES],
-        ),
+        markdown_table(["strategy", "cost s", "cost / grid"], [[s, num(c, "{:.0f}"), num(c / grid)] for s, c in total.items()]),
         "",
     ]
     return "\n".join(lines)
@@ -196,35 +279,40 @@ def run_compare(space: SearchSpace, out: Path, *, resume: bool = False, overwrit
             prepare_folder(root, resume=False, overwrite=overwrite)
         assert space.thin_model is not None
         grid = space.lambdas
+        chosen = space.compare_strategies
         with ray_session(address, num_cpus, num_gpus):
             import ray
-
-            data_ref = ray.put(data)  # one copy in the object store for every part's trials
-            calib = _run_part(_part(space, name="calibrate", strategy="grid", model=space.thin_model), root, resume, sinks_for, storage, data_ref)
-            entry = best_trial_entry(calib.trials, f"{space.name}/calibrate", space.thin_model)
-            ZetaRegistry(registry or out / ZETA_FILE).put(entry)
-            war = war_lambda(space.war, entry, "war")
-            untuned = fixed_lambda(entry.best_lambda, "untuned")
-            fixed_values = [fixed_lambda(v, "grid") for v in grid]
             from ray import tune
 
-            lam = tune.grid_search([untuned, *fixed_values, war])
-            wide = _run_part(_part(space, name="grid-untuned-war", strategy="grid"), root, resume, sinks_for, storage, data_ref, lam=lam)
-            optuna_parts = [
-                _run_part(
-                    _part(space, name=f"optuna-{model}", strategy="optuna", model=model, trials=len(grid),
-                          **{"lambda": {"low": min(grid), "high": max(grid), "log": min(grid) > 0}}),
-                    root, resume, sinks_for, storage, data_ref,
-                )  # fmt: skip
-                for model in space.models
-            ]
-        by_strategy: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        for t in wide.trials + [t for p in optuna_parts for t in p.trials]:
-            by_strategy.setdefault((t["strategy"], t["model"]), []).append(t)
-        rows = compare_rows(space.name, calib.trials, by_strategy)
+            data_ref = ray.put(data)  # one copy in the object store for every part's trials
+            calib = _run_part(_part(space, name="calibrate", strategy="grid", model=space.thin_model, strategies=None, war_variants={}),
+                              root, resume, sinks_for, storage, data_ref)  # fmt: skip
+            entry = best_trial_entry(calib.trials, f"{space.name}/calibrate", space.thin_model)
+            ZetaRegistry(registry or out / ZETA_FILE).put(entry)
+            parts = []
+            if specs := wide_lambdas(space, entry):
+                wide = _part(space, name="grid-untuned-war", strategy="grid", strategies=None, war_variants={})
+                parts.append(_run_part(wide, root, resume, sinks_for, storage, data_ref, lam=tune.grid_search(specs)))
+            for sampled in (s for s in ("optuna", "pbt") if s in chosen):
+                parts += [
+                    _run_part(
+                        _part(space, name=sampled_name(sampled, model, seed, space.seeds), strategy=sampled, model=model,
+                              trials=len(grid), seed=seed, seeds=1, strategies=None, war_variants={},
+                              **{"lambda": {"low": min(grid), "high": max(grid), "log": min(grid) > 0}}),
+                        root, resume, sinks_for, storage, data_ref,
+                    )  # fmt: skip
+                    for model in space.models
+                    for seed in space.seed_values
+                ]
+        rows = compare_rows(space.name, calib.trials, cells([t for p in parts for t in p.trials], space, entry))
         write_table(rows, COMPARE_SCHEMA, root / COMPARE_FILE)
         calibration = {"model": space.thin_model, "best_lambda": entry.best_lambda, "zeta": entry.zeta,
-                       "seconds": _cost(calib.trials)}  # fmt: skip
+                       "seconds": _cost(calib.trials), "untuned_in_grid": untuned_in_grid(space, entry)}  # fmt: skip
         (root / COMPARE_MD).write_text(compare_markdown(space.name, rows, calibration, totals(rows, calibration["seconds"])))
-        write_reports(root, space.name, [calib, wide, *optuna_parts])
+        write_reports(root, space.name, [calib, *parts])
         return CompareOutcome(root, rows)
+
+
+def sampled_name(strategy: str, model: str, seed: int, seeds: int) -> str:
+    """An Optuna or PBT part's name: one study (population) per model, and per seed when there are several."""
+    return f"{strategy}-{model}" if seeds == 1 else f"{strategy}-{model}-seed{seed}"

@@ -4,7 +4,8 @@ Ray hands a trial plain data (it must pickle, and grid search and Optuna put the
 at `model` and `lam`):
     {"search", "strategy", "base": TrainConfig fields except model and λ,
      "model": str, "lam": float | {"kind": "fixed" | "war", ..., "strategy"?},
-     "zeta_from", "resources": {"cpu", "gpu"}}
+     "zeta_from", "resources": {"cpu", "gpu"}, "seed": int}
+(`--seeds` makes `seed` a grid dimension beside `model` and `lam`.)
 `TrialParams.parse` turns that into typed objects once; λ specs are always built from the
 engine's `FixedLambda` / `WARLambda` models, never written out by hand.
 """
@@ -29,8 +30,9 @@ def base_params(space: SearchSpace, device: str = "auto") -> dict[str, Any]:
     return template.model_dump(mode="json", exclude={"model", "lam"})
 
 
-def trial_params(space: SearchSpace, model: Any, lam: Any, zeta_from: str | None = None) -> dict[str, Any]:
-    """A trial's config; `model` and `lam` may be Ray search-space objects."""
+def trial_params(space: SearchSpace, model: Any, lam: Any, zeta_from: str | None = None, seed: Any = None) -> dict[str, Any]:
+    """A trial's config; `model`, `lam` and `seed` may be Ray search-space objects
+    (`seed` None: the space's own seed, in `base`)."""
     return {
         "search": space.name,
         "strategy": space.strategy,
@@ -39,6 +41,7 @@ def trial_params(space: SearchSpace, model: Any, lam: Any, zeta_from: str | None
         "lam": lam,
         "zeta_from": zeta_from,
         "resources": space.resources.model_dump(),
+        "seed": seed if seed is not None else space.seed,
     }
 
 
@@ -76,7 +79,8 @@ class TrialParams:
         if isinstance(lam, dict):
             strategy = lam.get(STRATEGY_LABEL) or strategy
             lam = {k: v for k, v in lam.items() if k != STRATEGY_LABEL}
-        config = TrainConfig.model_validate({**params["base"], "model": params["model"], "lam": lam})
+        seed = params.get("seed", params["base"]["seed"])
+        config = TrainConfig.model_validate({**params["base"], "model": params["model"], "lam": lam, "seed": seed})
         return cls(params["search"], strategy, config, params.get("zeta_from"), Resources(**params["resources"]))
 
     def meta(self, trial_id: str, **state: Any) -> TrialMeta:

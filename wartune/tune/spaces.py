@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -86,7 +86,31 @@ class WarSettings(WARRule):
         return WARLambda(zeta=zeta, lambda0=lambda0, **self.model_dump(exclude={"lambda0"}))
 
 
-Strategy = Literal["grid", "optuna", "war", "fixed", "compare"]
+Strategy = Literal["grid", "optuna", "pbt", "war", "fixed", "compare"]
+SAMPLED = ("optuna", "pbt")  # strategies that draw λ from a range, `trials` times
+# The ways of choosing λ a compare can run side by side (`strategies:`), in table order.
+CompareStrategy = Literal["untuned", "grid", "optuna", "pbt", "war"]
+COMPARE_STRATEGIES: tuple[str, ...] = ("untuned", "grid", "optuna", "pbt", "war")
+
+
+class PbtSettings(StrictModel):
+    """A space's `pbt:` block: how Population Based Training moves λ during training.
+
+    Every `interval` epochs the bottom `quantile` of the population (by the epoch's robust
+    accuracy) copies the weights of a top-`quantile` trial and moves on with that trial's λ
+    perturbed (× 0.8 or × 1.2, kept in the λ range) or, with probability `resample`, drawn
+    afresh. `synch` waits for the whole population at each interval, so every decision
+    sees the same epoch of every trial (Ray's synchronous PBT).
+    """
+
+    interval: PositiveInt | None = None  # epochs between perturbations (default: a quarter of the epochs)
+    quantile: Annotated[float, Field(gt=0, le=0.5)] = 0.25
+    resample: Annotated[float, Field(ge=0, le=1)] = 0.25
+    synch: bool = True
+
+    def every(self, epochs: int) -> int:
+        return self.interval or max(1, epochs // 4)
+_VARIANT = re.compile(r"[A-Za-z0-9_]{1,30}")
 
 # A search's name is its folder under --out: one plain path component, never `.` or `..`.
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
@@ -110,10 +134,18 @@ class SearchSpace(TrainingSettings):
     zeta_from: str | None = None
     thin_model: str | None = None  # compare: the cheap net that calibrates λ and ζ
     war: WarSettings = WarSettings()
+    # compare: more WAR runs beside `war`, each named (its strategy reads `war-<name>`)
+    war_variants: dict[str, WarSettings] = {}
+    strategies: list[CompareStrategy] | None = None  # compare: which to run (default: all)
+    seeds: PositiveInt = 1  # every setting is trained with seeds seed .. seed+seeds-1
     trials: PositiveInt | None = None
     max_concurrent: PositiveInt | None = None
     resources: Resources = Resources()
     scheduler: Literal["none", "asha"] = "none"
+    pbt: PbtSettings = PbtSettings()
+    # optuna: trade these off in one multi-objective study (None: robust accuracy alone)
+    objectives: list[Literal["rob_acc", "nat_acc", "stability"]] | None = None
+    sampler: Literal["tpe", "nsga2"] | None = None  # optuna's sampler; None is TPE
 
     @model_validator(mode="before")
     @classmethod
@@ -126,6 +158,23 @@ class SearchSpace(TrainingSettings):
     @classmethod
     def _plain_name(cls, v: str) -> str:
         return check_search_name(v)
+
+    @field_validator("war_variants")
+    @classmethod
+    def _variant_names(cls, v: dict[str, WarSettings]) -> dict[str, WarSettings]:
+        for name in v:
+            if not _VARIANT.fullmatch(name):
+                raise ValueError(f"variant name {name!r}: use 1 to 30 letters, digits or '_'")
+        return v
+
+    @field_validator("strategies")
+    @classmethod
+    def _some_strategies(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and not v:
+            raise ValueError(f"give at least one of {', '.join(COMPARE_STRATEGIES)}")
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError("a strategy is named twice")
+        return v
 
     @field_validator("model")
     @classmethod
@@ -142,10 +191,16 @@ class SearchSpace(TrainingSettings):
         lam = self.lam
         if self.strategy == "grid" and not (isinstance(lam, list) and lam):
             raise ValueError("strategy 'grid' needs 'lambda' as a non-empty list, e.g. [6, 9, 12]")
-        if self.strategy == "optuna" and not isinstance(lam, LambdaRange):
-            raise ValueError("strategy 'optuna' needs 'lambda' as {low, high, log}")
-        if self.strategy == "optuna" and not isinstance(self.model, str) and len(self.model) > 1:
-            raise ValueError("strategy 'optuna' tunes one model per search: give a single 'model'")
+        if self.strategy in SAMPLED and not isinstance(lam, LambdaRange):
+            raise ValueError(f"strategy {self.strategy!r} needs 'lambda' as {{low, high, log}}")
+        if self.strategy in SAMPLED and not isinstance(self.model, str) and len(self.model) > 1:
+            raise ValueError(f"strategy {self.strategy!r} tunes one model per search: give a single 'model'")
+        if self.strategy == "pbt" and self.scheduler != "none":
+            raise ValueError("strategy 'pbt' is its own scheduler: leave 'scheduler' at none")
+        if self.strategy != "optuna" and (self.objectives is not None or self.sampler is not None):
+            raise ValueError("'objectives' and 'sampler' are for strategy 'optuna' (a grid plots its trade-off front anyway)")
+        if self.objectives is not None and not 2 <= len(set(self.objectives)) == len(self.objectives) <= 3:
+            raise ValueError("'objectives' needs 2 or 3 distinct names of rob_acc, nat_acc, stability")
         if self.strategy == "fixed" and not isinstance(lam, int | float):
             raise ValueError("strategy 'fixed' needs 'lambda' as one number")
         if self.strategy == "compare" and not (isinstance(lam, list) and lam and self.thin_model):
@@ -154,7 +209,27 @@ class SearchSpace(TrainingSettings):
             check_model_fits(self.thin_model, self.dataset)
         if self.strategy == "war" and not self.zeta_from:
             raise ValueError("strategy 'war' needs 'zeta_from' (a ζ registry key such as wrn34-0.5)")
+        if self.strategy in SAMPLED and self.seeds > 1:
+            raise ValueError(
+                f"strategy {self.strategy!r} runs one population per seed: use compare (it runs one per seed), "
+                "or one search per --seed"
+            )
+        if self.strategy != "compare" and (self.war_variants or self.strategies):
+            raise ValueError("'war_variants' and 'strategies' are compare keys (strategy 'compare')")
+        if self.war_variants and "war" not in self.compare_strategies:
+            raise ValueError("'war_variants' run beside WAR: add war to 'strategies'")
         return self
+
+    @property
+    def seed_values(self) -> list[int]:
+        """The seeds every setting is trained with: seed, seed+1, …, seed+seeds−1."""
+        return [self.seed + i for i in range(self.seeds)]
+
+    @property
+    def compare_strategies(self) -> list[str]:
+        """The strategies a compare runs, in table order."""
+        chosen = self.strategies or list(COMPARE_STRATEGIES)
+        return [s for s in COMPARE_STRATEGIES if s in chosen]
 
     @property
     def models(self) -> list[str]:

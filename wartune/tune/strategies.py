@@ -3,7 +3,9 @@
 - `grid`: every λ in the list (× every model): the paper's manual tuning;
 - `fixed`: one λ for every model: the paper's "no tuning" (N/A) row;
 - `war`: one WAR run per model with ζ from the registry (Algorithm 1);
-- `optuna`: TPE over a λ range with a trial budget.
+- `optuna`: TPE over a λ range with a trial budget;
+- `pbt`: Population Based Training, a population of `trials` whose λ moves during training
+  (the generic rival of WAR for a hyperparameter that should change as training goes).
 Ray is the engine: one process here, a cluster with `--address auto`; no own scheduler.
 The driver loads the dataset once and hands it to every trial through Ray's object store,
 so only the driver's machine needs --data-dir.
@@ -33,7 +35,7 @@ from wartune.tune.callbacks import WRITE_FAILURES, SinkCallback
 from wartune.tune.params import fixed_lambda, trial_params, war_lambda
 from wartune.tune.reaper import children, start_reaper, stop_reaper
 from wartune.tune.result_logs import result_loggers
-from wartune.tune.spaces import LambdaRange, SearchSpace, WarSettings
+from wartune.tune.spaces import SAMPLED, LambdaRange, SearchSpace, WarSettings
 from wartune.tune.trainable import adversarial_training_trial
 
 EXPERIMENT = "tune"
@@ -60,6 +62,11 @@ def lambda_param(space: SearchSpace, calibration: ZetaEntry | None = None) -> An
         if calibration is None:
             raise WartuneError("strategy 'war' needs a ζ (from the registry)")
         return war_lambda(space.war, calibration)
+    return lambda_domain(space)
+
+
+def lambda_domain(space: SearchSpace) -> Any:
+    """λ's range as a Ray domain: what Optuna samples, and PBT draws from and mutates within."""
     assert isinstance(space.lam, LambdaRange)  # guaranteed by SearchSpace validation
     sample = tune.loguniform if space.lam.log else tune.uniform
     return sample(space.lam.low, space.lam.high)
@@ -74,9 +81,31 @@ def optuna_storage_url(folder: Path) -> str:
     return f"sqlite:///{(folder / OPTUNA_FILE).resolve()}"
 
 
-def search_algorithm(space: SearchSpace, folder: Path) -> Any:
-    """Optuna's TPE (seeded) for strategy optuna; Ray's grid/variant generator otherwise.
+def search_metrics(space: SearchSpace) -> list[str]:
+    """The trial results Optuna maximises: each objective's figure at the best epoch.
 
+    `best_<objective>` is what the trainable reports for the epoch the tables select (the
+    whole split once the trial finished), so the study's values equal trials.parquet's.
+    """
+    return [f"best_{name}" for name in space.objectives] if space.objectives else [SEARCH_METRIC]
+
+
+def optuna_sampler(space: SearchSpace) -> Any:
+    """TPE (single- and multi-objective), or NSGA-II with a quarter of the budget as its
+    population (4 to Optuna's default 50), so a few generations fit the budget. Seeded."""
+    import optuna
+
+    if space.sampler == "nsga2":
+        population = min(50, max(4, (space.trials or 1) // 4))
+        return optuna.samplers.NSGAIISampler(population_size=population, seed=space.seed)
+    return optuna.samplers.TPESampler(seed=space.seed)
+
+
+def search_algorithm(space: SearchSpace, folder: Path) -> Any:
+    """Optuna (TPE or NSGA-II, seeded) for strategy optuna; Ray's grid/variant generator otherwise.
+
+    With `objectives` the study is multi-objective (every objective maximised) and its
+    Pareto front is the search's result; otherwise it maximises the best robust accuracy.
     The study lives in `folder/optuna.db`, named after the search, so it outlasts the run:
     optuna-dashboard and `optuna.load_study` read it, and `--resume` continues the same study
     (Ray restores the searcher, which reconnects to the file).
@@ -88,15 +117,20 @@ def search_algorithm(space: SearchSpace, folder: Path) -> Any:
     from ray.tune.search.optuna import OptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    metrics = search_metrics(space)
+    # Ray's multi-objective form takes lists; a single metric stays a plain name.
+    metric, mode = (metrics, ["max"] * len(metrics)) if space.objectives else (metrics[0], "max")
     searcher = OptunaSearch(
-        sampler=optuna.samplers.TPESampler(seed=space.seed), metric=SEARCH_METRIC, mode="max",
+        sampler=optuna_sampler(space), metric=metric, mode=mode,
         study_name=space.name, storage=optuna.storages.RDBStorage(optuna_storage_url(folder)),
     )  # fmt: skip
     return ConcurrencyLimiter(searcher, max_concurrent=space.max_concurrent) if space.max_concurrent else searcher
 
 
 def trial_scheduler(space: SearchSpace) -> Any:
-    """ASHA stops trials whose robust accuracy lags at each rung (scheduler: asha)."""
+    """PBT for strategy pbt; ASHA stops trials whose robust accuracy lags at each rung (scheduler: asha)."""
+    if space.strategy == "pbt":
+        return population_based_training(space)
     if space.scheduler != "asha":
         return None
     from ray.tune.schedulers import ASHAScheduler
@@ -104,6 +138,30 @@ def trial_scheduler(space: SearchSpace) -> Any:
     return ASHAScheduler(
         time_attr="epoch", metric="rob_acc", mode="max", max_t=space.epochs,
         grace_period=max(1, space.epochs // 4), reduction_factor=2,
+    )  # fmt: skip
+
+
+def population_based_training(space: SearchSpace) -> Any:
+    """Ray's PBT over λ (the `pbt:` block): the population is the search's `trials`.
+
+    It ranks trials by each epoch's robust accuracy; an exploited trial restarts from the
+    donor's newest checkpoint with the new λ in its config, which the trainable trains with
+    (a fixed λ is the config's, never the checkpoint's). Ray's perturbation (× 0.8 / × 1.2)
+    is not bounded, so the explored λ is clipped back into the range.
+    """
+    from ray.tune.schedulers import PopulationBasedTraining
+
+    assert isinstance(space.lam, LambdaRange)  # guaranteed by SearchSpace validation
+    low, high = space.lam.low, space.lam.high
+
+    def within_range(config: dict[str, Any]) -> dict[str, Any]:
+        config["lam"] = min(max(float(config["lam"]), low), high)
+        return config
+
+    return PopulationBasedTraining(
+        time_attr="epoch", metric="rob_acc", mode="max", perturbation_interval=space.pbt.every(space.epochs),
+        hyperparam_mutations={"lam": lambda_domain(space)}, quantile_fraction=space.pbt.quantile,
+        resample_probability=space.pbt.resample, custom_explore_fn=within_range, synch=space.pbt.synch,
     )  # fmt: skip
 
 
@@ -118,15 +176,16 @@ def _grid_size(value: Any) -> int:
 
 def count_trials(space: SearchSpace, params: dict[str, Any]) -> int:
     """Trials the search will run: the grid's product, times the sample budget (Optuna)."""
-    samples = (space.trials or 1) if space.strategy == "optuna" else 1
-    return _grid_size(params["model"]) * _grid_size(params["lam"]) * samples
+    samples = (space.trials or 1) if space.strategy in SAMPLED else 1
+    return _grid_size(params["model"]) * _grid_size(params["lam"]) * _grid_size(params["seed"]) * samples
 
 
 def param_space(space: SearchSpace, calibration: ZetaEntry | None = None, lam: Any = None) -> dict[str, Any]:
     """Ray's param space; `lam` replaces the strategy's λ parameter when given."""
-    models = space.models
+    models, seeds = space.models, space.seed_values
     model = models[0] if len(models) == 1 else tune.grid_search(models)
-    return trial_params(space, model, lam if lam is not None else lambda_param(space, calibration), space.zeta_from)
+    seed = seeds[0] if len(seeds) == 1 else tune.grid_search(seeds)
+    return trial_params(space, model, lam if lam is not None else lambda_param(space, calibration), space.zeta_from, seed)
 
 
 @contextmanager
@@ -264,12 +323,13 @@ def _fit(space: SearchSpace, folder: Path, params: dict[str, Any], resume: bool,
             tuner = tune.Tuner.restore(f"{experiments}/{EXPERIMENT}", trainable, resume_unfinished=True, resume_errored=True)
         else:
             local_state = Path(experiments) / EXPERIMENT if storage is None else None
-            callback = SinkCallback(folder.resolve(), count_trials(space, params), space.epochs, extra_sinks, local_state)
+            callback = SinkCallback(folder.resolve(), count_trials(space, params), space.epochs, extra_sinks, local_state,
+                                    space.objectives)  # fmt: skip
             tuner = tune.Tuner(
                 trainable,
                 param_space=params,
                 tune_config=tune.TuneConfig(
-                    num_samples=(space.trials or 1) if space.strategy == "optuna" else 1,
+                    num_samples=(space.trials or 1) if space.strategy in SAMPLED else 1,
                     max_concurrent_trials=space.max_concurrent,
                     reuse_actors=True,  # a new trial keeps the worker (torch imported, data loaded)
                     search_alg=search_algorithm(space, folder),
@@ -280,7 +340,8 @@ def _fit(space: SearchSpace, folder: Path, params: dict[str, Any], resume: bool,
                     storage_path=experiments,
                     verbose=0,
                     callbacks=[callback, *result_loggers()],
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                    # PBT exploits other trials' checkpoints: keep a few more so the donor's is still there
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if space.strategy == "pbt" else 2),
                     failure_config=tune.FailureConfig(max_failures=2),
                 ),
             )

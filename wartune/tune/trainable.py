@@ -49,12 +49,14 @@ def full_split_result(trainer: Trainer) -> dict[str, Any]:
     It rides on the last epoch's report rather than a report of its own: ASHA stops a trial
     at that epoch (a later report would never reach the driver), and there is no extra
     result to become an epoch row. `best_rob_acc`, the searcher's metric, becomes the
-    full-split figure, as trials.parquet's `rob_acc` does.
+    full-split figure, as trials.parquet's `rob_acc` does (and `best_nat_acc`,
+    `best_stability`, a multi-objective search's other metrics, likewise).
     """
     m = trainer.evaluate_best()
     figures = {"nat_acc": m.nat_acc, "rob_acc": m.rob_acc, "stability": m.stability, "lipschitz": m.lipschitz,
                "eval_examples": m.n}  # fmt: skip
-    return {FULL_SPLIT_RESULT: figures, "best_rob_acc": m.rob_acc}
+    best = {"best_rob_acc": m.rob_acc, "best_nat_acc": m.nat_acc, "best_stability": m.stability}
+    return {FULL_SPLIT_RESULT: figures, **best}
 
 
 def adversarial_training_trial(params: dict[str, Any], data: TensorDataset) -> None:
@@ -75,6 +77,8 @@ def adversarial_training_trial(params: dict[str, Any], data: TensorDataset) -> N
             **record.metrics(),
             "best_epoch": best,
             "best_rob_acc": t.history[best - 1].rob_acc,
+            "best_nat_acc": t.history[best - 1].nat_acc,  # the best epoch's (by robust accuracy)
+            "best_stability": t.history[best - 1].stability,
             "device": t.device.type,
             "precision": t.precision,
             "started_at": started_at,
@@ -108,5 +112,6 @@ def adversarial_training_trial(params: dict[str, Any], data: TensorDataset) -> N
     except DivergedError as err:
         # Deterministic: retrying would diverge again. Report the reason and stop the trial.
         tune.report(
-            {"epoch": trainer.epoch, "rob_acc": 0.0, "best_rob_acc": 0.0, "error": str(err), "device": trainer.device.type}
+            {"epoch": trainer.epoch, "rob_acc": 0.0, "best_rob_acc": 0.0, "best_nat_acc": 0.0, "best_stability": 0.0,
+             "error": str(err), "device": trainer.device.type}  # fmt: skip
         )

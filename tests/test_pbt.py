@@ -1,0 +1,88 @@
+"""PBT as a strategy: an exploited trial continues from another trial's checkpoint with the
+new λ in its config, and its controller trains with that λ (real Ray PBT, real Parquet)."""
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from tests.conftest import write_space
+from tests.test_cli import _run
+from wartune.engine.config import TrainConfig
+from wartune.engine.trainer import Trainer
+
+
+def test_a_fixed_lambda_is_the_configs_when_restoring_another_runs_state(tmp_path):
+    # PBT's exploit in the engine's terms: train at λ 3, restore that state into a λ 6 trainer.
+    config = TrainConfig(model="cnn-4", lam=3.0, epochs=2, batch_size=256, threads=1, eval={"steps": 1, "max_examples": 30})
+    donor = Trainer(config)
+    donor.run_epoch()
+    donor.save(tmp_path / "donor.pt")
+    heir = Trainer(TrainConfig.model_validate({**config.model_dump(), "lam": 6.0}))
+    heir.load(tmp_path / "donor.pt")
+    assert heir.epoch == 1 and heir.controller.value == 6.0
+    assert torch.equal(next(heir.model.parameters()), next(donor.model.parameters()))  # the donor's weights
+    heir.fit()
+    assert [r.lambda_last for r in heir.history] == [3.0, 6.0]  # the donor's epoch, then its own λ
+
+
+@pytest.mark.e2e
+def test_pbt_moves_a_running_trials_lambda_and_the_trial_trains_with_it(tmp_path, capsys):
+    space = write_space(tmp_path, strategy="pbt", model="cnn-8", trials=2, epochs=3,
+                        pbt={"interval": 1, "quantile": 0.5, "resample": 0.0},
+                        **{"lambda": {"low": 0.5, "high": 12, "log": True}})  # fmt: skip
+    code, _, err = _run(["search", "--space", str(space), "--out", str(tmp_path / "runs"), "--no-mlflow"], capsys)
+    assert code == 0, err
+    folder = tmp_path / "runs" / "tiny"
+    trials = pq.read_table(folder / "trials.parquet").to_pylist()
+    assert len(trials) == 2 and {t["strategy"] for t in trials} == {"pbt"} and {t["status"] for t in trials} == {"finished"}
+    results = {}
+    for path in (folder / "ray" / "tune").glob("*/result.json"):
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        results[rows[0]["trial_id"]] = rows
+    assert set(results) == {t["trial_id"] for t in trials}
+    moved = 0
+    for rows in results.values():
+        for r in rows:  # every epoch trained with the λ its config held then
+            assert r["lambda_min"] == r["lambda_last"] == pytest.approx(r["config"]["lam"])
+            assert 0.5 <= r["config"]["lam"] <= 12
+        moved += len({r["config"]["lam"] for r in rows}) > 1
+    assert moved >= 1  # the bottom half took a top trial's weights and a perturbed λ
+    epochs = pq.read_table(folder / "epochs.parquet").to_pylist()
+    for t in trials:  # the tables follow: the last epoch's λ is the trial's final λ
+        last = max((e for e in epochs if e["trial_id"] == t["trial_id"]), key=lambda e: e["epoch"])
+        assert t["lambda_final"] == pytest.approx(last["lambda_last"]) == pytest.approx(t["lambda_setting"])
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"lambda": [1, 6]}, "strategy 'pbt' needs 'lambda' as {low, high, log}"),
+        ({"scheduler": "asha"}, "its own scheduler"),
+        ({"pbt": {"quantile": 0.7}}, "quantile"),
+        ({"pbt": {"interval": 0}}, "interval"),
+        ({"seeds": 2}, "one population per seed"),
+        ({"model": ["cnn-4", "cnn-8"]}, "one model per search"),
+    ],
+)
+def test_pbt_keys_are_checked(changes, message):
+    from wartune.engine.config import validate
+    from wartune.errors import ConfigError
+    from wartune.tune.spaces import SearchSpace
+
+    base = {"strategy": "pbt", "model": "cnn-8", "trials": 4, "lambda": {"low": 1, "high": 12}}
+    with pytest.raises(ConfigError, match=message.replace("{", r"\{").replace("}", r"\}")):
+        validate(SearchSpace, {**base, **changes}, source="s.yaml")
+
+
+def test_pbt_scheduler_follows_the_space():
+    from wartune.tune.spaces import SearchSpace
+    from wartune.tune.strategies import population_based_training
+
+    space = SearchSpace.model_validate({"strategy": "pbt", "model": "cnn-8", "trials": 4, "epochs": 10,
+                                        "lambda": {"low": 1, "high": 12}, "pbt": {"quantile": 0.5}})  # fmt: skip
+    pbt = population_based_training(space)
+    assert (pbt._perturbation_interval, pbt._quantile_fraction, pbt._synch) == (2, 0.5, True)  # a quarter of 10 epochs
+    clip = pbt._custom_explore_fn
+    assert clip({"lam": 30.0})["lam"] == 12 and clip({"lam": 0.2})["lam"] == 1 and clip({"lam": 5.0})["lam"] == 5

@@ -1,0 +1,57 @@
+"""The trade-off front: the trials no other trial beats on every objective at once.
+
+λ trades natural accuracy against robustness (the paper's Sec. 3), so a search has no
+single best trial but a front of non-dominated ones. `trials.parquet` marks them
+(`pareto`) and names what they were compared on (`pareto_by`): a multi-objective search's
+`objectives`, otherwise robust and natural accuracy, so every search shows its front.
+
+Fronts are per model: a width sweep trades λ off within each width, and a wider net
+dominating a thin one says nothing about λ. Only finished trials with every objective
+measured take part; a trial stopped early or failed is never on the front.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from wartune.results.trials import is_finite
+
+# What a search without `objectives` is judged on: the paper's two accuracies.
+DEFAULT_OBJECTIVES = ("rob_acc", "nat_acc")
+
+
+def dominates(a: Sequence[float], b: Sequence[float], maximise: bool = True) -> bool:
+    """`a` is at least as good as `b` on every objective and better on one."""
+    if not maximise:
+        a, b = [-x for x in a], [-x for x in b]
+    return all(x >= y for x, y in zip(a, b, strict=True)) and any(x > y for x, y in zip(a, b, strict=True))
+
+
+def pareto_mask(points: Sequence[Sequence[float]], maximise: bool = True) -> list[bool]:
+    """For each point, whether no other point dominates it.
+
+    Equal points do not dominate each other (nor does a point itself), so ties are on the
+    front together. Quadratic in the number of points, a search's trials: tens, not millions.
+    """
+    return [not any(dominates(q, p, maximise) for q in points) for p in points]
+
+
+def pareto_objectives(objectives: Sequence[str] | None) -> tuple[str, ...]:
+    """The columns a search's front is over: its objectives, or robust and natural accuracy."""
+    return tuple(objectives) if objectives else DEFAULT_OBJECTIVES
+
+
+def _competes(trial: Mapping[str, Any], objectives: Sequence[str]) -> bool:
+    return trial.get("status") == "finished" and all(is_finite(trial.get(name)) for name in objectives)
+
+
+def mark_pareto(trials: Sequence[Mapping[str, Any]], objectives: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """The trials (as new rows, in order) with `pareto` and `pareto_by` set, a front per model."""
+    by = pareto_objectives(objectives)
+    marked = [{**t, "pareto": False, "pareto_by": ",".join(by)} for t in trials]
+    for model in {t["model"] for t in marked}:
+        rows = [t for t in marked if t["model"] == model and _competes(t, by)]
+        for row, on_front in zip(rows, pareto_mask([[row[name] for name in by] for row in rows]), strict=True):
+            row["pareto"] = on_front
+    return marked
