@@ -91,6 +91,8 @@ BAD_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "objective": words.filter(lambda s: s not in ("trades", "madry")),
     "dataset": words.filter(lambda s: s not in ("digits", "cifar10", "cifar100", "svhn")),
     "name": bad_name,
+    "final_attack": words.filter(lambda s: s not in ("none", "autoattack")),
+    "final_attack_top": bad_positive_int,
 }
 ALLOWED_KEYS = {"name", "description", "zeta_from", "thin_model", "trials", "scheduler", "war", *VALID, *BAD_VALUES}
 unknown_key = words.filter(lambda k: k not in ALLOWED_KEYS and k.lower() not in ("y", "n", "yes", "no", "on", "off", "true", "false", "null"))

@@ -126,7 +126,7 @@ def test_compare_terminal_and_markdown_tables_share_their_rows():
          "rob_acc": 0.4, "stability": 0.7, "trials": 1, "total_seconds": 6.0, "cost_vs_grid": None},
     ]  # fmt: skip
     table = compare_table(rows)
-    assert table[0] == ["cnn-8", "grid", "6.00", "–", "90.00", "41.23", "–", "1", "2", "12", "1.00"]
+    assert table[0] == ["cnn-8", "grid", "6.00", "–", "90.00", "41.23", "–", "–", "1", "2", "12", "1.00"]
     assert table[1][3] == "epoch 7" and table[1][-1] == "–"
     calibration = {"model": "cnn-4", "best_lambda": 6.0, "zeta": 2.5, "seconds": 3.0}
     md = compare_markdown("c", rows, calibration, {"untuned": 1.0, "grid": 12.4, "optuna": 0.0, "war": 6.0})

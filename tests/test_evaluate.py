@@ -104,3 +104,20 @@ def test_cli_evaluate_refuses_unknown_attacks_and_folders(trained, tmp_path, cap
     assert "unknown attack(s) deepfool" in _error_line(code, err)
     code, _, err = _run(["evaluate", str(tmp_path)], capsys)
     assert "holds no model.json" in _error_line(code, err)
+
+
+@pytest.mark.parametrize("n_classes", [10, 100])
+def test_autoattack_is_the_standard_version_with_the_reference_budget(n_classes):
+    # fra31/auto-attack's set_version("standard"): torchattacks' own AutoAttack leaves its parts at 10 iterations
+    import torchattacks
+
+    from wartune.engine.attack_suite import standard_autoattack
+    from wartune.engine.models import create_model
+
+    attack = standard_autoattack(create_model("cnn-4", n_classes, 1, 8), 0.2, n_classes, seed=0)
+    apgd, apgd_t, fab_t, square = attack.attacks
+    assert isinstance(apgd, torchattacks.APGD) and (apgd.loss, apgd.steps, apgd.n_restarts, apgd.norm) == ("ce", 100, 1, "Linf")
+    assert isinstance(apgd_t, torchattacks.APGDT) and (apgd_t.steps, apgd_t.n_target_classes, apgd_t.n_restarts) == (100, 9, 1)
+    assert isinstance(fab_t, torchattacks.FAB) and (fab_t.steps, fab_t.n_target_classes, fab_t.multi_targeted) == (100, 9, True)
+    assert isinstance(square, torchattacks.Square) and (square.n_queries, square.rescale_schedule) == (5000, False)
+    assert {a.eps for a in attack.attacks} == {0.2}

@@ -64,7 +64,7 @@ def test_compare_rows_per_seed_and_the_table_mean_sd_with_summed_costs():
     assert [r["best_trial"] for r in rows[:2]] == ["g0b", "g1a"]  # each seed's grid keeps its own best λ
     grid, war = compare_table(rows)
     # grid: robust 0.6 and 0.8 → 70.00 ± 14.14; λ 6 and 1 → 3.50 ± 3.54; 2 seeds, 4 trials, 40 s
-    assert grid == ["cnn-8", "grid", "3.50 ± 3.54", "–", "90.00 ± 0.00", "70.00 ± 14.14", "80.00 ± 14.14", "2", "4", "40", "1.00"]
+    assert grid == ["cnn-8", "grid", "3.50 ± 3.54", "–", "90.00 ± 0.00", "70.00 ± 14.14", "–", "80.00 ± 14.14", "2", "4", "40", "1.00"]
     # WAR: (15 + 17) / 40 = 0.80; settled epochs 2 and 2 → 2.0 ± 0.0
     assert war[1:5] == ["war", "5.00 ± 0.00", "2.0 ± 0.0", "90.00 ± 0.00"] and war[-3:] == ["2", "32", "0.80"]
     assert totals(rows, 8.0) == {"grid": 40.0, "war": 32.0}  # the calibration of both seeds, once

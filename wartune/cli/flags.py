@@ -61,6 +61,12 @@ class SearchFlags:
     seeds: Annotated[int | None, typer.Option(help="Repeat every setting with seeds SEED..SEED+N-1; tables show mean ± sd.")] = field(
         default=None, metadata=space_key("seeds")
     )
+    final_attack: Annotated[str | None, typer.Option(help="At the search's end, attack the best trials with standard AutoAttack: autoattack or none.")] = field(
+        default=None, metadata=space_key("final_attack")
+    )
+    final_attack_top: Annotated[int | None, typer.Option(help="The final attack takes the best K trials by PGD-20 (per strategy, model and seed).")] = field(
+        default=None, metadata=space_key("final_attack_top")
+    )
     precision: Annotated[str | None, typer.Option(help="fp32, bf16, fp16 or auto (bf16 on a GPU that has it, else fp32).")] = field(
         default=None, metadata=space_key("precision")
     )

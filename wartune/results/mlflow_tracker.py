@@ -47,6 +47,7 @@ TRACKING_ERRORS: tuple[type[Exception], ...] = (MlflowException, OSError, SQLAlc
 
 EPOCH_METRICS = ("nat_acc", "rob_acc", "stability", "l_nat", "l_rob", "zeta", "lambda_mean", "lambda_last", "lipschitz", "lr")
 TRIAL_PARAMS = ("trial_id", "strategy", "model", "width", "dataset", "objective", "eps", "seed", "lambda_setting", "zeta_used", "zeta_from", "precision")
+FINAL_ATTACK_METRICS = ("aa_rob_acc", "aa_seconds")  # trials.parquet's AutoAttack columns MLflow shows
 _RUN_STATUS = {"finished": "FINISHED", "stopped": "FINISHED", "running": "KILLED"}  # error, failed: FAILED
 _BATCH = 100  # MLflow's limit of params or tags per log_batch call (metrics: 1000)
 
@@ -283,4 +284,9 @@ class MlflowTracker:
             for row in rows:
                 self.epoch(meta, row)
             if trial["status"] != "running":
+                ended = meta.trial_id in self.ended
                 self.trial_end(meta, trial["status"], trial.get("error"))
+                now = int(time.time() * 1000)
+                aa = [Metric(k, float(trial[k]), now, 0) for k in FINAL_ATTACK_METRICS if is_finite(trial.get(k))]
+                if aa and not ended:  # the search end's AutoAttack figures, as `log_final_attack` logs them
+                    self._log(self.runs[meta.trial_id], metrics=aa)

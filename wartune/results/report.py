@@ -17,9 +17,23 @@ from rich.table import Table
 from wartune.results.formatting import lambda_text, markdown_table, num, pct
 from wartune.results.seeds import MeanSd, group, mean_of, repeated, seeds_of
 from wartune.results.store import SUMMARY_FILE
-from wartune.results.trials import best_trial
+from wartune.results.trials import best_by_autoattack, best_trial, is_finite
 
 COLUMNS = ("trial", "strategy", "model", "λ", "natural", "robust", "stability", "examples", "l_nat/l_rob", "wall s", "status")
+AA_COLUMN = "AutoAttack"  # beside robust (PGD-20) when the search's end attacked trials (final_attack)
+
+
+def attacked(trials: list[dict[str, Any]]) -> bool:
+    """Whether any trial has an AutoAttack figure (trials.parquet's `aa_rob_acc`)."""
+    return any(is_finite(t.get("aa_rob_acc")) for t in trials)
+
+
+def columns(trials: list[dict[str, Any]]) -> tuple[str, ...]:
+    """`COLUMNS`, with `AutoAttack` after `robust` when any trial was attacked: the header of `rows`."""
+    if not attacked(trials):
+        return COLUMNS
+    at = COLUMNS.index("robust") + 1
+    return (*COLUMNS[:at], AA_COLUMN, *COLUMNS[at:])
 
 
 def examples_text(t: dict[str, Any]) -> str:
@@ -32,6 +46,7 @@ def examples_text(t: dict[str, Any]) -> str:
 def rows(trials: list[dict[str, Any]]) -> list[list[str]]:
     """One text row per trial, in λ order, the best one starred."""
     best = best_trial(trials)
+    aa = attacked(trials)
     ordered = sorted(trials, key=lambda t: (t["model"], t["lambda_setting"] if t["lambda_setting"] is not None else math.inf))
     out = []
     for t in ordered:
@@ -44,6 +59,7 @@ def rows(trials: list[dict[str, Any]]) -> list[list[str]]:
                 lambda_text(t),
                 pct(t["nat_acc"]),
                 pct(t["rob_acc"]),
+                *([pct(t.get("aa_rob_acc"))] if aa else []),
                 pct(t["stability"]),
                 examples_text(t),
                 num(t["zeta"]),
@@ -56,7 +72,7 @@ def rows(trials: list[dict[str, Any]]) -> list[list[str]]:
 
 def rich_table(trials: list[dict[str, Any]], title: str) -> Table:
     table = Table(title=title)
-    for col in COLUMNS:
+    for col in columns(trials):
         table.add_column(col, justify="left" if col in ("trial", "strategy", "model", "status") else "right")
     best = best_trial(trials)
     for row in rows(trials):
@@ -79,6 +95,7 @@ def summary_markdown(name: str, trials: list[dict[str, Any]]) -> str:
             f"Its weights: `{best['checkpoint']}/model.safetensors` (load with `wartune.results.model_files.load_model`).",
             "",
         ]
+        head += autoattack_lines(trials)
     total_cost = sum(t["device_seconds"] or 0.0 for t in trials)
     head += [
         "Natural, robust and stability in %, of each trial's best weights: the epoch with the highest "
@@ -88,12 +105,26 @@ def summary_markdown(name: str, trials: list[dict[str, Any]]) -> str:
         "early or failed shows that epoch's per-epoch figures (`first N`); every epoch's figures are in "
         "epochs.parquet. robust = PGD attack of the evaluation settings; l_nat/l_rob = ζ of the last epoch.",
         "",
-        markdown_table(COLUMNS, rows(trials)),
+        markdown_table(columns(trials), rows(trials)),
         "",
         f"Compute: {total_cost:.0f} device-seconds over {len(trials)} trials.",
         "",
     ]
     return "\n".join(head)
+
+
+def autoattack_lines(trials: list[dict[str, Any]]) -> list[str]:
+    """The best trial under both rules, when the search's end attacked trials with AutoAttack."""
+    by_aa, best = best_by_autoattack(trials), best_trial(trials)
+    if by_aa is None or best is None:
+        return []
+    return [
+        f"Best by PGD-20: **{best['trial_id']}** (robust {pct(best['rob_acc'])} %, AutoAttack {pct(best.get('aa_rob_acc'))} %); "
+        f"best by AutoAttack: **{by_aa['trial_id']}** (AutoAttack {pct(by_aa['aa_rob_acc'])} %, robust {pct(by_aa['rob_acc'])} %). "
+        f"AutoAttack: standard L∞ AutoAttack (APGD-CE, APGD-T, FAB-T, Square) on the best weights, all "
+        f"{by_aa['aa_examples']} test examples, for the best trials by PGD-20 (`final_attack_top`; – not attacked).",
+        "",
+    ]
 
 
 def width_blocks(trials: list[dict[str, Any]]) -> list[tuple[str, list[str], list[list[str]]]]:

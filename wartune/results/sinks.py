@@ -28,6 +28,7 @@ from wartune.results.trials import (
     FULL_SPLIT_RESULT,
     TrialMeta,
     TrialSummary,
+    final_attack_of,
     full_split_of,
     trial_status,
 )
@@ -146,6 +147,7 @@ class ParquetSink:
             "status": status,
             "error": error,
             "checkpoint": meta.checkpoint,
+            **final_attack_of(self.trials.get(meta.trial_id)),  # written after the trials, kept by every rewrite
         }
 
     def _write_steps(self, rows: list[dict[str, Any]], trial_id: str, epoch: int) -> None:

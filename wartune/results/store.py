@@ -112,6 +112,11 @@ TRIAL_SCHEMA = pa.schema(
         ("status", pa.string()),
         ("error", pa.string()),
         ("checkpoint", pa.string()),
+        # standard AutoAttack on the best weights at the search's end (final_attack; tune/final_verdict.py):
+        # robust accuracy, test examples and device-seconds; null for a trial it did not attack
+        ("aa_rob_acc", pa.float64()),
+        ("aa_examples", pa.int64()),
+        ("aa_seconds", pa.float64()),
     ]
 )
 
@@ -169,12 +174,14 @@ COMPARE_SCHEMA = pa.schema(
         ("lambda_settled_epoch", pa.int64()),  # WAR only
         ("nat_acc", pa.float64()),  # the best trial's, on the whole test split
         ("rob_acc", pa.float64()),
+        ("aa_rob_acc", pa.float64()),  # the best trial's AutoAttack figure; null when it was not attacked
         ("stability", pa.float64()),
         ("trials", pa.int64()),
         ("device_seconds", pa.float64()),  # the strategy's own trials
         ("calibration_seconds", pa.float64()),  # thin-net tuning it relied on
         ("total_seconds", pa.float64()),
         ("cost_vs_grid", pa.float64()),
+        ("aa_seconds", pa.float64()),  # AutoAttack on the strategy's attacked trials: not in total_seconds
         ("best_trial", pa.string()),
     ]
 )
@@ -183,7 +190,7 @@ TRIAL_KEY_COLUMNS = tuple(name for name, _ in _TRIAL_KEY)
 
 # Columns added to a schema after wartune wrote tables without them: such a table reads with
 # them null (and gains them on its next write), so a search from before stays readable.
-ADDED_COLUMNS = frozenset({"pareto", "pareto_by"})
+ADDED_COLUMNS = frozenset({"pareto", "pareto_by", "aa_rob_acc", "aa_examples", "aa_seconds"})
 
 # The files of a search folder (`runs/<name>/`) and of the output root (`runs/`).
 EPOCHS_FILE, TRIALS_FILE, STEPS_FILE = "epochs.parquet", "trials.parquet", "steps.parquet"

@@ -10,6 +10,7 @@ them when the server is back, at the latest when the search ends.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import yaml
+from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
@@ -52,6 +54,7 @@ __all__ = [
     "flatten",
     "git_commit",
     "log_artifacts",
+    "log_final_attack",
     "log_search",
     "short_reason",
     "summary_metrics",
@@ -194,6 +197,23 @@ def log_search(folder: Path, tracking_uri: str, experiment: str | None = None) -
         raise WartuneError(f"cannot log {str(folder)!r} to MLflow at {tracking_uri}: {short_reason(err)}") from err
     assert tracker.parent_id is not None
     return tracker.parent_id
+
+
+def log_final_attack(tracking_uri: str, experiment: str, figures: dict[str, dict[str, float]]) -> None:
+    """Add the search end's AutoAttack figures (trial id -> metrics) to each trial's newest
+    nested run, beside its PGD-20 `best_rob_acc`. Warn, never raise: they are in trials.parquet."""
+    from wartune.results.mlflow_models import trial_run  # it imports this module
+
+    for key, value in FAST_FAIL_ENV.items():
+        os.environ.setdefault(key, value)
+    try:
+        client = MlflowClient(tracking_uri=tracking_uri)
+        now = int(time.time() * 1000)
+        for trial_id, metrics in figures.items():
+            if (run_id := trial_run(client, experiment, trial_id)) is not None:
+                client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()], synchronous=True)
+    except TRACKING_ERRORS as err:
+        _warn(f"MLflow AutoAttack figures skipped ({short_reason(err)}); they are in trials.parquet")
 
 
 def log_artifacts(tracking_uri: str, experiment: str, files: list[Path]) -> None:

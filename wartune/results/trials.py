@@ -112,6 +112,23 @@ def best_trial(trials: list[dict[str, Any]]) -> dict[str, Any] | None:
     return max(done, key=lambda t: t["rob_acc"]) if done else None
 
 
+def best_by_autoattack(trials: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The finished trial with the highest AutoAttack robust accuracy, among those the search's
+    end attacked (`final_attack`); None when it attacked none. PGD-20 can rank them otherwise."""
+    attacked = [t for t in trials if t["status"] == "finished" and is_finite(t.get("aa_rob_acc"))]
+    return max(attacked, key=lambda t: t["aa_rob_acc"]) if attacked else None
+
+
+# What the search's end adds to a trial row (tune/final_verdict.py): AutoAttack's robust accuracy,
+# its test examples and its device-seconds. A sink rebuilding the row keeps them.
+FINAL_ATTACK_COLUMNS = ("aa_rob_acc", "aa_examples", "aa_seconds")
+
+
+def final_attack_of(trial: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The row's AutoAttack columns (None for a trial not attacked, or not recorded yet)."""
+    return {k: (trial or {}).get(k) for k in FINAL_ATTACK_COLUMNS}
+
+
 # A finished trial's result: its best epoch's weights attacked once on the whole test split.
 # The trainable reports these keys under FULL_SPLIT_RESULT; trials.parquet keeps them as columns.
 FULL_SPLIT_RESULT = "full_split_eval"

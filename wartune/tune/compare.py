@@ -49,8 +49,10 @@ from wartune.tune.strategies import (
 )
 
 SinksFor = Callable[[SearchSpace], list[Any]]  # a part's extra sink factories (MLflow)
-COLUMNS = ("model", "strategy", "λ", "λ settled", "natural %", "robust %", "stability %", "seeds", "trials", "cost s", "cost / grid")
-SEED_COLUMNS = ("model", "strategy", "seed", "λ", "λ settled", "natural %", "robust %", "stability %", "trials", "cost s", "cost / grid")
+COLUMNS = ("model", "strategy", "λ", "λ settled", "natural %", "robust %", "AutoAttack %", "stability %", "seeds", "trials", "cost s",
+           "cost / grid")  # fmt: skip
+SEED_COLUMNS = ("model", "strategy", "seed", "λ", "λ settled", "natural %", "robust %", "AutoAttack %", "stability %", "trials",
+                "cost s", "cost / grid")  # fmt: skip
 CALIBRATED = ("untuned", "war")  # strategies that rely on the thin-net calibration (its cost counts in)
 
 
@@ -142,10 +144,10 @@ def compare_rows(
             {
                 "compare": name, "strategy": strategy, "model": model, "width": best["width"], "seed": seed,
                 "lambda_final": best["lambda_final"], "lambda_settled_epoch": best["lambda_settled_epoch"],
-                "nat_acc": best["nat_acc"], "rob_acc": best["rob_acc"],
+                "nat_acc": best["nat_acc"], "rob_acc": best["rob_acc"], "aa_rob_acc": best.get("aa_rob_acc"),
                 "stability": best["stability"], "trials": len(trials), "device_seconds": own,
                 "calibration_seconds": calib, "total_seconds": own + calib, "cost_vs_grid": None,
-                "best_trial": best["trial_id"],
+                "aa_seconds": float(sum(t.get("aa_seconds") or 0.0 for t in trials)), "best_trial": best["trial_id"],
             }  # fmt: skip
         )
     grid_cost = {(r["model"], r["seed"]): r["total_seconds"] for r in rows if r["strategy"] == "grid"}
@@ -188,7 +190,7 @@ def compare_table(rows: list[dict[str, Any]]) -> list[list[str]]:
             [
                 model, strategy, MeanSd.of(r["lambda_final"] for r in repeats).text(),
                 _settled([r["lambda_settled_epoch"] for r in repeats]),
-                *(MeanSd.of(r[m] for r in repeats).text(100) for m in ("nat_acc", "rob_acc", "stability")),
+                *(MeanSd.of(r.get(m) for r in repeats).text(100) for m in ("nat_acc", "rob_acc", "aa_rob_acc", "stability")),
                 str(len(repeats)), str(sum(r["trials"] for r in repeats)), num(total, "{:.0f}"), num(ratio),
             ]
         )  # fmt: skip
@@ -200,7 +202,7 @@ def seed_table(rows: list[dict[str, Any]]) -> list[list[str]]:
     return [
         [
             r["model"], r["strategy"], str(r["seed"]), num(r["lambda_final"]), num(r["lambda_settled_epoch"], "epoch {}"),
-            pct(r["nat_acc"]), pct(r["rob_acc"]), pct(r["stability"]), str(r["trials"]),
+            pct(r["nat_acc"]), pct(r["rob_acc"]), pct(r.get("aa_rob_acc")), pct(r["stability"]), str(r["trials"]),
             num(r["total_seconds"], "{:.0f}"), num(r["cost_vs_grid"]),
         ]
         for r in rows
@@ -223,6 +225,13 @@ def compare_markdown(name: str, rows: list[dict[str, Any]], calibration: dict[st
         f"(GPU share × wall on a GPU, CPUs × wall on CPU), {over}costs summed over seeds.",
         "",
     ]
+    if aa_cost := sum(r.get("aa_seconds") or 0.0 for r in rows):
+        lines += [
+            "AutoAttack %: the best trial's robust accuracy under standard AutoAttack, run at each part's end "
+            f"(`final_attack`; – not attacked); it cost {aa_cost:.0f} device-seconds, not in the costs below, "
+            "which price the tuning.",
+            "",
+        ]
     if calibration.get("untuned_in_grid"):
         lines += ["The untuned λ is one of the grid's: its row is the grid's run at that λ (counted in both).", ""]
     lines += [markdown_table(COLUMNS, compare_table(rows)), ""]
@@ -285,7 +294,8 @@ def run_compare(space: SearchSpace, out: Path, *, resume: bool = False, overwrit
             from ray import tune
 
             data_ref = ray.put(data)  # one copy in the object store for every part's trials
-            calib = _run_part(_part(space, name="calibrate", strategy="grid", model=space.thin_model, strategies=None, war_variants={}),
+            calib = _run_part(_part(space, name="calibrate", strategy="grid", model=space.thin_model, strategies=None, war_variants={},
+                                    final_attack="none"),  # it only picks λ and ζ, by PGD-20
                               root, resume, sinks_for, storage, data_ref)  # fmt: skip
             entry = best_trial_entry(calib.trials, f"{space.name}/calibrate", space.thin_model)
             ZetaRegistry(registry or out / ZETA_FILE).put(entry)

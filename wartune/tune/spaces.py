@@ -146,6 +146,10 @@ class SearchSpace(TrainingSettings):
     # optuna: trade these off in one multi-objective study (None: robust accuracy alone)
     objectives: list[Literal["rob_acc", "nat_acc", "stability"]] | None = None
     sampler: Literal["tpe", "nsga2"] | None = None  # optuna's sampler; None is TPE
+    # the search's end: standard AutoAttack on the best `final_attack_top` trials of each strategy,
+    # model and seed by PGD-20 (None: every finished trial); tune/final_verdict.py
+    final_attack: Literal["none", "autoattack"] = "none"
+    final_attack_top: PositiveInt | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -32,6 +32,7 @@ from wartune.results.store import SPACE_FILE, TRIAL_SCHEMA, TRIALS_FILE, read_ro
 from wartune.results.zeta import ZetaEntry
 from wartune.tune import ray_state
 from wartune.tune.callbacks import WRITE_FAILURES, SinkCallback
+from wartune.tune.final_verdict import final_verdict
 from wartune.tune.params import fixed_lambda, trial_params, war_lambda
 from wartune.tune.reaper import children, start_reaper, stop_reaper
 from wartune.tune.result_logs import result_loggers
@@ -355,3 +356,4 @@ def _fit(space: SearchSpace, folder: Path, params: dict[str, Any], resume: bool,
                     f"search {folder.name!r} stopped: {failure}; the tables written before are intact "
                     "(free space or fix the folder, then run again with --resume)"
                 )
+        final_verdict(space, folder, data, extra_sinks)  # after the sinks closed, in the same Ray session
