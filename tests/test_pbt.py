@@ -29,7 +29,8 @@ def test_a_fixed_lambda_is_the_configs_when_restoring_another_runs_state(tmp_pat
 
 @pytest.mark.e2e
 def test_pbt_moves_a_running_trials_lambda_and_the_trial_trains_with_it(tmp_path, capsys):
-    space = write_space(tmp_path, strategy="pbt", model="cnn-8", trials=2, epochs=3,
+    # Two trials, the bottom half exploits the top one after every epoch: three chances to move.
+    space = write_space(tmp_path, strategy="pbt", model="cnn-8", trials=2, epochs=4,
                         pbt={"interval": 1, "quantile": 0.5, "resample": 0.0},
                         **{"lambda": {"low": 0.5, "high": 12, "log": True}})  # fmt: skip
     code, _, err = _run(["search", "--space", str(space), "--out", str(tmp_path / "runs"), "--no-mlflow"], capsys)
@@ -37,22 +38,22 @@ def test_pbt_moves_a_running_trials_lambda_and_the_trial_trains_with_it(tmp_path
     folder = tmp_path / "runs" / "tiny"
     trials = pq.read_table(folder / "trials.parquet").to_pylist()
     assert len(trials) == 2 and {t["strategy"] for t in trials} == {"pbt"} and {t["status"] for t in trials} == {"finished"}
-    results = {}
-    for path in (folder / "ray" / "tune").glob("*/result.json"):
-        rows = [json.loads(line) for line in path.read_text().splitlines()]
-        results[rows[0]["trial_id"]] = rows
-    assert set(results) == {t["trial_id"] for t in trials}
-    moved = 0
-    for rows in results.values():
-        for r in rows:  # every epoch trained with the λ its config held then
-            assert r["lambda_min"] == r["lambda_last"] == pytest.approx(r["config"]["lam"])
-            assert 0.5 <= r["config"]["lam"] <= 12
-        moved += len({r["config"]["lam"] for r in rows}) > 1
-    assert moved >= 1  # the bottom half took a top trial's weights and a perturbed λ
     epochs = pq.read_table(folder / "epochs.parquet").to_pylist()
-    for t in trials:  # the tables follow: the last epoch's λ is the trial's final λ
-        last = max((e for e in epochs if e["trial_id"] == t["trial_id"]), key=lambda e: e["epoch"])
-        assert t["lambda_final"] == pytest.approx(last["lambda_last"]) == pytest.approx(t["lambda_setting"])
+    moved = 0
+    for t in trials:
+        rows = sorted((e for e in epochs if e["trial_id"] == t["trial_id"]), key=lambda e: e["epoch"])
+        assert [e["epoch"] for e in rows] == [1, 2, 3, 4]
+        for e in rows:  # every epoch's every step trained with the λ the trial's config held then
+            assert e["lambda_min"] == e["lambda_max"] == pytest.approx(e["lambda_setting"])
+            assert 0.5 <= e["lambda_setting"] <= 12
+        moved += len({e["lambda_setting"] for e in rows}) > 1
+        # the trial's row: the λ it ended with, the one its last epoch trained with
+        assert t["lambda_final"] == pytest.approx(rows[-1]["lambda_last"]) == pytest.approx(t["lambda_setting"])
+    assert moved >= 1  # the bottom half took the top trial's weights and a perturbed λ
+    for path in (folder / "ray" / "tune").glob("*/result.json"):  # Ray's own log agrees, result by result
+        for line in path.read_text().splitlines():
+            r = json.loads(line)
+            assert r["lambda_last"] == pytest.approx(r["config"]["lam"])
 
 
 @pytest.mark.parametrize(

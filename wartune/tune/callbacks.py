@@ -72,8 +72,15 @@ class SinkCallback(tune.Callback):
             *(make(self.folder) for make in self.extra),
         ]
 
-    def _meta(self, trial: Any) -> TrialMeta:
-        return TrialParams.parse(trial.config).meta(
+    def _meta(self, trial: Any, result: dict | None = None) -> TrialMeta:
+        """The trial's meta, from the config it ran with when it reported `result` (else its
+        last epoch's). Not `trial.config`: PBT may already have put the next λ there, before
+        this result's row or the trial's end is written."""
+        ran_with = self.__dict__.setdefault("_ran_with", {})  # setdefault: a callback pickled before
+        if result is not None and result.get("config"):
+            ran_with[trial.trial_id] = result["config"]
+        config = ran_with.get(trial.trial_id) or trial.config
+        return TrialParams.parse(config).meta(
             trial.trial_id,
             **self._ran_on.get(trial.trial_id, {"device": "cpu"}),
             checkpoint=str(Path(MODELS_DIR) / trial.trial_id),
@@ -100,7 +107,7 @@ class SinkCallback(tune.Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         ran_on = self._ran_on.setdefault(trial.trial_id, {"device": "cpu"})
         ran_on.update({k: result[k] for k in ("device", "precision") if result.get(k)})
-        self._writing(self._each, "on_epoch", self._meta(trial), result)
+        self._writing(self._each, "on_epoch", self._meta(trial, result), result)
         if self.ray_state_dir is not None:
             ray_state.backup(self.ray_state_dir)
 
