@@ -180,7 +180,6 @@ def best_trial_entry(trials: list[dict[str, Any]], search: str, model: str | Non
     done = [t for t in fixed if t["status"] == "finished" and t["rob_acc"] is not None]
     by_lambda = group(done, key=lambda t: t["lambda_setting"])
     repeats = max(by_lambda.values(), key=lambda rows: mean_of(rows, "rob_acc"))
-    for t in repeats:
-        entry_from_trial(t, search)  # each repeat must have a finite ζ
-    means = {c: MeanSd.of(t[c] for t in repeats).mean for c in ("zeta", "zeta_step_std", "rob_acc", "nat_acc", "stability")}
-    return replace(entry_from_trial(repeats[0], search), **means)
+    entries = [entry_from_trial(t, search) for t in repeats]  # each repeat must have a finite ζ
+    means = {c: MeanSd.of(getattr(e, c) for e in entries).mean for c in ("zeta", "zeta_step_std", "rob_acc", "nat_acc", "stability")}
+    return replace(entries[0], **means)

@@ -114,9 +114,10 @@ def wide_lambdas(space: SearchSpace, entry: ZetaEntry) -> list[dict[str, Any]]:
 def cells(trials: list[dict[str, Any]], space: SearchSpace, entry: ZetaEntry) -> dict[tuple[str, str, int], list[dict[str, Any]]]:
     """The trials of each (strategy, model, seed); the untuned cell borrows the grid's trial at its λ."""
     out: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    borrowed = untuned_in_grid(space, entry)
     for t in trials:
         out.setdefault((t["strategy"], t["model"], t["seed"]), []).append(t)
-        if untuned_in_grid(space, entry) and t["strategy"] == "grid" and t["lambda_setting"] == entry.best_lambda:
+        if borrowed and t["strategy"] == "grid" and t["lambda_setting"] == entry.best_lambda:
             out.setdefault(("untuned", t["model"], t["seed"]), []).append({**t, "strategy": "untuned"})
     return out
 
