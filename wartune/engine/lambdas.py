@@ -8,6 +8,11 @@ The losses and λ_t are 0-dim tensors on the trial's device, so a step never wai
 GPU to read a number back; λ_t is float64, so its arithmetic is exactly that of the plain
 Python rules `war_step` and `war_ema_step`, which stay here as the references the tensor
 forms are tested against.
+
+A controller's state lives in tensors allocated once and updated in place (`copy_`,
+`add_`), never rebound: a CUDA graph of the training step (`engine/graphs.py`) captures
+`update` once and replays it, reading and writing those same tensors every step. `update`
+returns a fresh tensor holding λ_t, so a step's log never aliases the live state.
 """
 
 from __future__ import annotations
@@ -66,7 +71,7 @@ class Fixed:
         return {"value": self.value}
 
     def load_state_dict(self, state: dict[str, float]) -> None:
-        self._lambda = _scalar(float(state["value"]), self._lambda.device)
+        self._lambda.fill_(float(state["value"]))
 
 
 def ratio_defined(l_nat: float, l_rob: float, min_l_rob: float) -> bool:
@@ -161,7 +166,8 @@ class WAR:
     """Width Adjusted Regularization (Wu et al. 2021, Algorithm 1).
 
     Drives l_nat / l_rob towards ζ, the ratio measured on a thin net at its best λ: while
-    the wide net's ratio is above ζ (robust term too small), λ grows. `ratio="step"` uses
+    the wide net's ratio is below ζ (the robust term too large for its width), λ grows,
+    which pushes l_rob down and the ratio up; above ζ, λ shrinks. `ratio="step"` uses
     each step's losses (the paper); `ratio="ema"` their running averages (`war_ema_step`).
     """
 
@@ -204,13 +210,16 @@ class WAR:
 
     def update(self, l_nat: torch.Tensor, l_rob: torch.Tensor) -> torch.Tensor:
         if self.ratio == "ema":
-            self._lambda, self._m_nat, self._m_rob, skipped = war_ema_step_tensor(
+            lambda_t, m_nat, m_rob, skipped = war_ema_step_tensor(
                 self._lambda, self._m_nat, self._m_rob, l_nat, l_rob, self.zeta, self.alpha, self.ema_beta, self.min_l_rob
             )
+            self._m_nat.copy_(m_nat)
+            self._m_rob.copy_(m_rob)
         else:
-            self._lambda, skipped = war_step_tensor(self._lambda, l_nat, l_rob, self.zeta, self.alpha, self.min_l_rob)
-        self._skipped = self._skipped + skipped
-        return self._lambda
+            lambda_t, skipped = war_step_tensor(self._lambda, l_nat, l_rob, self.zeta, self.alpha, self.min_l_rob)
+        self._lambda.copy_(lambda_t)
+        self._skipped.add_(skipped)
+        return lambda_t
 
     def state_dict(self) -> dict[str, float]:
         """λ, the skip count and the averages (0 with `ratio="step"`): float64 values read back exactly."""
@@ -222,8 +231,7 @@ class WAR:
         }
 
     def load_state_dict(self, state: dict[str, float]) -> None:
-        device = self._lambda.device
-        self._lambda = _scalar(float(state["value"]), device)
-        self._skipped = torch.tensor(int(state.get("skipped_steps", 0)), dtype=torch.int64, device=device)
-        self._m_nat = _scalar(float(state.get("m_nat", 0.0)), device)
-        self._m_rob = _scalar(float(state.get("m_rob", 0.0)), device)
+        self._lambda.fill_(float(state["value"]))
+        self._skipped.fill_(int(state.get("skipped_steps", 0)))
+        self._m_nat.fill_(float(state.get("m_nat", 0.0)))
+        self._m_rob.fill_(float(state.get("m_rob", 0.0)))
