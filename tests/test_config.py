@@ -57,7 +57,7 @@ def test_bad_values_name_the_key(changes, expected):
 @pytest.mark.parametrize(
     "data,expected",
     [
-        ({"foo": 1}, "allowed keys: attack, batch_size, compile, data_dir, dataset, device, epochs, eval, lam, lr, model, momentum, objective, precision, schedule, seed, threads, weight_decay"),
+        ({"foo": 1}, "allowed keys: attack, batch_size, compile, data_dir, dataset, device, epochs, eval, graphs, lam, lr, model, momentum, objective, precision, schedule, seed, threads, weight_decay"),
         ({"attack": {"foo": 1}}, "unknown key 'attack.foo'; allowed keys: eps, step, steps"),
         ({"eval": {"foo": 1}}, "unknown key 'eval.foo'; allowed keys: eps, max_examples, step, steps"),
         ({"lam": {"kind": "war", "zeta": 3, "beta": 1}}, "allowed keys: alpha, ema_beta, kind, lambda0, ratio, zeta"),

@@ -138,3 +138,31 @@ def test_eval_batches_are_the_first_examples_in_order(digits):
     assert [len(y) for _, y in batches] == [256, 44]
     assert torch.equal(torch.cat([x for x, _ in batches]), digits.test_x[:300])
     assert sum(len(y) for _, y in eval_batches(digits, None, 256, CPU)) == 360
+
+
+@pytest.mark.parametrize(
+    "name,train,test,shape,classes",
+    [
+        ("synthetic-cifar10", 50_000, 10_000, (3, 32, 32), 10),
+        ("synthetic-cifar100", 50_000, 10_000, (3, 32, 32), 100),
+        ("synthetic-svhn", 73_257, 26_032, (3, 32, 32), 10),
+        ("synthetic-mnist", 60_000, 10_000, (1, 28, 28), 10),
+    ],
+)
+def test_synthetic_data_has_the_real_sets_shape_size_and_threat_model_and_needs_no_folder(name, train, test, shape, classes):
+    data = load_dataset(name)  # no --data-dir: nothing to read
+    assert data.train_x.shape == (train, *shape) and data.test_x.shape == (test, *shape)
+    assert data.train_x.dtype == torch.uint8 and data.train_y.dtype == torch.int64
+    assert int(data.train_y.min()) == 0 and int(data.train_y.max()) == classes - 1
+    real = dataset_info(name.removeprefix("synthetic-"))
+    info = data.info
+    assert (info.eps, info.step_size, info.augment, info.train_steps, info.eval_examples) == (
+        real.eps, real.step_size, real.augment, real.train_steps, real.eval_examples
+    )  # fmt: skip
+    assert info.name == name and not info.needs_data_dir
+
+
+def test_synthetic_data_is_the_same_bytes_on_every_call_and_differs_between_sets():
+    a, b = load_dataset("synthetic-cifar10"), load_dataset("synthetic-cifar10")
+    assert torch.equal(a.train_x, b.train_x) and torch.equal(a.test_y, b.test_y)
+    assert not torch.equal(a.train_x[:100], load_dataset("synthetic-cifar100").train_x[:100])

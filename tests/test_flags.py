@@ -93,6 +93,14 @@ def test_precision_and_compile_flags_reach_the_space_and_are_validated_there():
         load_space("table3", SearchFlags(precision="fp8").space_overrides())
 
 
+def test_the_graphs_flag_reaches_the_trials_config_and_is_validated():
+    space = load_space("table3", SearchFlags(graphs="off").space_overrides())
+    assert space.graphs == "off" and space.train_config("wrn10-2", 6.0).graphs == "off"
+    assert load_space("table3").graphs == "auto"
+    with pytest.raises(ConfigError, match="graphs: Input should be 'auto', 'on' or 'off'"):
+        load_space("table3", SearchFlags(graphs="always").space_overrides())
+
+
 def test_compare_objective_reaches_the_space(tmp_path, capsys):
     assert load_space("table3", SearchFlags(objective="madry").space_overrides()).objective == "madry"
     space = write_space(tmp_path, strategy="compare", thin_model="cnn-4", model=["cnn-8"])

@@ -53,7 +53,7 @@ class SearchFlags:
     lambdas: Annotated[str | None, typer.Option(help="Comma-separated λ grid, e.g. 6,9,12.")] = field(
         default=None, metadata=space_key("lambda", parse_lambdas)
     )
-    dataset: Annotated[str | None, typer.Option(help="digits, mnist, cifar10, cifar100 or svhn.")] = field(default=None, metadata=space_key("dataset"))
+    dataset: Annotated[str | None, typer.Option(help="digits, mnist, cifar10, cifar100, svhn, or synthetic-<one of the last four> (random data of its shape and size: no files).")] = field(default=None, metadata=space_key("dataset"))
     data_dir: DataDirOpt = field(default=None, metadata=space_key("data_dir", str))
     out: OutOpt = field(default=Path("runs"), metadata=OUTPUT)
     name: Annotated[str | None, typer.Option(help="Search name (its folder under --out).")] = field(default=None, metadata=space_key("name"))
@@ -67,8 +67,11 @@ class SearchFlags:
     final_attack_top: Annotated[int | None, typer.Option(help="The final attack takes the best K trials by PGD-20 (per strategy, model and seed).")] = field(
         default=None, metadata=space_key("final_attack_top")
     )
-    precision: Annotated[str | None, typer.Option(help="fp32, bf16, fp16 or auto (bf16 on a GPU that has it, else fp32).")] = field(
+    precision: Annotated[str | None, typer.Option(help="fp32, bf16, fp16 or auto (bf16 for nets of 2 M parameters or more on a GPU that has it, else fp32).")] = field(
         default=None, metadata=space_key("precision")
+    )
+    graphs: Annotated[str | None, typer.Option(help="auto, on or off: each trial's step captured once as a CUDA graph and replayed (auto: on a CUDA GPU).")] = field(
+        default=None, metadata=space_key("graphs")
     )
     compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="Wrap each trial's model in torch.compile.")] = field(
         default=None, metadata=space_key("compile")

@@ -50,16 +50,22 @@ class AttackResult:
     grad_l1_max: torch.Tensor
 
 
-def _random_start(x: torch.Tensor, cfg: PGDConfig, generator: torch.Generator | None) -> torch.Tensor:
-    """Noise drawn on the (CPU) generator, so CPU and GPU runs start alike."""
+def start_noise(x: torch.Tensor, cfg: PGDConfig, generator: torch.Generator | None) -> torch.Tensor | None:
+    """The random start's offset from x (None for `start: none`), drawn on the CPU generator.
+
+    Drawn on the host, so CPU and GPU runs start alike and a resumed run that restores the
+    generator draws the same numbers; then copied without blocking. It is an input of the
+    attack rather than a draw inside it, so a captured CUDA graph of the step replays with a
+    fresh offset copied into its static buffer every step (`engine/graphs.py`).
+    """
     if cfg.start == "none":
-        return x.clone()
+        return None
     shape, dtype = x.shape, x.dtype
     if cfg.start == "gaussian":
         noise = 0.001 * torch.randn(shape, generator=generator, dtype=dtype)
     else:
         noise = (torch.rand(shape, generator=generator, dtype=dtype) * 2 - 1) * cfg.eps
-    return (x + host_to_device(noise, x.device)).clamp(0.0, 1.0)
+    return host_to_device(noise, x.device)
 
 
 def _attack_loss(model: nn.Module, x_adv: torch.Tensor, target: torch.Tensor, loss: AttackLoss) -> torch.Tensor:
@@ -86,7 +92,18 @@ def pgd_linf(
     cfg: PGDConfig,
     generator: torch.Generator | None = None,
 ) -> AttackResult:
-    """Run `cfg.steps` signed-gradient ascent steps, projecting onto B∞(x, ε) ∩ [0, 1]."""
+    """PGD from a random start drawn on `generator` (see `pgd_from`)."""
+    return pgd_from(model, x, y, cfg, start_noise(x, cfg, generator))
+
+
+def pgd_from(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: PGDConfig, noise: torch.Tensor | None
+) -> AttackResult:
+    """Run `cfg.steps` signed-gradient ascent steps from x + `noise`, projecting onto B∞(x, ε) ∩ [0, 1].
+
+    Nothing here reads a number back to the host, so the whole attack can be captured in a
+    CUDA graph.
+    """
     was_training = model.training
     model.eval()
     x = x.detach()
@@ -95,7 +112,7 @@ def pgd_linf(
             target = F.softmax(model(x), dim=1)
     else:
         target = y
-    x_adv = _random_start(x, cfg, generator)
+    x_adv = x.clone() if noise is None else (x + noise).clamp(0.0, 1.0)
     grad_l1_max = torch.zeros(x.shape[0], device=x.device)
     for _ in range(cfg.steps):
         x_adv.requires_grad_(True)

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from wartune.engine.attacks import PGDConfig
 from wartune.engine.data import dataset_info
+from wartune.engine.graphs import GraphSetting
 from wartune.engine.lambdas import RatioMode
 from wartune.engine.models import check_model_name
 from wartune.engine.objectives import ObjectiveName, get_objective
@@ -99,8 +100,9 @@ class TrainingSettings(StrictModel):
     attack: AttackSettings = AttackSettings()
     eval: EvalSettings = EvalSettings()
     seed: int = 0
-    precision: PrecisionSetting = "auto"  # auto: bf16 on a CUDA GPU that has it, else fp32
+    precision: PrecisionSetting = "auto"  # auto: bf16 for a big net on a CUDA GPU that has it, else fp32
     compile: bool = False  # wrap the model in torch.compile
+    graphs: GraphSetting = "auto"  # the step as a CUDA graph; auto: on CUDA (engine/graphs.py)
 
     @field_validator("dataset")
     @classmethod

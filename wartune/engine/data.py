@@ -2,7 +2,9 @@
 
 `digits` (scikit-learn's 8x8 handwritten digits) ships inside an installed package and
 is the default: nothing is ever downloaded. MNIST, CIFAR-10/100 and SVHN load through
-torchvision from a folder the user names, with ``download=False``.
+torchvision from a folder the user names, with ``download=False``. `synthetic-<name>` is
+random data of that set's shape and size (`load_synthetic`), for benchmarks and for trying
+a GPU cluster before the data is in place.
 
 A `TensorDataset` is a few tensors and a frozen `DatasetInfo`, so it pickles at the cost
 of its bytes: a search loads it once on the driver and hands it to every trial through
@@ -12,6 +14,7 @@ Ray's object store (`wartune.tune.strategies`), and only the driver reads the fo
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +50,16 @@ DATASETS: dict[str, DatasetInfo] = {
     "cifar100": DatasetInfo("cifar100", 3, 32, 100, eps=8 / 255, step_size=0.007, augment=True, needs_data_dir=True, eval_examples=1000),
     "svhn": DatasetInfo("svhn", 3, 32, 10, eps=8 / 255, step_size=0.007, augment=False, needs_data_dir=True, eval_examples=1000),
 }
+SYNTHETIC = "synthetic-"
+# (training, test) examples of the real sets, which their synthetic stand-ins copy.
+REAL_SIZES: dict[str, tuple[int, int]] = {
+    "mnist": (60_000, 10_000), "cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000), "svhn": (73_257, 26_032),
+}  # fmt: skip
+# A synthetic set takes its real set's threat model, augmentation and evaluation size: a run on
+# it costs what the real run costs. Nothing to read, so no --data-dir.
+DATASETS.update(
+    {SYNTHETIC + name: dataclasses.replace(DATASETS[name], name=SYNTHETIC + name, needs_data_dir=False) for name in REAL_SIZES}
+)
 
 
 @dataclass
@@ -86,6 +99,8 @@ def load_dataset(name: str, data_dir: Path | str | None = None) -> TensorDataset
     check_data_dir(name, path)
     if name == "digits":
         return _load_digits(info)
+    if is_synthetic(name):
+        return load_synthetic(info)
     assert path is not None
     return _load_torchvision(info, path)
 
@@ -103,6 +118,26 @@ def _load_digits(info: DatasetInfo) -> TensorDataset:
     )
     train_idx_t, test_idx_t = torch.tensor(train_idx), torch.tensor(test_idx)
     return TensorDataset(info, images[train_idx_t], labels[train_idx_t], images[test_idx_t], labels[test_idx_t])
+
+
+def is_synthetic(name: str) -> bool:
+    """Whether a dataset is random stand-in data (its figures measure speed, not robustness)."""
+    return name.startswith(SYNTHETIC)
+
+
+def load_synthetic(info: DatasetInfo) -> TensorDataset:
+    """Uniform random uint8 images and labels of the real set's shape and size.
+
+    Seeded by the dataset's name, so every machine and every call makes the same bytes (a
+    cluster's nodes and a resumed search agree). Labels are random: nothing is learnable, and
+    accuracies stay near chance; only the cost of a run is real.
+    """
+    n_train, n_test = REAL_SIZES[info.name.removeprefix(SYNTHETIC)]
+    g = torch.Generator().manual_seed(zlib.crc32(info.name.encode()))
+    shape = (n_train + n_test, info.in_channels, info.image_size, info.image_size)
+    images = torch.randint(0, 256, shape, dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, info.num_classes, (n_train + n_test,), generator=g)
+    return TensorDataset(info, images[:n_train], labels[:n_train], images[n_train:], labels[n_train:])
 
 
 def _torchvision_arrays(info: DatasetInfo, root: Path) -> tuple[Any, Any, Any, Any]:

@@ -8,15 +8,20 @@ disturbs the training RNG, and a resumed run evaluates exactly as the uninterrup
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import torch
 from torch import nn
 
-from wartune.engine.attacks import PGDConfig, pgd_linf
+from wartune.engine.attacks import PGDConfig, pgd_from, start_noise
 from wartune.engine.batches import eval_batches
 from wartune.engine.data import TensorDataset
 from wartune.engine.metrics import ExampleFlags, RobustnessMetrics, example_flags, summarize
 
 EVAL_BATCH = 256
+# One evaluated batch: (x, y, the random start's offset) -> (correct, stable, robust, grad ℓ1 max) per example.
+BatchAttack = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, ...]]
 
 
 def eval_seed(seed: int, epoch: int) -> int:
@@ -30,6 +35,18 @@ def flags_under_attack(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y
         return example_flags(model(x).argmax(dim=1), model(x_adv).argmax(dim=1), y)
 
 
+def attack_batch(
+    model: nn.Module, attack: PGDConfig, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor | None
+) -> tuple[torch.Tensor, ...]:
+    """One batch attacked from x + `noise` and judged: the per-example flags and Lipschitz estimate.
+
+    Device work only, so a trainer can capture it as a CUDA graph (`engine/graphs.py`).
+    """
+    result = pgd_from(model, x, y, attack, noise)
+    flags = flags_under_attack(model, x, result.x_adv, y)
+    return flags.correct, flags.stable, flags.robust, result.grad_l1_max
+
+
 def evaluate_model(
     model: nn.Module,
     data: TensorDataset,
@@ -37,18 +54,21 @@ def evaluate_model(
     seed: int,
     max_examples: int | None = None,
     batch_size: int = EVAL_BATCH,
+    run_batch: BatchAttack | None = None,
 ) -> RobustnessMetrics:
     """Natural and PGD robust accuracy, stability and mean Lipschitz on the first test examples.
 
     One generator, seeded by `seed`, draws every batch's random start in order. `model`
-    may be a trainer's `net`, so the evaluation runs at the run's precision.
+    may be a trainer's `net`, so the evaluation runs at the run's precision; `run_batch`
+    (by default `attack_batch` on `model`) is how a trainer replays its captured attack.
     """
     generator = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
+    run_batch = run_batch or partial(attack_batch, model, attack)
     model.eval()
     flags, grads = [], []
     for x, y in eval_batches(data, max_examples, batch_size, device):
-        result = pgd_linf(model, x, y, attack, generator)
-        flags.append(flags_under_attack(model, x, result.x_adv, y))
-        grads.append(result.grad_l1_max)
+        correct, stable, robust, grad_l1_max = run_batch(x, y, start_noise(x, attack, generator))
+        flags.append(ExampleFlags(correct, stable, robust))
+        grads.append(grad_l1_max)
     return summarize(ExampleFlags.cat(flags), torch.cat(grads).cpu())

@@ -1,6 +1,7 @@
 """How the model is called: numeric precision, memory layout and compilation, resolved once.
 
-`auto` is bf16 on a CUDA GPU that supports it and fp32 elsewhere. Mixed precision lives in
+`auto` is bf16 for a net of at least `BF16_MIN_PARAMETERS` parameters on a CUDA GPU that
+supports it, and fp32 for smaller nets and elsewhere (`resolve_precision` says why). Mixed precision lives in
 the model call only: inputs stay fp32 (PGD's ε-ball projection and the sign of the input
 gradient are taken in fp32), are cast inside autocast, and the logits come back as fp32,
 so the losses, the KL target and λ's arithmetic never see a half-precision number. On fp32
@@ -22,15 +23,29 @@ Precision = Literal["fp32", "bf16", "fp16"]
 
 DTYPES: dict[Precision, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 FP16_ATTACK_LOSS_SCALE = 2.0**8  # a power of 2: scaling is exact, and 256 keeps fp16's backward in range
+# Below this many parameters `auto` keeps fp32 on a GPU. Provisional, from the first H200
+# figures (eager, before CUDA graphs): bf16 + channels_last made WRN-34-10 (46.2 M) 1.76x
+# faster than fp32, but left WRN-34-0.5 (0.12 M) slower than a plain fp32 loop: a thin net
+# is bound by kernel launches, which autocast's casts add to, not by arithmetic, which is
+# all bf16 saves. Between the two nothing is measured yet; `benchmarks/gpu_step.py` prints
+# fp32 and bf16 for both with graphs, and this boundary is to be set from those figures.
+BF16_MIN_PARAMETERS = 2_000_000
 
 
-def resolve_precision(setting: PrecisionSetting, device: torch.device) -> Precision:
-    """The precision a run trains at: `auto` is bf16 on a CUDA GPU that has it, else fp32."""
+def resolve_precision(setting: PrecisionSetting, device: torch.device, model: nn.Module | None = None) -> Precision:
+    """The precision a run trains at.
+
+    `auto` is bf16 on a CUDA GPU that has it for a net of at least `BF16_MIN_PARAMETERS`
+    parameters (all nets when `model` is not given), fp32 otherwise: bf16 halves the
+    arithmetic's cost, which pays only where arithmetic is what a step waits for.
+    """
     if setting != "auto":
         return setting
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "fp32"
+    if not (device.type == "cuda" and torch.cuda.is_bf16_supported()):
+        return "fp32"
+    if model is not None and sum(p.numel() for p in model.parameters()) < BF16_MIN_PARAMETERS:
+        return "fp32"
+    return "bf16"
 
 
 class AutocastModel(nn.Module):
@@ -49,7 +64,8 @@ class AutocastModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(x.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+        # no weight-cast cache: a CUDA graph must not capture casts cached across calls
+        with torch.autocast(x.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32, cache_enabled=False):
             return self.model(x).float()
 
 

@@ -3,26 +3,42 @@
 Weights, optimizer, scheduler, fp16 loss scale, RNGs, λ controller, epoch, history and best weights: a
 resumed run continues bit for bit (on CPU). Only tensors, numbers, strings, lists and
 dicts, so the file loads with `torch.load(..., weights_only=True)` (no pickled code).
+The functions take any object with a trainer's parts (`TrainerParts`), so this module needs
+nothing from `trainer.py`.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
+from torch import nn
 
-from wartune.engine.lambdas import Fixed
+from wartune.engine.lambdas import Fixed, LambdaController
 from wartune.engine.records import EpochRecord, StepTrace
-
-if TYPE_CHECKING:
-    from wartune.engine.trainer import Trainer
 
 FORMAT = 1
 
 
-def trainer_state(trainer: Trainer) -> dict[str, Any]:
+class TrainerParts(Protocol):
+    """What a resume point is made of: the state a `Trainer` holds."""
+
+    epoch: int
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    controller: LambdaController
+    scaler: torch.amp.GradScaler
+    generator: torch.Generator
+    history: list[EpochRecord]
+    step_traces: list[StepTrace]
+    best_epoch: int
+    best_state: dict[str, torch.Tensor]
+
+
+def trainer_state(trainer: TrainerParts) -> dict[str, Any]:
     """Everything `restore_trainer` needs to put a fresh Trainer of the same config where this one is."""
     state: dict[str, Any] = {
         "format": FORMAT,
@@ -45,7 +61,7 @@ def trainer_state(trainer: Trainer) -> dict[str, Any]:
     return state
 
 
-def restore_trainer(trainer: Trainer, state: dict[str, Any]) -> None:
+def restore_trainer(trainer: TrainerParts, state: dict[str, Any]) -> None:
     """Load `trainer_state`'s dict into a Trainer built from the same config (a fixed λ may differ)."""
     trainer.epoch = int(state["epoch"])
     trainer.model.load_state_dict(state["model"])

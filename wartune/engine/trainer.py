@@ -4,10 +4,12 @@ Pure PyTorch: no Ray, MLflow or files beyond its own checkpoint. `Trainer` holds
 training state and the step, which reads in the order of Algorithm 1: attack → l_nat,
 l_rob → λ_t → SGD step on l_nat + λ_t · l_rob. Feeding lives in `batches`, the
 per-epoch evaluation in `evaluation`, the resume point in `state`, how the model is
-called (precision, layout, compile) in `precision`.
+called (precision, layout, compile) in `precision`, CUDA graphs of the step in `graphs`.
 
-A step never waits for the device: the data live there, λ_t is a device tensor, and the
-step's numbers are read back once per epoch, when a non-finite loss is also caught.
+A step never waits for the device: the data live there, λ_t is a device tensor, the attack's
+random start is drawn before the step and handed in, and the step's numbers are read back
+once per epoch, when a non-finite loss is also caught. So on CUDA the step (`step_on`) is
+captured once as a CUDA graph and replayed for every full batch (`graphs: auto`).
 """
 
 from __future__ import annotations
@@ -16,22 +18,31 @@ import copy
 import random
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from wartune.engine.attacks import pgd_linf
+from wartune.engine.attacks import pgd_from, start_noise
 from wartune.engine.batches import train_batches
 from wartune.engine.config import FixedLambda, TrainConfig
 from wartune.engine.data import TensorDataset, load_dataset, on_device
 from wartune.engine.devices import resolve_device
-from wartune.engine.evaluation import eval_seed, evaluate_model
+from wartune.engine.evaluation import (
+    EVAL_BATCH,
+    BatchAttack,
+    attack_batch,
+    eval_seed,
+    evaluate_model,
+)
+from wartune.engine.graphs import GraphedCall, TensorLR, graphs_plan, say
 from wartune.engine.lambdas import WAR, Fixed, LambdaController
 from wartune.engine.metrics import RobustnessMetrics
 from wartune.engine.models import create_model
 from wartune.engine.objectives import get_objective
+from wartune.engine.optimizer import build_sgd, match_device
 from wartune.engine.precision import attack_at, grad_scaler, model_call, resolve_precision
 from wartune.engine.records import (
     EpochRecord,
@@ -81,7 +92,7 @@ class Trainer:
 
     `model` is the trained module (checkpointed, its keys unprefixed); `net` is how every
     forward pass calls it (autocast, channels_last, compile); `precision` is the resolved
-    fp32 / bf16 / fp16 the run trains at.
+    fp32 / bf16 / fp16 the run trains at; `graphs` says how its step runs (`graph_mode`).
     """
 
     def __init__(self, config: TrainConfig, data: TensorDataset | None = None) -> None:
@@ -95,15 +106,13 @@ class Trainer:
         self.data = on_device(data if data is not None else load_dataset(config.dataset, config.data_dir), self.device)
         info = self.data.info
         self.model = create_model(config.model, info.num_classes, info.in_channels, info.image_size).to(self.device)
-        self.precision = resolve_precision(config.precision, self.device)
+        self.precision = resolve_precision(config.precision, self.device, self.model)
         self.net = model_call(self.model, self.precision, self.device, config.compile)
         self.scaler = grad_scaler(self.precision, self.device)
         self.objective = get_objective(config.objective)
         self.train_attack = attack_at(config.train_pgd(), self.precision)
         self.eval_attack = attack_at(config.eval_pgd(), self.precision)
-        self.optimizer = torch.optim.SGD(
-            self.model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-        )
+        self.optimizer = build_sgd(self.model.parameters(), config, self.device)
         self.scheduler = make_scheduler(config.schedule, self.optimizer, config.epochs)
         self.controller = make_controller(config.lam, self.device)
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -112,6 +121,10 @@ class Trainer:
         self.step_traces: list[StepTrace] = []
         self.best_epoch = 0
         self.best_state: dict[str, torch.Tensor] = {}
+        self.staged, self.capture, why_not = graphs_plan(config.graphs, self.device, self.precision)
+        if why_not and config.graphs == "on":
+            say(f"graphs on: {why_not}")
+        self._graphed: tuple[GraphedCall, GraphedCall] | None = None
 
     @property
     def eps(self) -> float:
@@ -122,8 +135,12 @@ class Trainer:
         return self.epoch >= self.config.epochs
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """One step of Algorithm 1; returns (l_nat, l_rob, λ_t, per-example gradient ℓ1 max) on the device."""
-        attack = pgd_linf(self.net, x, y, self.train_attack, self.generator)
+        """One step of Algorithm 1, eagerly; returns (l_nat, l_rob, λ_t, per-example gradient ℓ1 max) on the device."""
+        return self.step_on(x, y, start_noise(x, self.train_attack, self.generator))
+
+    def step_on(self, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        """The step from a given random start: device work only, the code a CUDA graph captures."""
+        attack = pgd_from(self.net, x, y, self.train_attack, noise)
         self.net.train()
         logits_nat = self.net(x)
         logits_adv = self.net(attack.x_adv)
@@ -136,6 +153,37 @@ class Trainer:
         self.scaler.update()
         return l_nat.detach(), l_rob.detach(), lambda_t, attack.grad_l1_max
 
+    def graphed(self) -> tuple[GraphedCall, GraphedCall] | None:
+        """The training step and evaluation attack as `GraphedCall`s (None when `graphs` is off here).
+
+        Made on first use, after any resume point was loaded: loading replaces the
+        optimizer's momentum buffers, which a captured step reads by address.
+        """
+        if not self.staged:
+            return None
+        if self._graphed is None:
+            lr = TensorLR(self.optimizer, self.device)
+            step = GraphedCall(self.step_on, self.config.batch_size, "training step", self.capture,
+                               capture_context=lr.swapped_in, before_replay=lr.refresh)  # fmt: skip
+            # the training step's warm-up already made autograd's and cuBLAS's state: one eager call
+            # lets cuDNN choose its kernels for the evaluation's batch shape
+            attack = GraphedCall(partial(attack_batch, self.net, self.eval_attack), EVAL_BATCH,
+                                 "evaluation attack", self.capture, warmup=1)  # fmt: skip
+            self._graphed = (step, attack)
+        return self._graphed
+
+    @property
+    def graph_mode(self) -> str:
+        """How the step runs: `off` (plain eager), `eager` (staged, not captured), `captured`, or `failed: why`."""
+        graphed = self._graphed
+        if not self.staged:
+            return "off"
+        if graphed is not None and graphed[0].failure:
+            return f"failed: {graphed[0].failure}"
+        if graphed is not None and graphed[0].captured:
+            return "captured"
+        return "eager" if not self.capture else "warming up"
+
     def train_epoch(self) -> tuple[StepTrace, float]:
         """One pass over the training split; returns the step trace and mean train Lipschitz.
 
@@ -144,8 +192,10 @@ class Trainer:
         the best ones.
         """
         log = StepLog()
+        graphed = self.graphed()
+        step = graphed[0] if graphed is not None else self.step_on
         for x, y in train_batches(self.data, self.config.batch_size, self.generator, self.device):
-            log.append(*self.train_step(x, y))
+            log.append(*step(x, y, start_noise(x, self.train_attack, self.generator)))
         trace, train_lipschitz = log.to_host()
         if (step := trace.first_non_finite()) is not None:
             raise DivergedError(
@@ -159,12 +209,14 @@ class Trainer:
         examples (`TrainingSettings.eval_examples`), seeded by (seed, epoch)."""
         limit = max_examples or self.config.eval_examples
         seed = eval_seed(self.config.seed, self.epoch)
-        return evaluate_model(self.net, self.data, self.eval_attack, seed, limit)
+        graphed = self.graphed()
+        run_batch: BatchAttack | None = graphed[1] if graphed is not None else None
+        return evaluate_model(self.net, self.data, self.eval_attack, seed, limit, run_batch=run_batch)
 
     def run_epoch(self) -> EpochRecord:
         """Train one epoch, step the lr schedule, evaluate, and remember the best weights."""
         start = time.perf_counter()
-        lr = self.optimizer.param_groups[0]["lr"]
+        lr = float(self.optimizer.param_groups[0]["lr"])
         skipped_before = self.controller.skipped_steps
         trace, train_lipschitz = self.train_epoch()
         self.scheduler.step()
@@ -215,6 +267,8 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         restore_trainer(self, state)
+        match_device(self.optimizer, self.device)
+        self._graphed = None  # captured steps read the replaced momentum buffers by address
 
     def save(self, path: Path | str) -> None:
         """Write the resume point atomically (a partial file never replaces a good one)."""

@@ -14,6 +14,7 @@ from typing import Any
 
 from rich.table import Table
 
+from wartune.engine.data import is_synthetic
 from wartune.results.formatting import lambda_text, markdown_table, num, pct
 from wartune.results.seeds import MeanSd, group, mean_of, repeated, seeds_of
 from wartune.results.store import SUMMARY_FILE
@@ -70,8 +71,17 @@ def rows(trials: list[dict[str, Any]]) -> list[list[str]]:
     return out
 
 
+def synthetic_note(trials: list[dict[str, Any]]) -> str | None:
+    """The warning a table of runs on synthetic data carries: their accuracies mean nothing."""
+    names = sorted({t["dataset"] for t in trials if is_synthetic(t["dataset"])})
+    if not names:
+        return None
+    return (f"Synthetic data ({', '.join(names)}: random images and labels): accuracies are at chance; "
+            "these runs measure cost, not robustness.")  # fmt: skip
+
+
 def rich_table(trials: list[dict[str, Any]], title: str) -> Table:
-    table = Table(title=title)
+    table = Table(title=title, caption=synthetic_note(trials))
     for col in columns(trials):
         table.add_column(col, justify="left" if col in ("trial", "strategy", "model", "status") else "right")
     best = best_trial(trials)
@@ -85,6 +95,8 @@ def summary_markdown(name: str, trials: list[dict[str, Any]]) -> str:
     """summary.md: the best trial, then every trial (metrics at its best epoch, in %)."""
     best = best_trial(trials)
     head = [f"# Search `{name}`", ""]
+    if (note := synthetic_note(trials)) is not None:
+        head += [f"**{note}**", ""]
     if best is not None:
         head += [
             f"Best trial **{best['trial_id']}** ({best['model']}, λ {lambda_text(best)}, {best['objective']}, "
