@@ -1,65 +1,50 @@
-"""One TRADES-10 training step: wartune's Trainer at each precision against a plain loop and the floor.
+"""One TRADES-10 training step: wartune's Trainer eager and as a CUDA graph, at fp32 and bf16, against
+a plain loop and the floor.
 
 Images per second of one step (attack of K PGD steps → l_nat, l_rob → λ_t → SGD step) at
-batch 128 on CIFAR-shaped random data (3×32×32, 10 classes), for each model:
+batch 128 on synthetic CIFAR-10 (`synthetic-cifar10`), for each model:
 - `ref fp32`: the loop as TRADES' reference code writes it: host-side batches copied to the
-  device every step, fp32, contiguous layout, `loss.item()` every step;
-- `wartune fp32`, `wartune bf16`, `wartune bf16+cl` (channels_last), `wartune bf16+cl+compile`:
-  `Trainer.train_epoch` over device-resident data (one epoch = the measured steps);
+  device every step, fp32, contiguous layout, default (foreach) SGD, `loss.item()` every step;
+- `eager fp32`, `eager bf16+cl`: `Trainer.train_epoch` with `graphs: off` (fused SGD);
+- `eager bf16+cl foreach`: the same with PyTorch's default foreach SGD: what the fused optimizer gives;
+- `graph fp32`, `graph bf16+cl`: `graphs: on`, the step captured once and replayed;
+- `graph bf16+cl+compile`: the same with `torch.compile` (fused BN + ReLU), unless `--no-compile`;
 - `floor`: the step's forward and backward passes alone (K attack passes + the two training
-  passes, at bf16 + channels_last, on device-resident tensors: no sign, projection,
-  augmentation, λ or optimizer).
-Every side is built and warmed up first, then measured in rounds whose order rotates, so
-order favours none; each side's figure is its median round. Targets (GPU, WRN-34-10):
-bf16+cl ≥ 2.5× ref fp32, and bf16+cl within 1.15× of the floor (time ratio ≤ 1.15).
+  passes, bf16 + channels_last, device-resident tensors, eager).
+`auto` prints which of fp32 and bf16 `precision: auto` picks for the model (`BF16_MIN_PARAMETERS`).
+Targets (H200): WRN-34-10 graph bf16+cl ≥ 2.5× ref fp32; WRN-34-0.5 ≥ 5,000 img/s and ≥ 5× ref fp32.
 
-    python benchmarks/gpu_step.py [--models wrn34-10 wrn34-0.5] [--rounds 5] [--steps 5]
+    python benchmarks/gpu_step.py [--models wrn34-10 wrn34-0.5] [--rounds 5] [--steps 8]
     python benchmarks/gpu_step.py --smoke      # a small net on the CPU, under a minute
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
+from pathlib import Path
 
 import torch
+from common import Side, device_name, median_seconds, record, synthetic_slice
 from reference_trades import reference_trades_step
 
 from wartune.engine.config import TrainConfig
-from wartune.engine.data import TensorDataset, dataset_info
 from wartune.engine.devices import resolve_device
 from wartune.engine.models import create_model
-from wartune.engine.precision import model_call
+from wartune.engine.precision import model_call, resolve_precision
 from wartune.engine.trainer import Trainer
 
-Side = Callable[[], None]  # runs the measured steps once
 
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def cifar_shaped(n: int, seed: int = 0) -> TensorDataset:
-    """Random uint8 images and labels of CIFAR-10's shape, augmented as CIFAR-10 is."""
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
-    labels = torch.randint(0, 10, (n,), generator=g)
-    return TensorDataset(dataset_info("cifar10"), images, labels, images[:256], labels[:256])
-
-
-def trainer_side(args: argparse.Namespace, model: str, device: torch.device, precision: str, channels_last: bool, compile: bool) -> Side:
-    """wartune's own epoch over `steps` device-resident batches."""
+def trainer_side(args: argparse.Namespace, model: str, device: torch.device, precision: str, graphs: str,
+                 compile: bool = False, fused: bool = True) -> Side:  # fmt: skip
+    """wartune's own epoch over `steps` device-resident batches (channels_last on CUDA, as trials run)."""
     config = TrainConfig(
-        model=model, dataset="cifar10", lam=6.0, batch_size=args.batch, attack={"steps": args.k},
-        precision=precision, compile=compile, device=str(device),
-    )
-    trainer = Trainer(config, cifar_shaped(args.batch * args.steps))
-    if not channels_last:  # the bf16-only side: undo the CUDA default layout
-        trainer.model.to(memory_format=torch.contiguous_format)
-        trainer.net = model_call(trainer.model, trainer.precision, device, compile, channels_last=False)
+        model=model, dataset="synthetic-cifar10", lam=6.0, batch_size=args.batch, attack={"steps": args.k},
+        precision=precision, compile=compile, graphs=graphs, device=str(device),
+    )  # fmt: skip
+    trainer = Trainer(config, synthetic_slice(args.batch * args.steps))
+    if not fused:
+        for group in trainer.optimizer.param_groups:
+            group["fused"] = False
 
     def run() -> None:
         trainer.train_epoch()
@@ -71,7 +56,7 @@ def reference_side(args: argparse.Namespace, model_name: str, device: torch.devi
     """TRADES' `train()` + `trades_loss()`, written plainly: host batches, fp32, `.item()` per step."""
     model = create_model(model_name, 10, 3, 32).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)
-    data = cifar_shaped(args.batch * args.steps)
+    data = synthetic_slice(args.batch * args.steps)
     x_host, y_host = data.train_x.float() / 255, data.train_y
     eps, step, beta = 8 / 255, 0.007, 6.0
 
@@ -103,21 +88,19 @@ def floor_side(args: argparse.Namespace, model_name: str, device: torch.device) 
     return run
 
 
-def measure(sides: dict[str, Side], args: argparse.Namespace, device: torch.device) -> dict[str, float]:
-    """Images per second of each side: warm-up once, then rounds in rotating order, the median round."""
-    for run in sides.values():
-        run()
-    sync(device)
-    names = list(sides)
-    seconds: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(args.rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            sync(device)
-            start = time.perf_counter()
-            sides[name]()
-            sync(device)
-            seconds[name].append(time.perf_counter() - start)
-    return {name: args.batch * args.steps / statistics.median(s) for name, s in seconds.items()}
+def sides_for(args: argparse.Namespace, model: str, device: torch.device, with_compile: bool) -> dict[str, Side]:
+    sides: dict[str, Side] = {
+        "ref fp32": reference_side(args, model, device),
+        "eager fp32": trainer_side(args, model, device, "fp32", "off"),
+        "eager bf16+cl": trainer_side(args, model, device, "bf16", "off"),
+        "eager bf16+cl foreach": trainer_side(args, model, device, "bf16", "off", fused=False),
+        "graph fp32": trainer_side(args, model, device, "fp32", "on"),
+        "graph bf16+cl": trainer_side(args, model, device, "bf16", "on"),
+    }
+    if with_compile:
+        sides["graph bf16+cl+compile"] = trainer_side(args, model, device, "bf16", "on", compile=True)
+    sides["floor"] = floor_side(args, model, device)
+    return sides
 
 
 def main() -> None:
@@ -125,44 +108,44 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["wrn34-10", "wrn34-0.5"])
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--k", type=int, default=10, help="attack steps (TRADES-10)")
-    parser.add_argument("--steps", type=int, default=5, help="training steps per measured round")
+    parser.add_argument("--steps", type=int, default=8, help="training steps per measured round (>= 4: 3 warm up the graph)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-compile", action="store_true", help="leave out the torch.compile side")
-    parser.add_argument("--smoke", action="store_true", help="wrn10-0.5, batch 8, K=2, 1 step x 2 rounds: checks the script on a CPU")
+    parser.add_argument("--json", type=Path, help="append the figures as one JSON line")
+    parser.add_argument("--smoke", action="store_true", help="wrn10-0.5, batch 8, K=2, 4 steps x 2 rounds: checks the script on a CPU")
     args = parser.parse_args()
     if args.smoke:
-        args.models, args.batch, args.k, args.steps, args.rounds = ["wrn10-0.5"], 8, 2, 1, 2
+        args.models, args.batch, args.k, args.steps, args.rounds = ["wrn10-0.5"], 8, 2, 4, 2
     device = resolve_device(args.device)
     with_compile = not (args.no_compile or args.smoke)  # inductor on a CPU takes minutes to compile
     torch.backends.cudnn.benchmark = True
 
     results: dict[str, dict[str, float]] = {}
     for model in args.models:
-        sides: dict[str, Side] = {
-            "ref fp32": reference_side(args, model, device),
-            "wartune fp32": trainer_side(args, model, device, "fp32", channels_last=False, compile=False),
-            "wartune bf16": trainer_side(args, model, device, "bf16", channels_last=False, compile=False),
-            "wartune bf16+cl": trainer_side(args, model, device, "bf16", channels_last=True, compile=False),
-        }
-        if with_compile:
-            sides["wartune bf16+cl+compile"] = trainer_side(args, model, device, "bf16", channels_last=True, compile=True)
-        sides["floor"] = floor_side(args, model, device)
-        results[model] = measure(sides, args, device)
-        del sides
+        seconds = median_seconds(sides_for(args, model, device, with_compile), args.rounds, device)
+        results[model] = {name: args.batch * args.steps / s for name, s in seconds.items()}
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
-    print(f"TRADES-{args.k} step, batch {args.batch}, 3x32x32, {args.steps} steps x {args.rounds} rounds on {device}"
-          f"{' (smoke)' if args.smoke else ''}{'' if with_compile else '; compile side left out'}")
+    print(f"TRADES-{args.k} step, batch {args.batch}, synthetic CIFAR-10, {args.steps} steps x {args.rounds} rounds "
+          f"on {device_name(device)}{' (smoke)' if args.smoke else ''}{'' if with_compile else '; compile side left out'}")
+    figures: dict[str, object] = {"device": device_name(device), "smoke": args.smoke}
     for model, ips in results.items():
-        print(f"{model}:")
+        auto = resolve_precision("auto", device, create_model(model, 10, 3, 32))
+        print(f"{model}: (precision auto picks {auto})")
         for name, value in ips.items():
-            print(f"  {name:26s} {value:9.1f} img/s")
-        fast, ref, floor = ips["wartune bf16+cl"], ips["ref fp32"], ips["floor"]
-        print(f"  speed-up bf16+cl / ref fp32 : {fast / ref:6.2f}x   (target >= 2.5 on a GPU, WRN-34-10)")
-        print(f"  time bf16+cl / floor        : {floor / fast:6.2f}    (target <= 1.15 on a GPU)")
-        print(f"  time wartune fp32 / ref fp32: {ref / ips['wartune fp32']:6.2f}")
+            print(f"  {name:24s} {value:9.1f} img/s")
+        graph, ref, floor = ips["graph bf16+cl"], ips["ref fp32"], ips["floor"]
+        best = max(graph, ips["graph fp32"])
+        print(f"  graph bf16+cl / ref fp32   : {graph / ref:6.2f}x   (target >= 2.5 on WRN-34-10)")
+        print(f"  best graph / ref fp32      : {best / ref:6.2f}x   (target >= 5 on WRN-34-0.5)")
+        print(f"  graph / eager, bf16+cl     : {graph / ips['eager bf16+cl']:6.2f}x   (what the graph gives)")
+        print(f"  fused / foreach SGD, eager : {ips['eager bf16+cl'] / ips['eager bf16+cl foreach']:6.2f}x")
+        print(f"  bf16 / fp32, graphs        : {graph / ips['graph fp32']:6.2f}x   (precision auto's rule)")
+        print(f"  time graph bf16+cl / floor : {floor / graph:6.2f}    (target <= 1.15 on WRN-34-10)")
+        figures[model] = {**ips, "auto": auto}
+    record(args.json, "gpu_step", figures)
 
 
 if __name__ == "__main__":
