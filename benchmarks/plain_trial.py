@@ -1,6 +1,6 @@
 """One trial as a plain process, without Ray: the ceiling that packed trials are held against.
 
-Two modes, both on synthetic CIFAR-10 with the settings a trial gets (`precision: auto`,
+Two modes, both on a synthetic data set (CIFAR-10's by default) with the settings a trial gets (`precision: auto`,
 `graphs: auto`):
 - `trial`: what a search trial does, `Trainer.fit()` and then the best epoch's full-split
   evaluation; prints {"seconds": wall from the start of the process's work};
@@ -29,8 +29,8 @@ def config_of(args: argparse.Namespace):  # -> TrainConfig (imported late: the p
     from wartune.engine.config import TrainConfig
 
     return TrainConfig(
-        model=args.model, dataset="synthetic-cifar10", lam=6.0, epochs=args.epochs, batch_size=args.batch,
-        attack={"steps": args.k}, eval={"steps": 20, "max_examples": args.eval_examples}, seed=args.seed,
+        model=args.model, dataset=args.dataset, lam=6.0, epochs=args.epochs, batch_size=args.batch,
+        attack={"steps": args.k}, eval={"steps": args.eval_steps, "max_examples": args.eval_examples}, seed=args.seed,
         device=args.device, threads=1,
     )  # fmt: skip
 
@@ -39,13 +39,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=["trial", "steps"], default="trial")
     parser.add_argument("--model", default="wrn34-0.5")
-    parser.add_argument("--train", type=int, default=10_000, help="training images (a slice of synthetic CIFAR-10)")
+    parser.add_argument("--dataset", default="synthetic-cifar10", help="a synthetic-<name> set")
+    parser.add_argument("--train", type=int, default=10_000, help="training images (a slice of the synthetic set)")
     parser.add_argument("--test", type=int, default=10_000)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--steps", type=int, default=40, help="mode steps: measured full batches")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--eval-examples", type=int, default=1000)
+    parser.add_argument("--eval-steps", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
@@ -57,13 +59,13 @@ def main() -> None:
 
     start = time.perf_counter()
     if args.mode == "trial":
-        trainer = Trainer(config_of(args), synthetic_slice(args.train, args.test))
+        trainer = Trainer(config_of(args), synthetic_slice(args.train, args.test, args.dataset))
         trainer.fit()
         trainer.evaluate_best()
         sync(trainer.device)
         print(json.dumps({"seconds": time.perf_counter() - start}), flush=True)
         return
-    trainer = Trainer(config_of(args), synthetic_slice(args.batch * args.steps, args.test))
+    trainer = Trainer(config_of(args), synthetic_slice(args.batch * args.steps, args.test, args.dataset))
     trainer.train_epoch()  # warm-up: cuDNN's choices and the graph's capture
     sync(trainer.device)
     print("ready", flush=True)
