@@ -37,8 +37,14 @@ def synthetic_slice(n_train: int, n_test: int = 256, name: str = "synthetic-cifa
     return TensorDataset(full.info, full.train_x[:n_train], full.train_y[:n_train], full.test_x[:n_test], full.test_y[:n_test])
 
 
-def median_seconds(sides: dict[str, Side], rounds: int, device: torch.device) -> dict[str, float]:
-    """Each side warmed up once, then `rounds` rounds in rotating order; the median round's seconds."""
+def median_seconds(
+    sides: dict[str, Side], rounds: int, device: torch.device, clock: Callable[[], float] = time.perf_counter
+) -> dict[str, float]:
+    """Each side warmed up once, then `rounds` rounds in rotating order; the median round's seconds.
+
+    `clock` is wall time by default; single-threaded CPU sides on a shared machine are better
+    timed by `time.thread_time` (the CPU time this thread got, not the time it waited for it).
+    """
     for run in sides.values():
         run()
     sync(device)
@@ -47,10 +53,10 @@ def median_seconds(sides: dict[str, Side], rounds: int, device: torch.device) ->
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             sync(device)
-            start = time.perf_counter()
+            start = clock()
             sides[name]()
             sync(device)
-            seconds[name].append(time.perf_counter() - start)
+            seconds[name].append(clock() - start)
     return {name: statistics.median(s) for name, s in seconds.items()}
 
 
