@@ -21,7 +21,6 @@ from wartune.engine.lambdas import (
     war_ema_step,
     war_rule_step,
     war_step,
-    war_step_tensor,
 )
 from wartune.engine.trainer import make_controller
 
@@ -118,20 +117,6 @@ def test_war_tensor_update_equals_the_reference_rule_step_for_step(zeta, alpha, 
         assert float(war.update(a, b)) == reference  # bit for bit, not approximately
         assert war.skipped_steps == skipped
     assert skipped == 9  # 1e-6 as float32 is just below the threshold: skipped too
-
-
-def test_war_step_tensor_reports_the_skip_and_keeps_lambda():
-    lam, skipped = war_step_tensor(
-        torch.tensor(2.0, dtype=torch.float64),
-        torch.tensor(1.0),
-        torch.tensor(0.0),
-        30.0,
-        0.1,
-        1e-6,
-    )
-    assert (float(lam), bool(skipped)) == (2.0, True)
-    lam, skipped = war_step_tensor(lam, torch.tensor(1.0), torch.tensor(0.1), 30.0, 0.1, 1e-6)
-    assert (float(lam), bool(skipped)) == (pytest.approx(4.0), False)
 
 
 def test_war_state_round_trip():

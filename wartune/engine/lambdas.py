@@ -48,7 +48,6 @@ __all__ = [
     "war_ema_step",
     "war_rule_step",
     "war_step",
-    "war_step_tensor",
 ]
 
 CPU = torch.device("cpu")
@@ -106,25 +105,6 @@ class Fixed:
 def _defined_tensor(l_nat: torch.Tensor, l_rob: torch.Tensor, min_l_rob: float) -> torch.Tensor:
     """`ratio_defined` as a boolean tensor."""
     return torch.isfinite(l_nat) & torch.isfinite(l_rob) & (l_rob >= min_l_rob)
-
-
-def war_step_tensor(
-    lambda_prev: torch.Tensor,
-    l_nat: torch.Tensor,
-    l_rob: torch.Tensor,
-    zeta: float,
-    alpha: float,
-    min_l_rob: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """`war_step` (Algorithm 1) as tensor ops, without reading anything back: (λ_t, whether skipped).
-
-    The losses are widened to λ's float64 first (exactly), so λ_t equals `war_step`'s.
-    """
-    l_nat, l_rob = l_nat.to(lambda_prev.dtype), l_rob.to(lambda_prev.dtype)
-    defined = _defined_tensor(l_nat, l_rob, min_l_rob)
-    ratio = l_nat / torch.where(defined, l_rob, 1.0)
-    stepped = (lambda_prev + alpha * (zeta - ratio)).clamp(min=0.0)
-    return torch.where(defined, stepped, lambda_prev), ~defined
 
 
 class WAR:
