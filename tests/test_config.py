@@ -8,7 +8,7 @@ import torch
 from wartune.cli.flags import SearchFlags
 from wartune.engine.config import TrainConfig, WARLambda, validate
 from wartune.engine.data import dataset_info
-from wartune.engine.lambdas import war_step
+from wartune.engine.lambdas import WarRule, war_step
 from wartune.engine.trainer import make_controller
 from wartune.errors import ConfigError
 from wartune.results.zeta import PAPER_ENTRY
@@ -37,13 +37,19 @@ def _space(**changes):
         ({"strategy": "grid", "lambda": None}, "strategy 'grid' needs 'lambda' as a non-empty list"),
         ({"resources": {"gpu": -1}}, "resources.gpu: Input should be greater than or equal to 0"),
         ({"alpha": 0.2}, "'alpha' moved into the war block: write war: {alpha: 0.2}"),
-        ({"war": "wu2021"}, "war: give 'paper' (Algorithm 1) or a block of alpha, lambda0, ratio, ema_beta (got 'wu2021')"),
+        ({"war": "wu2021"}, "war: give 'paper' (Algorithm 1) or a block of alpha, alpha_per, ema_beta, hold, lambda0, max_step, ratio, window (got 'wu2021')"),
         ({"war": {"lambda0": "thick"}}, "war.lambda0: give a number >= 0 or 'thin' (the thin net's best λ) (got 'thick')"),
         ({"war": {"lambda0": -1}}, "war.lambda0: Input should be greater than or equal to 0 (got -1)"),
-        ({"war": {"ratio": "mean"}}, "war.ratio: Input should be 'step' or 'ema' (got 'mean')"),
+        ({"war": {"ratio": "mean"}}, "war.ratio: Input should be 'step', 'ema' or 'window' (got 'mean')"),
+        ({"war": {"alpha_per": "batch"}}, "war.alpha_per: Input should be 'step' or 'epoch' (got 'batch')"),
+        ({"war": {"ratio": "window", "window": 0}}, "war.window: Input should be greater than or equal to 1 (got 0)"),
+        ({"war": {"window": 12}}, "war.window: a window is the number of steps of ratio: window; set ratio: window or drop it (got 12)"),
+        ({"war": {"hold": "maybe"}}, "war.hold: Input should be a valid boolean"),
+        ({"war": {"max_step": -0.5}}, "war.max_step: Input should be greater than 0 (got -0.5)"),
+        ({"train_examples": 0}, "train_examples: Input should be greater than or equal to 1 (got 0)"),
         ({"war": {"ema_beta": 1}}, "war.ema_beta: Input should be less than 1 (got 1)"),
         ({"war": {"alpha": 0}}, "war.alpha: Input should be greater than 0 (got 0)"),
-        ({"war": {"beta": 0.9}}, "unknown key 'war.beta'; allowed keys: alpha, ema_beta, lambda0, ratio"),
+        ({"war": {"beta": 0.9}}, "unknown key 'war.beta'; allowed keys: alpha, alpha_per, ema_beta, hold, lambda0, max_step, ratio, window"),
     ],
 )
 def test_bad_values_name_the_key(changes, expected):
@@ -57,10 +63,10 @@ def test_bad_values_name_the_key(changes, expected):
 @pytest.mark.parametrize(
     "data,expected",
     [
-        ({"foo": 1}, "allowed keys: attack, batch_size, compile, data_dir, dataset, device, epochs, eval, graphs, lam, lr, model, momentum, objective, precision, schedule, seed, threads, weight_decay"),
+        ({"foo": 1}, "allowed keys: attack, batch_size, compile, data_dir, dataset, device, epochs, eval, graphs, lam, lr, model, momentum, objective, precision, schedule, seed, threads, train_examples, weight_decay"),
         ({"attack": {"foo": 1}}, "unknown key 'attack.foo'; allowed keys: eps, step, steps"),
         ({"eval": {"foo": 1}}, "unknown key 'eval.foo'; allowed keys: eps, max_examples, step, steps"),
-        ({"lam": {"kind": "war", "zeta": 3, "beta": 1}}, "allowed keys: alpha, ema_beta, kind, lambda0, ratio, zeta"),
+        ({"lam": {"kind": "war", "zeta": 3, "beta": 1}}, "allowed keys: alpha, alpha_per, ema_beta, hold, kind, lambda0, max_step, ratio, window, zeta"),
         ({"lam": {"kind": "fixed", "value": 3, "beta": 1}}, "allowed keys: kind, value"),
     ],
 )
@@ -154,7 +160,7 @@ def test_war_paper_is_the_default_and_runs_algorithm_1_exactly():
     assert _war_space().war == _war_space("paper").war == WarSettings()
     spec = _trial_lambda(_war_space("paper"))
     assert spec == WARLambda(zeta=30.0, alpha=0.1, lambda0=0.0, ratio="step")
-    controller, reference = make_controller(spec), 0.0
+    controller, reference = make_controller(spec, steps_per_epoch=12), 0.0
     for l_nat, l_rob in [(1.0, 0.1), (0.8, 0.02), (2.3, 0.0), (0.6, 0.01), (0.7, float("nan")), (0.5, 0.05)]:
         a, b = torch.tensor(l_nat), torch.tensor(l_rob)
         reference = war_step(reference, float(a), float(b), zeta=30.0, alpha=0.1, min_l_rob=1e-6)
@@ -167,15 +173,36 @@ def test_war_lambda0_is_zero_a_number_or_the_thin_nets_best_lambda(lambda0, expe
     spec = _trial_lambda(_war_space({"lambda0": lambda0}))
     assert (spec.zeta, spec.lambda0) == (30.0, expected)
     # the first update starts from λ_0: λ_1 = λ_0 + 0.1·(30 − 1.0 / 0.1)
-    assert float(make_controller(spec).update(torch.tensor(1.0), torch.tensor(0.1))) == pytest.approx(expected + 2.0)
+    assert float(make_controller(spec, steps_per_epoch=12).update(torch.tensor(1.0), torch.tensor(0.1))) == pytest.approx(expected + 2.0)
 
 
 def test_war_block_options_reach_the_trial_spec_and_the_controller():
     space = _war_space({"alpha": 0.2, "lambda0": "thin", "ratio": "ema", "ema_beta": 0.5})
     spec = _trial_lambda(space)
     assert spec == WARLambda(zeta=30.0, alpha=0.2, lambda0=3.0, ratio="ema", ema_beta=0.5)
-    controller = make_controller(spec)
+    controller = make_controller(spec, steps_per_epoch=12)
     assert (controller.alpha, controller.ratio, controller.ema_beta, controller.value) == (0.2, "ema", 0.5, 3.0)
+
+
+def test_war_settling_options_reach_the_trial_spec_and_the_controller():
+    space = _war_space({"lambda0": "thin", "hold": True, "ratio": "window", "alpha_per": "epoch", "max_step": 0.5})
+    spec = _trial_lambda(space)
+    assert spec == WARLambda(zeta=30.0, lambda0=3.0, hold=True, ratio="window", alpha_per="epoch", max_step=0.5)
+    controller = make_controller(spec, steps_per_epoch=12)  # the window: one epoch; α: 0.1 over its 12 steps
+    assert controller.rule == WarRule(30.0, 0.1 / 12, "window", 0.9, window=12, hold=True, max_step=0.5)
+    assert (controller.value, controller.holding) == (3.0, True)
+
+
+@pytest.mark.parametrize(
+    "war,expected",
+    [
+        ("paper", "paper (Algorithm 1: α 0.1 per step, λ_0 0, each step's l_nat/l_rob)"),
+        ({"lambda0": "thin", "hold": True}, "war: {hold: true, lambda0: thin}"),
+        ({"ratio": "window", "alpha_per": "epoch"}, "war: {alpha_per: epoch, ratio: window, window: one epoch}"),
+    ],
+)
+def test_a_war_block_describes_its_controller_in_one_line(war, expected):
+    assert _war_space(war).war.describe() == expected
 
 
 def test_transfers_alpha_flag_sets_war_alpha_over_a_paper_block():

@@ -14,6 +14,7 @@ from wartune.engine.data import (
     load_dataset,
     on_device,
     to_float,
+    training_subset,
 )
 from wartune.errors import DataError
 
@@ -166,3 +167,24 @@ def test_synthetic_data_is_the_same_bytes_on_every_call_and_differs_between_sets
     a, b = load_dataset("synthetic-cifar10"), load_dataset("synthetic-cifar10")
     assert torch.equal(a.train_x, b.train_x) and torch.equal(a.test_y, b.test_y)
     assert not torch.equal(a.train_x[:100], load_dataset("synthetic-cifar100").train_x[:100])
+
+
+def test_a_training_subset_is_fixed_class_balanced_and_in_file_order(digits):
+    sub = training_subset(digits, 105)
+    assert len(sub.train_y) == 105 and torch.equal(sub.test_y, digits.test_y)
+    assert torch.bincount(sub.train_y).tolist() == [11] * 5 + [10] * 5  # the classes take turns
+    # each class's first images in the file's order, kept in that order
+    for label in range(10):
+        mine = sub.train_x[sub.train_y == label]
+        assert torch.equal(mine, digits.train_x[digits.train_y == label][: len(mine)])
+    assert torch.equal(training_subset(digits, 105).train_x, sub.train_x)
+    assert training_subset(digits, None) is digits and training_subset(digits, 10**6) is digits
+
+
+def test_a_trainer_trains_on_the_configured_subset(digits, tiny_config):
+    from wartune.engine.trainer import Trainer
+
+    trainer = Trainer(tiny_config.model_copy(update={"train_examples": 200}), digits)
+    assert len(trainer.data.train_y) == 200
+    trace, _ = trainer.train_epoch()
+    assert len(trace.l_nat) == 2  # ceil(200 / 128) steps

@@ -44,8 +44,14 @@ def test_seeded_runs_are_identical(tiny_config, digits):
     assert _metrics(train(tiny_config, data=digits).history) == _metrics(train(tiny_config, data=digits).history)
 
 
-def test_resume_after_an_interrupted_epoch_reproduces_the_uninterrupted_run(tiny_config, digits, tmp_path):
-    config = tiny_config.model_copy(update={"epochs": 3})
+# a fixed λ, and WAR with every piece of controller state in use (window ring buffer, hold
+# flag): this cnn-8's ratios are in the hundreds, so ζ 700 releases the hold in epoch 1
+SETTLE = {"kind": "war", "zeta": 700.0, "lambda0": 6.0, "hold": True, "ratio": "window", "alpha_per": "epoch", "alpha": 0.3}
+
+
+@pytest.mark.parametrize("lam", [6.0, SETTLE], ids=["fixed", "war-settle"])
+def test_resume_after_an_interrupted_epoch_reproduces_the_uninterrupted_run(tiny_config, digits, tmp_path, lam):
+    config = _changed(tiny_config, epochs=3, lam=lam)
     uninterrupted = train(config, data=digits)
 
     first = Trainer(config, digits)
@@ -60,6 +66,8 @@ def test_resume_after_an_interrupted_epoch_reproduces_the_uninterrupted_run(tiny
     resumed.load(tmp_path / "trainer.pt")
     result = resumed.fit()
     assert _metrics(result.history) == _metrics(uninterrupted.history)
+    assert [t.lambda_t for t in result.step_traces] == [t.lambda_t for t in uninterrupted.step_traces]
+    assert isinstance(lam, float) or len(set(uninterrupted.step_traces[1].lambda_t)) > 1  # λ_t moved in the killed epoch
     for a, b in zip(result.model.state_dict().values(), uninterrupted.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
 

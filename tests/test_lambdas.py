@@ -1,8 +1,9 @@
-"""λ controllers: Fixed, and WAR's update (Algorithm 1) against a hand-computed sequence.
+"""λ controllers: Fixed, and WAR's update (Algorithm 1 and its variants) against hand-computed sequences.
 
 The controllers take and give 0-dim tensors (the trainer never reads a number back inside
 a step); `war_step` is the plain-Python reading of Algorithm 1 they are checked against,
-`war_ema_step` that of the `ratio: ema` option.
+`war_ema_step` that of the `ratio: ema` option, `war_rule_step` that of every `war:` setting
+(window, hold, per-epoch α, bounded step).
 """
 
 import math
@@ -10,7 +11,18 @@ import math
 import pytest
 import torch
 
-from wartune.engine.lambdas import WAR, Fixed, WarState, war_ema_step, war_step, war_step_tensor
+from wartune.engine.config import WARLambda
+from wartune.engine.lambdas import (
+    WAR,
+    Fixed,
+    WarRule,
+    WarRuleState,
+    WarState,
+    war_ema_step,
+    war_rule_step,
+    war_step,
+)
+from wartune.engine.trainer import make_controller
 
 
 def _update(controller, l_nat: float, l_rob: float) -> float:
@@ -20,7 +32,11 @@ def _update(controller, l_nat: float, l_rob: float) -> float:
 
 def test_fixed_returns_its_value_whatever_the_losses():
     c = Fixed(6.0)
-    assert [_update(c, a, b) for a, b in [(1.0, 0.1), (0.0, 0.0), (5.0, math.nan)]] == [6.0, 6.0, 6.0]
+    assert [_update(c, a, b) for a, b in [(1.0, 0.1), (0.0, 0.0), (5.0, math.nan)]] == [
+        6.0,
+        6.0,
+        6.0,
+    ]
 
 
 @pytest.mark.parametrize("bad", [-1.0, math.inf, math.nan])
@@ -45,7 +61,9 @@ def test_war_respects_lambda0_and_alpha():
     assert _update(war, 2.0, 1.0) == pytest.approx(3.0 + 0.5 * (10.0 - 2.0))
 
 
-@pytest.mark.parametrize("l_nat,l_rob", [(1.0, 0.0), (1.0, 1e-12), (math.nan, 0.1), (1.0, math.inf), (math.inf, 1.0)])
+@pytest.mark.parametrize(
+    "l_nat,l_rob", [(1.0, 0.0), (1.0, 1e-12), (math.nan, 0.1), (1.0, math.inf), (math.inf, 1.0)]
+)
 def test_war_skips_steps_whose_ratio_is_undefined(l_nat, l_rob):
     war = WAR(zeta=30.0)
     _update(war, 1.0, 0.1)  # λ = 2.0
@@ -66,9 +84,23 @@ def test_war_never_negative_or_non_finite_over_a_hostile_sequence(ratio):
 # Every kind of step: defined ratios above and below ζ, the floor at 0, and each guard
 # (l_rob = 0, vanishing, at the threshold, NaN and ±inf in either loss).
 HOSTILE = [
-    (1.0, 0.1), (0.8, 0.02), (0.6, 0.01), (2.3, 0.0), (0.5, 0.05), (1.0, 1e-9), (0.7, math.nan),
-    (math.nan, 0.3), (1.1, math.inf), (math.inf, 0.2), (-math.inf, 0.2), (0.9, 1e-6), (0.4, 0.013),
-    (3.0, 0.0), (1e30, 1e-5), (0.05, 2.0), (1.7, 0.11),
+    (1.0, 0.1),
+    (0.8, 0.02),
+    (0.6, 0.01),
+    (2.3, 0.0),
+    (0.5, 0.05),
+    (1.0, 1e-9),
+    (0.7, math.nan),
+    (math.nan, 0.3),
+    (1.1, math.inf),
+    (math.inf, 0.2),
+    (-math.inf, 0.2),
+    (0.9, 1e-6),
+    (0.4, 0.013),
+    (3.0, 0.0),
+    (1e30, 1e-5),
+    (0.05, 2.0),
+    (1.7, 0.11),
 ]
 
 
@@ -85,13 +117,6 @@ def test_war_tensor_update_equals_the_reference_rule_step_for_step(zeta, alpha, 
         assert float(war.update(a, b)) == reference  # bit for bit, not approximately
         assert war.skipped_steps == skipped
     assert skipped == 9  # 1e-6 as float32 is just below the threshold: skipped too
-
-
-def test_war_step_tensor_reports_the_skip_and_keeps_lambda():
-    lam, skipped = war_step_tensor(torch.tensor(2.0, dtype=torch.float64), torch.tensor(1.0), torch.tensor(0.0), 30.0, 0.1, 1e-6)
-    assert (float(lam), bool(skipped)) == (2.0, True)
-    lam, skipped = war_step_tensor(lam, torch.tensor(1.0), torch.tensor(0.1), 30.0, 0.1, 1e-6)
-    assert (float(lam), bool(skipped)) == (pytest.approx(4.0), False)
 
 
 def test_war_state_round_trip():
@@ -151,14 +176,18 @@ def test_war_ema_skips_whole_steps_before_any_average_exists():
     assert war_ema_step(state, 2.0, 0.5, 10.0, 0.1, 0.9, 1e-6).lambda_t == pytest.approx(2.6)
 
 
-@pytest.mark.parametrize("zeta,alpha,lambda0,beta", [(30.0, 0.1, 0.0, 0.9), (6.0, 0.37, 4.5, 0.5), (10.0, 0.1, 3.0, 0.0)])
+@pytest.mark.parametrize(
+    "zeta,alpha,lambda0,beta", [(30.0, 0.1, 0.0, 0.9), (6.0, 0.37, 4.5, 0.5), (10.0, 0.1, 3.0, 0.0)]
+)
 def test_war_ema_tensor_update_equals_the_reference_step_for_step(zeta, alpha, lambda0, beta):
     war = WAR(zeta=zeta, alpha=alpha, lambda0=lambda0, ratio="ema", ema_beta=beta)
     state = WarState(lambda0)
     for l_nat, l_rob in [(2.3, 0.0), (math.nan, 0.3), *HOSTILE]:  # starts with undefined steps too
         a, b = torch.tensor(l_nat), torch.tensor(l_rob)
         state = war_ema_step(state, float(a), float(b), zeta, alpha, beta, 1e-6)
-        assert float(war.update(a, b)) == state.lambda_t  # bit for bit: same float64 ops in the same order
+        assert (
+            float(war.update(a, b)) == state.lambda_t
+        )  # bit for bit: same float64 ops in the same order
         assert (war.state_dict()["m_nat"], war.state_dict()["m_rob"]) == (state.m_nat, state.m_rob)
         assert math.isfinite(state.lambda_t) and state.lambda_t >= 0
     assert war.skipped_steps == 11
@@ -173,6 +202,203 @@ def test_war_resumed_from_its_state_dict_continues_exactly(ratio):
     resumed = WAR(zeta=6.0, alpha=0.37, lambda0=1.0, ratio=ratio, ema_beta=0.8)
     resumed.load_state_dict(straight.state_dict())
     assert resumed.state_dict() == straight.state_dict()
-    assert [_update(resumed, *pair) for pair in second_half] == [_update(straight, *pair) for pair in second_half]
+    assert [_update(resumed, *pair) for pair in second_half] == [
+        _update(straight, *pair) for pair in second_half
+    ]
     assert resumed.state_dict() == straight.state_dict()
     assert (straight.state_dict()["m_rob"] > 0) == (ratio == "ema")
+
+
+# The settling variants (docs/war-study.md). Each hand-computed sequence differs from what
+# Algorithm 1 would do with the same losses, so a variant that fell back to it would fail.
+
+# ratio: window over 2 used steps. ζ = 10, α = 0.1, λ0 = 0.
+# step 1: window 1.0 / 0.5 = 2 -> λ = 0.1·8 = 0.8
+# step 2: (1 + 2) / (0.5 + 0.25) = 4 -> λ = 0.8 + 0.6 = 1.4   (the step's own ratio 8 would give 1.0)
+# step 3: l_rob = 0: skipped, the window keeps its two steps -> 1.4
+# step 4: (2 + 4) / (0.25 + 0.25) = 12 -> λ = 1.4 − 0.2 = 1.2  (step 1 left the window)
+# step 5: (4 + 1) / (0.25 + 0.75) = 5 -> λ = 1.2 + 0.5 = 1.7
+WINDOW_BY_HAND = [(1.0, 0.5), (2.0, 0.25), (3.0, 0.0), (4.0, 0.25), (1.0, 0.75)]
+
+# hold: λ0 = 6 kept until the ratio first reaches ζ = 10; α = 0.1.
+# step 1: 2.0 / 0.01 = 200 > ζ: held -> 6      (Algorithm 1: max(6 + 0.1·(10 − 200), 0) = 0)
+# step 2: skipped -> 6;  step 3: 15 > ζ: held -> 6
+# step 4: 8 <= ζ: released, and this step moves λ -> 6 + 0.2 = 6.2
+# step 5: 20 > ζ, no longer held -> 6.2 − 1.0 = 5.2
+HOLD_BY_HAND = [(2.0, 0.01), (1.0, 0.0), (1.5, 0.1), (1.0, 0.125), (1.0, 0.05)]
+
+# max_step 0.5: ζ = 10, α = 0.1, λ0 = 3.
+# step 1: 1/0.01 = 100 -> Δ = −9, bounded to −0.5 -> 2.5;  step 2: ratio 1 -> Δ 0.9 -> 0.5 -> 3.0
+# step 3: ratio 8 -> Δ 0.2 (inside the bound) -> 3.2
+BOUND_BY_HAND = [(1.0, 0.01), (1.0, 1.0), (1.0, 0.125)]
+
+
+@pytest.mark.parametrize(
+    "rule,lambda0,pairs,expected",
+    [
+        (
+            WarRule(10.0, 0.1, ratio="window", window=2),
+            0.0,
+            WINDOW_BY_HAND,
+            [0.8, 1.4, 1.4, 1.2, 1.7],
+        ),
+        (WarRule(10.0, 0.1, hold=True), 6.0, HOLD_BY_HAND, [6.0, 6.0, 6.0, 6.2, 5.2]),
+        (WarRule(10.0, 0.1, max_step=0.5), 3.0, BOUND_BY_HAND, [2.5, 3.0, 3.2]),
+    ],
+    ids=["window", "hold", "max_step"],
+)
+def test_war_variants_by_hand_in_the_reference_and_the_controller(rule, lambda0, pairs, expected):
+    state, reference = WarRuleState(lambda0, holding=rule.hold), []
+    for l_nat, l_rob in pairs:
+        state = war_rule_step(state, l_nat, l_rob, rule)
+        reference.append(state.lambda_t)
+    assert reference == pytest.approx(expected)
+    war = WAR.from_rule(rule, lambda0)
+    assert [_update(war, a, b) for a, b in pairs] == pytest.approx(expected)
+
+
+def test_hold_stays_held_while_the_ratio_is_above_zeta_and_is_gone_after_the_first_reach():
+    war = WAR.from_rule(WarRule(10.0, 0.1, hold=True), 6.0)
+    for _ in range(50):
+        assert _update(war, 1.0, 0.01) == 6.0 and war.holding
+    _update(war, 1.0, 0.1)  # ratio 10: reached (at ζ counts)
+    assert not war.holding
+    assert _update(war, 1.0, 0.01) == pytest.approx(
+        0.0
+    )  # then Algorithm 1's step: 6 + 0.1·(10 − 100) -> 0
+
+
+@pytest.mark.parametrize("steps_per_epoch", [4, 12, 391])
+def test_alpha_per_epoch_moves_lambda_as_much_per_epoch_whatever_the_steps(steps_per_epoch):
+    # ζ = 30, α = 0.1 per epoch, a steady ratio of 10: one epoch adds 0.1·(30 − 10) = 2.0
+    spec = WARLambda(zeta=30.0, alpha=0.1, alpha_per="epoch")
+    war = make_controller(spec, steps_per_epoch=steps_per_epoch)
+    for _ in range(steps_per_epoch):
+        _update(war, 1.0, 0.1)
+    assert war.value == pytest.approx(2.0)
+    assert war.alpha == pytest.approx(0.1 / steps_per_epoch)
+
+
+def test_the_default_window_is_one_epoch_of_steps():
+    spec = WARLambda(zeta=30.0, ratio="window")
+    assert spec.war_rule(30.0, steps_per_epoch=12).window == 12
+    assert WARLambda(zeta=30.0, ratio="window", window=5).war_rule(30.0, 12).window == 5
+    assert WARLambda(zeta=30.0).war_rule(30.0, 12) == WarRule(
+        30.0
+    )  # the paper: no window, α per step
+
+
+def test_the_general_rule_with_defaults_is_algorithm_1_bit_for_bit():
+    state, reference = WarRuleState(0.0), 0.0
+    for l_nat, l_rob in HOSTILE:
+        a, b = float(torch.tensor(l_nat)), float(torch.tensor(l_rob))
+        state = war_rule_step(state, a, b, WarRule(30.0, 0.1))
+        reference = war_step(reference, a, b, 30.0, 0.1, 1e-6)
+        assert state.lambda_t == reference
+
+
+VARIANTS = {
+    "window": (WarRule(6.0, 0.37, ratio="window", window=3), 1.0),
+    "window-hold-epoch": (WarRule(6.0, 0.37 / 5, ratio="window", window=5, hold=True), 4.5),
+    "hold": (WarRule(6.0, 0.37, hold=True), 4.5),
+    "hold-ema": (WarRule(6.0, 0.37, ratio="ema", ema_beta=0.5, hold=True), 2.0),
+    "max_step": (WarRule(6.0, 0.37, max_step=0.25), 1.0),
+    "everything": (WarRule(6.0, 0.37 / 4, ratio="window", window=4, hold=True, max_step=0.05), 3.0),
+}
+# Ratios that start far above ζ (the hold's case) and end below it, then HOSTILE's guards.
+OPENING = [
+    (2.3, 0.0),
+    (2.0, 0.01),
+    (math.nan, 0.3),
+    (1.9, 0.02),
+    (1.5, 0.05),
+    (1.2, 0.3),
+    (1.0, 0.4),
+]
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_war_variant_tensor_update_equals_the_reference_step_for_step(name):
+    rule, lambda0 = VARIANTS[name]
+    war, state, skipped = WAR.from_rule(rule, lambda0), WarRuleState(lambda0, holding=rule.hold), 0
+    held = []
+    for l_nat, l_rob in OPENING + HOSTILE:
+        a, b = torch.tensor(l_nat), torch.tensor(l_rob)
+        state = war_rule_step(state, float(a), float(b), rule)
+        skipped += not (math.isfinite(float(a)) and math.isfinite(float(b)) and float(b) >= 1e-6)
+        lam = float(war.update(a, b))
+        if rule.ratio == "window":  # torch sums in its own order; the reference sums exactly (fsum)
+            assert lam == pytest.approx(state.lambda_t, rel=1e-12, abs=1e-12)
+        else:
+            assert lam == state.lambda_t  # bit for bit
+        assert (war.holding, war.skipped_steps) == (state.holding, skipped)
+        assert math.isfinite(lam) and lam >= 0
+        held.append(state.holding)
+    assert held[0] == rule.hold and not held[-1]  # the hold, where there is one, was released
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_war_variant_resumed_from_its_state_dict_continues_exactly(name):
+    rule, lambda0 = VARIANTS[name]
+    pairs = OPENING + HOSTILE
+    straight = WAR.from_rule(rule, lambda0)
+    for pair in pairs[:9]:
+        _update(straight, *pair)
+    resumed = WAR.from_rule(rule, lambda0)
+    resumed.load_state_dict(straight.state_dict())
+    assert resumed.state_dict() == straight.state_dict()
+    assert [_update(resumed, *p) for p in pairs[9:]] == [_update(straight, *p) for p in pairs[9:]]
+    assert resumed.state_dict() == straight.state_dict()
+
+
+def _state_tensors(war: WAR) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in vars(war).items() if isinstance(v, torch.Tensor)}
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_war_state_stays_in_the_tensors_it_was_built_with(name):
+    # a CUDA graph captures update once and replays it on these same tensors: never rebound
+    rule, lambda0 = VARIANTS[name]
+    war = WAR.from_rule(rule, lambda0)
+    before = {k: (v, v.data_ptr()) for k, v in _state_tensors(war).items()}
+    for pair in OPENING:
+        out = war.update(torch.tensor(pair[0]), torch.tensor(pair[1]))
+        assert all(
+            out.data_ptr() != v.data_ptr() for v in _state_tensors(war).values()
+        )  # a fresh λ_t
+    war.load_state_dict(WAR.from_rule(rule, lambda0).state_dict())
+    assert {k: (v, v.data_ptr()) for k, v in _state_tensors(war).items()} == before
+
+
+@pytest.mark.parametrize("name", [*VARIANTS, "paper", "ema"])
+def test_war_update_never_reads_a_value_back_to_the_host(name):
+    # on the meta device a tensor has no value: float(), .item() or `if tensor` would raise
+    rule, lambda0 = VARIANTS.get(name) or (
+        WarRule(6.0, ratio="ema" if name == "ema" else "step"),
+        1.0,
+    )
+    war = WAR.from_rule(rule, lambda0, device=torch.device("meta"))
+    for _ in range(3):
+        lambda_t = war.update(torch.tensor(1.0, device="meta"), torch.tensor(0.1, device="meta"))
+    assert lambda_t.device.type == "meta" and lambda_t.dtype == torch.float64
+
+
+def test_a_window_of_another_length_is_refused_on_load():
+    state = WAR(6.0, ratio="window", window=3).state_dict()
+    with pytest.raises(ValueError, match="window_nat holds 3 steps; this controller's window is 4"):
+        WAR(6.0, ratio="window", window=4).load_state_dict(state)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"window": 0},
+        {"window": 2.5},
+        {"max_step": 0.0},
+        {"max_step": math.inf},
+        {"ratio": "median"},
+    ],
+)
+def test_war_variant_settings_are_checked(kwargs):
+    with pytest.raises(ValueError):
+        WAR(6.0, **kwargs)

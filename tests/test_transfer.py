@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import write_space
 from tests.test_cli import _error_line, _run
-from wartune.engine.lambdas import WarState, war_ema_step
+from wartune.engine.lambdas import WarRule, WarRuleState, WarState, war_ema_step, war_rule_step
 from wartune.results.zeta import PAPER_ENTRY, ZetaRegistry
 
 pytestmark = pytest.mark.e2e
@@ -60,6 +60,7 @@ def test_transfer_runs_war_beside_the_untuned_lambda(calibrated, capsys):
     assert len(trace) == 3 * 12 and max(trace) > 0 and min(trace) >= 0
     assert war["lambda_final"] == pytest.approx(trace[-1])
     assert "WAR→" in out and "untuned" in out
+    assert "controller: paper (Algorithm 1: α 0.1 per step, λ_0 0, each step's l_nat/l_rob)" in err
 
 
 def test_transfer_with_lambda0_thin_starts_from_the_registry_entrys_best_lambda(tmp_path, capsys):
@@ -72,6 +73,7 @@ def test_transfer_with_lambda0_thin_starts_from_the_registry_entrys_best_lambda(
          "--out", str(tmp_path / "runs"), "--no-mlflow"], capsys,
     )  # fmt: skip
     assert code == 0, err
+    assert "controller: war: {ratio: ema, ema_beta: 0.5, lambda0: thin}" in err
     steps = pq.read_table(tmp_path / "runs" / "transfer-wrn10-0.5" / "steps.parquet").to_pylist()
     steps.sort(key=lambda s: (s["epoch"], s["step"]))
     first = steps[0]
@@ -95,3 +97,26 @@ def test_transfer_refusals_exit_2_with_one_line(calibrated, capsys, argv, expect
     code, _, err = _run(["transfer", *argv, "--model", "cnn-8", "--out", str(calibrated / "runs"), "--name", "x"], capsys)
     assert expected in _error_line(code, err)
     assert not (calibrated / "runs" / "x").exists()
+
+
+def test_transfer_with_a_settling_controller_trains_as_its_reference_rule(tmp_path, capsys):
+    # hold λ_0 = 3 until the one-epoch window's ratio reaches ζ, then α 0.1 per epoch (12 steps of digits)
+    registry = tmp_path / "zeta.parquet"
+    thin = dataclasses.replace(PAPER_ENTRY, model="wrn10-0.5", dataset="digits", eps=0.2, best_lambda=3.0, zeta=40.0)
+    ZetaRegistry(registry).put(thin)
+    war = {"lambda0": "thin", "hold": True, "ratio": "window", "alpha_per": "epoch"}
+    space = write_space(tmp_path, epochs=2, war=war)
+    code, _, err = _run(
+        ["transfer", "--zeta-from", "wrn10-0.5", "--space", str(space), "--registry", str(registry),
+         "--out", str(tmp_path / "runs"), "--no-mlflow"], capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "controller: war: {alpha_per: epoch, ratio: window, hold: true, lambda0: thin, window: one epoch}" in err
+    steps = pq.read_table(tmp_path / "runs" / "transfer-wrn10-0.5" / "steps.parquet").to_pylist()
+    steps.sort(key=lambda s: (s["epoch"], s["step"]))
+    assert len(steps) == 2 * 12
+    rule, state = WarRule(40.0, 0.1 / 12, "window", window=12, hold=True), WarRuleState(3.0, holding=True)
+    for s in steps:  # the whole trace, replayed with the plain-Python rule
+        state = war_rule_step(state, s["l_nat"], s["l_rob"], rule)
+        assert s["lambda_t"] == pytest.approx(state.lambda_t, rel=1e-12)
+    assert steps[0]["lambda_t"] == 3.0  # the first ratio (about 200) is far above ζ: held

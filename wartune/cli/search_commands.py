@@ -152,6 +152,7 @@ def transfer(
     spec = load_space(space, overrides)
     entry = registry_at(flags.registry, flags.out).lookup(zeta_from, spec.dataset, spec.objective, spec.eps, force)
     err_console.print(f"ζ {num(entry.zeta, ZETA)} from {entry.describe()} (best λ {entry.best_lambda:g}, {entry.source})")
+    err_console.print(f"controller: {spec.war.describe()}", highlight=False, markup=False)
     lam = war_and_untuned(spec.war, entry) if compare_untuned else None
     run_and_report(spec, flags, calibration=entry, lam=lam)
 

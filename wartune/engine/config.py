@@ -16,11 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from wartune.engine.attacks import PGDConfig
 from wartune.engine.data import dataset_info
 from wartune.engine.graphs import GraphSetting
-from wartune.engine.lambdas import RatioMode
 from wartune.engine.models import check_model_name
 from wartune.engine.objectives import ObjectiveName, get_objective
 from wartune.engine.precision import PrecisionSetting
 from wartune.engine.schedules import ScheduleName
+from wartune.engine.war_rules import RatioMode, WarRule
 from wartune.errors import ConfigError, WartuneError
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -65,13 +65,35 @@ class FixedLambda(StrictModel):
 class WARRule(StrictModel):
     """How WAR moves λ_t, shared by the engine's spec and a search space's `war:` block.
 
-    The defaults are Algorithm 1 exactly: α = 0.1 and the ratio of each step's own losses;
-    `ratio: ema` uses running averages of both losses instead (`lambdas.war_ema_step`).
+    The defaults are Algorithm 1 exactly: α = 0.1 per step, each step's own l_nat / l_rob,
+    no hold, no bound. The other settings are `war_rules.war_rule_step`'s: `ratio: ema`
+    (running averages of both losses), `ratio: window` (the means over the last `window`
+    steps, default one epoch, as ζ is measured), `alpha_per: epoch` (α spread over an
+    epoch's steps), `hold` (λ_0 kept until the ratio first reaches ζ) and `max_step` (the
+    largest change of λ in one step). docs/war-study.md measures each.
     """
 
     alpha: PositiveFloat = 0.1
+    alpha_per: Literal["step", "epoch"] = "step"
     ratio: RatioMode = "step"
     ema_beta: Annotated[float, Field(ge=0, lt=1)] = 0.9  # used by ratio: ema only
+    window: PositiveInt | None = None  # ratio: window's steps; None: one epoch
+    hold: bool = False
+    max_step: PositiveFloat | None = None
+
+    @field_validator("window")
+    @classmethod
+    def _window_needs_window_ratio(cls, v: int | None, info: ValidationInfo) -> int | None:
+        if v is not None and info.data.get("ratio") != "window":
+            raise ValueError("a window is the number of steps of ratio: window; set ratio: window or drop it")
+        return v
+
+    def war_rule(self, zeta: float, steps_per_epoch: int) -> WarRule:
+        """The engine's rule in per-step units: α / steps per epoch for `alpha_per: epoch`,
+        the window in steps (one epoch's when unset)."""
+        alpha = self.alpha / steps_per_epoch if self.alpha_per == "epoch" else self.alpha
+        window = (self.window or steps_per_epoch) if self.ratio == "window" else 1
+        return WarRule(zeta, alpha, self.ratio, self.ema_beta, window, self.hold, self.max_step)
 
 
 class WARLambda(WARRule):
@@ -90,6 +112,8 @@ class TrainingSettings(StrictModel):
 
     dataset: str = "digits"
     data_dir: Path | None = None
+    # a fixed class-balanced subset of the training split (`data.training_subset`); None: all of it
+    train_examples: PositiveInt | None = None
     objective: ObjectiveName = "trades"
     epochs: PositiveInt = 10
     batch_size: PositiveInt = 128

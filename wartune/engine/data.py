@@ -224,3 +224,22 @@ def crop_and_flip(images: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, flip
     batch = torch.arange(n, device=device)[:, None, None, None]
     channel = torch.arange(c, device=device)[None, :, None, None]
     return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def training_subset(data: TensorDataset, examples: int | None) -> TensorDataset:
+    """The training split cut to `examples` images (`TrainingSettings.train_examples`), the test split whole.
+
+    Deterministic and class-balanced, so every trial and seed trains on the same images: the
+    classes take turns, each giving its next image in the file's order, and the chosen images
+    keep that order. With `examples` None or at least the split's size, the data as they are.
+    """
+    labels = data.train_y.cpu()
+    if examples is None or examples >= len(labels):
+        return data
+    rank = torch.empty_like(labels)  # each image's place among its class's images
+    for label in labels.unique():
+        members = (labels == label).nonzero().squeeze(1)
+        rank[members] = torch.arange(len(members))
+    turns = torch.argsort(rank * (int(labels.max()) + 1) + labels, stable=True)
+    chosen = turns[:examples].sort().values.to(data.train_y.device)
+    return dataclasses.replace(data, train_x=data.train_x[chosen], train_y=data.train_y[chosen])

@@ -15,6 +15,7 @@ captured once as a CUDA graph and replayed for every full batch (`graphs: auto`)
 from __future__ import annotations
 
 import copy
+import math
 import random
 import time
 from collections.abc import Callable
@@ -28,7 +29,7 @@ import torch
 from wartune.engine.attacks import pgd_from, start_noise
 from wartune.engine.batches import train_batches
 from wartune.engine.config import FixedLambda, TrainConfig
-from wartune.engine.data import TensorDataset, load_dataset, on_device
+from wartune.engine.data import TensorDataset, load_dataset, on_device, training_subset
 from wartune.engine.devices import resolve_device
 from wartune.engine.evaluation import (
     EVAL_BATCH,
@@ -73,11 +74,15 @@ class DivergedError(RuntimeError):
     """Training produced a NaN or infinite loss; the run cannot continue."""
 
 
-def make_controller(spec: Any, device: torch.device = torch.device("cpu")) -> LambdaController:
-    """The λ controller described by a config's `lam` field, keeping λ_t on `device`."""
+def make_controller(spec: Any, device: torch.device = torch.device("cpu"), *, steps_per_epoch: int) -> LambdaController:
+    """The λ controller described by a config's `lam` field, keeping λ_t on `device`.
+
+    `steps_per_epoch` (ceil(training examples / batch size)) sizes WAR's `alpha_per: epoch`
+    and its default one-epoch window.
+    """
     if isinstance(spec, FixedLambda):
         return Fixed(spec.value, device)
-    return WAR(spec.zeta, spec.alpha, spec.lambda0, spec.ratio, spec.ema_beta, device=device)
+    return WAR.from_rule(spec.war_rule(spec.zeta, steps_per_epoch), spec.lambda0, device)
 
 
 def seed_all(seed: int) -> None:
@@ -103,7 +108,8 @@ class Trainer:
         self.device = resolve_device(config.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels once
-        self.data = on_device(data if data is not None else load_dataset(config.dataset, config.data_dir), self.device)
+        data = training_subset(data if data is not None else load_dataset(config.dataset, config.data_dir), config.train_examples)
+        self.data = on_device(data, self.device)
         info = self.data.info
         self.model = create_model(config.model, info.num_classes, info.in_channels, info.image_size).to(self.device)
         self.precision = resolve_precision(config.precision, self.device, self.model)
@@ -114,7 +120,8 @@ class Trainer:
         self.eval_attack = attack_at(config.eval_pgd(), self.precision)
         self.optimizer = build_sgd(self.model.parameters(), config, self.device)
         self.scheduler = make_scheduler(config.schedule, self.optimizer, config.epochs)
-        self.controller = make_controller(config.lam, self.device)
+        steps_per_epoch = math.ceil(len(self.data.train_y) / config.batch_size)
+        self.controller = make_controller(config.lam, self.device, steps_per_epoch=steps_per_epoch)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.epoch = 0
         self.history: list[EpochRecord] = []

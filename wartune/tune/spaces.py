@@ -58,8 +58,8 @@ class LambdaRange(StrictModel):
 class WarSettings(WARRule):
     """A space's `war:` block: how WAR runs, wherever a search resolves ζ (war, transfer, compare).
 
-    `war: paper` is Algorithm 1 exactly (α 0.1, λ_0 = 0, each step's ratio), the defaults.
-    `lambda0: thin` starts λ at the thin net's best λ from the same ζ registry entry.
+    `war: paper` is Algorithm 1 exactly (α 0.1 per step, λ_0 = 0, each step's ratio), the
+    defaults. `lambda0: thin` starts λ at the thin net's best λ from the same ζ registry entry.
     """
 
     lambda0: NonNegFloat | Literal["thin"] = 0.0
@@ -70,7 +70,8 @@ class WarSettings(WARRule):
         if data == "paper":
             return {}
         if isinstance(data, str):
-            raise ValueError("give 'paper' (Algorithm 1) or a block of alpha, lambda0, ratio, ema_beta")
+            keys = ", ".join(sorted(cls.model_fields))
+            raise ValueError(f"give 'paper' (Algorithm 1) or a block of {keys}")
         return data
 
     @field_validator("lambda0", mode="before")
@@ -84,6 +85,16 @@ class WarSettings(WARRule):
         """The engine's WAR spec towards `zeta`; `thin_lambda` is the calibration's best λ."""
         lambda0 = thin_lambda if self.lambda0 == "thin" else self.lambda0
         return WARLambda(zeta=zeta, lambda0=lambda0, **self.model_dump(exclude={"lambda0"}))
+
+    def describe(self) -> str:
+        """One line naming the controller: `paper` (Algorithm 1), or the block's settings that differ from it."""
+        changed: dict[str, Any] = self.model_dump(exclude_defaults=True)
+        if not changed:
+            return "paper (Algorithm 1: α 0.1 per step, λ_0 0, each step's l_nat/l_rob)"
+        if self.ratio == "window" and self.window is None:
+            changed["window"] = "one epoch"
+        shown = (str(v).lower() if isinstance(v, bool) else str(v) for v in changed.values())
+        return "war: {" + ", ".join(f"{k}: {v}" for k, v in zip(changed, shown, strict=True)) + "}"
 
 
 Strategy = Literal["grid", "optuna", "pbt", "war", "fixed", "compare"]
