@@ -133,3 +133,17 @@ def test_compare_terminal_and_markdown_tables_share_their_rows():
     for row in table:
         assert "| " + " | ".join(row) + " |" in md
     assert "| " + " | ".join(COLUMNS) + " |" in md
+
+
+@pytest.mark.e2e
+def test_a_search_on_synthetic_data_needs_no_folder_and_says_its_figures_are_chance(tmp_path, capsys):
+    # synthetic MNIST: 60,000 random 28x28 images in memory, no --data-dir; 256 of them trained on
+    space = write_space(tmp_path, dataset="synthetic-mnist", model="cnn-4", epochs=1, train_examples=256,
+                        attack={"steps": 1}, eval={"steps": 1, "max_examples": 64}, **{"lambda": [3]})  # fmt: skip
+    code, out, err = _run(["search", "--space", str(space), "--out", str(tmp_path / "runs"), "--num-cpus", "1", "--no-mlflow"], capsys)
+    assert code == 0, err
+    folder = tmp_path / "runs" / "tiny"
+    (row,) = pq.read_table(folder / "trials.parquet").to_pylist()
+    assert row["dataset"] == "synthetic-mnist" and row["status"] == "finished" and row["eval_examples"] == 10_000
+    assert "Synthetic data (synthetic-mnist: random images and labels)" in (folder / "summary.md").read_text()
+    assert "random images and labels" in " ".join(out.split())  # the terminal table's caption
