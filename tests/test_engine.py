@@ -203,3 +203,14 @@ def test_a_per_epoch_evaluation_of_the_whole_split_is_reused_not_repeated(tiny_c
     assert (full.nat_acc, full.rob_acc, full.stability, full.lipschitz, full.n) == (
         best.nat_acc, best.rob_acc, best.stability, best.lipschitz, 360,
     )  # fmt: skip
+
+
+def test_the_old_checkpoints_module_still_gives_load_model_and_says_where_it_went():
+    import importlib
+
+    import wartune
+    import wartune.checkpoints
+
+    with pytest.warns(DeprecationWarning, match="use wartune.load_model"):
+        old = importlib.reload(wartune.checkpoints)
+    assert old.load_model is wartune.load_model is load_model
