@@ -138,9 +138,17 @@ class WAR:
     ) -> None:
         if not (math.isfinite(lambda0) and lambda0 >= 0):
             raise ValueError(f"λ0 must be a finite number >= 0, got {lambda0}")
-        self.rule = WarRule(zeta, alpha, ratio, ema_beta, window, hold, max_step, min_l_rob)
-        self.zeta, self.alpha, self.min_l_rob = self.rule.zeta, self.rule.alpha, self.rule.min_l_rob
-        self.ratio, self.ema_beta = ratio, self.rule.ema_beta
+        rule = WarRule(
+            zeta, alpha, ratio, ema_beta, window, hold, max_step, min_l_rob
+        )  # checks them
+        self.zeta, self.alpha, self.min_l_rob = rule.zeta, rule.alpha, rule.min_l_rob
+        self.ratio, self.ema_beta, self.window, self.max_step = (
+            ratio,
+            rule.ema_beta,
+            window,
+            max_step,
+        )
+        self.hold = hold
         self._lambda = _scalar(lambda0, device)
         self._skipped = torch.zeros((), dtype=torch.int64, device=device)
         self._holding = torch.tensor(hold, dtype=torch.bool, device=device)
@@ -155,6 +163,20 @@ class WAR:
         """The controller of one `WarRule` (per-step units), starting from λ_0."""
         return cls(rule.zeta, rule.alpha, lambda0, rule.ratio, rule.ema_beta, rule.min_l_rob, device,
                    window=rule.window, hold=rule.hold, max_step=rule.max_step)  # fmt: skip
+
+    @property
+    def rule(self) -> WarRule:
+        """The rule this controller computes (`war_rules.war_rule_step` is its plain-Python form)."""
+        return WarRule(
+            self.zeta,
+            self.alpha,
+            self.ratio,
+            self.ema_beta,
+            self.window,
+            self.hold,
+            self.max_step,
+            self.min_l_rob,
+        )
 
     @property
     def value(self) -> float:
@@ -189,19 +211,18 @@ class WAR:
         for window, loss in ((self._window_nat, l_nat), (self._window_rob, l_rob)):
             kept = torch.where(defined, loss, window.index_select(0, pos).squeeze(0))
             window.index_copy_(0, pos, kept.unsqueeze(0))
-        pos.add_(defined.to(pos.dtype)).remainder_(self.rule.window)
+        pos.add_(defined.to(pos.dtype)).remainder_(self.window)
         return self._window_nat.sum(), self._window_rob.sum()
 
     def update(self, l_nat: torch.Tensor, l_rob: torch.Tensor) -> torch.Tensor:
-        rule = self.rule
         l_nat, l_rob = l_nat.to(self._lambda.dtype), l_rob.to(self._lambda.dtype)
-        defined = _defined_tensor(l_nat, l_rob, rule.min_l_rob)
+        defined = _defined_tensor(l_nat, l_rob, self.min_l_rob)
         numerator, denominator = self._measured(l_nat, l_rob, defined)
         ratio = numerator / torch.where(defined, denominator, 1.0)
-        holding = self._holding & ~(defined & (ratio <= rule.zeta))
-        delta = rule.alpha * (rule.zeta - ratio)
-        if rule.max_step is not None:
-            delta = delta.clamp(-rule.max_step, rule.max_step)
+        holding = self._holding & ~(defined & (ratio <= self.zeta))
+        delta = self.alpha * (self.zeta - ratio)
+        if self.max_step is not None:
+            delta = delta.clamp(-self.max_step, self.max_step)
         stepped = (self._lambda + delta).clamp(min=0.0)
         lambda_t = torch.where(defined & ~holding, stepped, self._lambda)
         self._lambda.copy_(lambda_t)
