@@ -108,6 +108,19 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
         yield items[i : i + size]
 
 
+def newest_trial_run(client: MlflowClient, experiment: str, trial_id: str) -> str | None:
+    """The newest nested run a tracker made for the trial (its params hold the trial id): where
+    the search end's AutoAttack figures, its front marks and its model go."""
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    runs = client.search_runs(
+        [exp.experiment_id], filter_string=f"params.trial_id = '{trial_id}'", order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )  # fmt: skip
+    return runs[0].info.run_id if runs else None
+
+
 def summary_metrics(rows: list[dict[str, Any]], meta: TrialMeta, full_split: dict[str, Any] | None = None) -> dict[str, float]:
     """A trial's end-of-run metrics, named as MLflow shows them (`best_rob_acc`, `final_zeta`, ...).
 
