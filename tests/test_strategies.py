@@ -52,19 +52,28 @@ def test_optuna_search_samples_lambda_in_range_with_its_budget(tmp_path, capsys)
     assert all(t["status"] in ("finished", "stopped") for t in trials)
 
 
-def test_multi_objective_optuna_search_marks_lists_and_plots_its_front(tmp_path, capsys):
+def test_nsga2_search_from_the_objectives_flag_marks_its_front_in_parquet_and_mlflow(tmp_path, capsys):
+    """A whole multi-objective search with NSGA-II, its objectives given on the command line
+    with their directions, logged to MLflow: six trials, a population of four, so the last is
+    bred from the first generation; every trial run carries its front mark as tags."""
     import optuna
+    from mlflow.tracking import MlflowClient
 
     from wartune.results.pareto import pareto_mask
+    from wartune.results.tracking import default_tracking_uri
 
-    space = write_space(tmp_path, strategy="optuna", objectives=["rob_acc", "nat_acc"], trials=3, max_concurrent=2,
-                        epochs=1, model="wrn10-0.5", **{"lambda": {"low": 0.5, "high": 24, "log": True}})  # fmt: skip
-    _search(capsys, space, tmp_path / "runs", "--num-cpus", "2")
-    folder = tmp_path / "runs" / "tiny"
+    space = write_space(tmp_path, strategy="optuna", trials=6, max_concurrent=2, epochs=1, model="cnn-8",
+                        **{"lambda": {"low": 0.5, "high": 24, "log": True}})  # fmt: skip
+    out = tmp_path / "runs"
+    argv = ["search", "--space", str(space), "--out", str(out), "--num-cpus", "2", "--objectives", "rob_acc:max,nat_acc", "--sampler", "nsga2"]
+    code, _, err = _run(argv, capsys)
+    assert code == 0, err
+    folder = out / "tiny"
     trials = _trials(folder)
-    assert len(trials) == 3 and all(t["status"] == "finished" for t in trials)
+    assert len(trials) == 6 and all(t["status"] == "finished" for t in trials)
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder / 'optuna.db'}")
     assert study.directions == [optuna.study.StudyDirection.MAXIMIZE] * 2
+    assert max(tr.system_attrs["NSGAIISampler:generation"] for tr in study.trials) == 1  # a bred generation
     told = {tr.params["lam"]: tr.values for tr in study.trials if tr.state == optuna.trial.TrialState.COMPLETE}
     assert told == {t["lambda_setting"]: [t["rob_acc"], t["nat_acc"]] for t in trials}  # the full-split figures
     assert [t["pareto"] for t in trials] == pareto_mask([(t["rob_acc"], t["nat_acc"]) for t in trials])
@@ -72,6 +81,10 @@ def test_multi_objective_optuna_search_marks_lists_and_plots_its_front(tmp_path,
     summary = (folder / "summary.md").read_text().split("## Trade-off front")[1]
     assert all((t["trial_id"] in summary) == t["pareto"] for t in trials)
     assert (folder / "plots" / "pareto_front.png").stat().st_size > 10_000
+    client = MlflowClient(default_tracking_uri(out))
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    marks = {r.data.params["trial_id"]: (r.data.tags["pareto"], r.data.tags["pareto_by"]) for r in runs if "trial_id" in r.data.params}
+    assert marks == {t["trial_id"]: (str(t["pareto"]).lower(), "rob_acc,nat_acc") for t in trials}
 
 
 def test_finished_trials_report_their_best_weights_on_the_whole_split(war_search, digits):

@@ -270,6 +270,21 @@ class MlflowTracker:
         if meta.model_dir and model_json.is_file():
             self.client.log_artifact(run_id, str(model_json))
 
+    def mark_front(self, folder: Path) -> None:
+        """Tag each trial's newest run with its mark in trials.parquet: `pareto` (true / false,
+        on its model's trade-off front) and `pareto_by` (the objectives it was judged on).
+
+        Called once the table is final for this run (the front moves as trials finish); a trial
+        without a run, or a table from before the marks, is left as it is.
+        """
+        trials = pq.read_table(folder / TRIALS_FILE).to_pylist() if (folder / TRIALS_FILE).is_file() else []
+        for trial in trials:
+            if trial.get("pareto") is None:
+                continue
+            run_id = self.runs.get(trial["trial_id"]) or newest_trial_run(self.client, self.experiment, trial["trial_id"])
+            if run_id is not None:
+                self._log(run_id, tags={"pareto": str(trial["pareto"]).lower(), "pareto_by": trial["pareto_by"]})
+
     def close(self) -> None:
         """End trials that never ended (an interrupted search) as KILLED, then the parent."""
         for trial_id, run_id in self.runs.items():

@@ -104,6 +104,8 @@ class MlflowSink:
     def close(self) -> None:
         if self.disabled:
             self.next_probe = 0.0  # the search is over: one last try to catch up
+        if self.folder is not None:  # the Parquet sink closed first: trials.parquet's front is final
+            self._call(self.tracker.mark_front, self.folder)
         self._call(self.tracker.close)
 
     def _call(self, call: Callable[..., None], *args: Any) -> None:
@@ -188,6 +190,7 @@ def log_search(folder: Path, tracking_uri: str, experiment: str | None = None) -
     tracker = MlflowTracker(tracking_uri, name, space, tags, source="parquet")
     try:
         tracker.replay(folder)
+        tracker.mark_front(folder)
         tracker.close()
     except TRACKING_ERRORS as err:
         raise WartuneError(f"cannot log {str(folder)!r} to MLflow at {tracking_uri}: {short_reason(err)}") from err

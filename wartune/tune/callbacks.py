@@ -48,15 +48,17 @@ class SinkCallback(tune.Callback):
     and no sink: when the experiment starts (`setup`, on the first run and on resume) it takes
     the search folder and the extra sinks from the driver running it now (`running.current`),
     so a folder that moved, or a resume with other MLflow flags, is served where it is.
-    `objectives` (a multi-objective search's) are what trials.parquet's front is marked by.
+    `objectives` (a multi-objective search's) are what trials.parquet's front is marked by;
+    with several `seeds` the progress lines name each trial's seed.
     """
 
-    SETTINGS = ("total_trials", "epochs", "objectives")  # what Ray pickles
+    SETTINGS = ("total_trials", "epochs", "objectives", "seeds")  # what Ray pickles
 
-    def __init__(self, total_trials: int | None, epochs: int, objectives: list[str] | None = None) -> None:
+    def __init__(self, total_trials: int | None, epochs: int, objectives: list[str] | None = None, seeds: int = 1) -> None:
         self.total_trials = total_trials
         self.epochs = epochs
         self.objectives = objectives
+        self.seeds = seeds
         self._unbound()
 
     def _unbound(self) -> None:
@@ -72,6 +74,7 @@ class SinkCallback(tune.Callback):
     def __setstate__(self, state: dict[str, Any]) -> None:
         """The settings; one pickled by wartune 0.1.0 also held its folder and MLflow sinks, left unused."""
         self.__dict__.update({k: state.get(k) for k in self.SETTINGS})
+        self.seeds = self.seeds or 1
         self._unbound()
 
     def setup(self, **info: Any) -> None:
@@ -79,7 +82,7 @@ class SinkCallback(tune.Callback):
         self.folder, self.ray_state_dir = search.folder, search.ray_experiment
         self.sinks = [
             ParquetSink(search.folder, self.objectives),
-            ProgressSink(self.total_trials, self.epochs),
+            ProgressSink(self.total_trials, self.epochs, show_seed=self.seeds > 1),
             *(make(search.folder) for make in search.sinks),
         ]
 

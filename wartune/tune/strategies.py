@@ -274,7 +274,7 @@ def _ready_to_resume(folder: Path, experiment: Path | None) -> None:
 
 
 def _new_tuner(space: SearchSpace, folder: Path, params: dict[str, Any], experiments: str, trainable: Any) -> tune.Tuner:
-    callback = SinkCallback(count_trials(space, params), space.epochs, space.objectives)
+    callback = SinkCallback(count_trials(space, params), space.epochs, space.objectives, space.seeds)
     return tune.Tuner(
         trainable,
         param_space=params,

@@ -14,6 +14,7 @@ from typing import Any
 
 from optuna.storages import RDBStorage
 
+from wartune.results.pareto import directions
 from wartune.tune.running import current
 from wartune.tune.spaces import SearchSpace
 
@@ -72,8 +73,9 @@ def optuna_sampler(space: SearchSpace) -> Any:
 def search_algorithm(space: SearchSpace, folder: Path) -> Any:
     """Optuna (TPE or NSGA-II, seeded) for strategy optuna; Ray's grid/variant generator otherwise.
 
-    With `objectives` the study is multi-objective (every objective maximised) and its
-    Pareto front is the search's result; otherwise it maximises the best robust accuracy.
+    With `objectives` the study is multi-objective, each objective in its own direction
+    (`pareto.OBJECTIVES`), and its Pareto front is the search's result; otherwise it
+    maximises the best robust accuracy.
     """
     if space.strategy != "optuna":
         return None
@@ -83,8 +85,12 @@ def search_algorithm(space: SearchSpace, folder: Path) -> Any:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     metrics = search_metrics(space)
-    # Ray's multi-objective form takes lists; a single metric stays a plain name.
-    metric, mode = (metrics, ["max"] * len(metrics)) if space.objectives else (metrics[0], "max")
+    metric: str | list[str]
+    mode: str | list[str]
+    if space.objectives:  # Ray's multi-objective form takes lists
+        metric, mode = metrics, directions(space.objectives)
+    else:  # a single metric stays a plain name
+        metric, mode = metrics[0], "max"
     searcher = OptunaSearch(
         sampler=optuna_sampler(space), metric=metric, mode=mode, study_name=space.name,
         storage=FolderStudyStorage(folder),
