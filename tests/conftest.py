@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -17,6 +22,7 @@ from wartune.engine.config import TrainConfig
 from wartune.engine.data import load_dataset
 
 torch.set_num_threads(1)
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -92,6 +98,75 @@ def wait_gone(family: list[psutil.Process], timeout: float = 15.0) -> None:
     assert not left, [(p.pid, cmdline(p)) for p in left]
 
 
+def wait_for(predicate: Callable[[], bool], timeout: float = 240.0, every: float = 0.5) -> None:
+    """Until `predicate()` holds; a table being replaced, or not there yet, counts as not yet."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if predicate():
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(every)
+    raise AssertionError("timed out waiting for the search")
+
+
+def search_in_background(space: Path, out: Path, *extra: str) -> subprocess.Popen:
+    """`wartune search` as its own process group, so a test can kill it like a user would."""
+    argv = [sys.executable, "-m", "wartune.cli", "search", "--space", str(space), "--out", str(out),
+            "--num-cpus", "2", "--no-mlflow", *extra]  # fmt: skip
+    return subprocess.Popen(argv, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def kill_search(proc: subprocess.Popen) -> None:
+    """SIGKILL a background search and every process it started (Ray's workers live in their
+    own process groups), then wait until they are gone: none may write after the kill."""
+    family = psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    for p in family:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    wait_gone(family)
+
+
+def kill_when(space: Path, out: Path, condition: Callable[[list[dict]], bool], *extra: str) -> list[dict]:
+    """Run a search in the background and kill it once `condition` holds on its trials.parquet
+    rows (polled often: tiny searches move fast); the rows it held then."""
+    import pyarrow.parquet as pq
+
+    proc = search_in_background(space, out, *extra)
+    seen: list[list[dict]] = []
+
+    def reached() -> bool:
+        assert proc.poll() is None, "the search ended before it could be killed"
+        trials = pq.read_table(out / yaml.safe_load(space.read_text()).get("name", space.stem) / "trials.parquet").to_pylist()
+        seen[:] = [trials]
+        return condition(trials)
+
+    try:
+        wait_for(reached, every=0.1)
+    finally:
+        kill_search(proc)
+    return seen[0]
+
+
+def move_search(folder: Path, parent: Path) -> Path:
+    """Move a search folder to another parent (another disk, another machine: the same to it);
+    its lock stays beside the old place. The folder's new path."""
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.move(folder, parent / folder.name))
+
+
+def rows_of(folder: Path, table: str = "epochs.parquet") -> list[dict]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(folder / table).to_pylist()
+
+
 def write_space(folder: Path, **changes) -> Path:
     """A tiny grid search space file; `changes` replace or add keys."""
     space = {
@@ -124,7 +199,7 @@ def war_search(tmp_path_factory) -> dict:
 
     cnn-4 and cnn-8, each with λ = 1 fixed and with WAR (ζ = 400), 2 epochs: four trials
     that give every figure data (two widths, a fixed λ, a λ_t trace). The search also logs
-    live to MLflow through the sink factory, so Ray pickles it as in a real run.
+    live to MLflow through the sink factory, as the CLI's searches do.
     Returns {"folder": the search folder, "live_uri": the sqlite store the sink wrote}.
     """
     from ray import tune

@@ -17,9 +17,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import write_space
+from tests.conftest import REPO, wait_for, write_space
 from tests.test_cli import _run
-from tests.test_strategies import REPO, _wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -76,7 +75,7 @@ def test_search_stops_with_one_line_and_resumes_after_the_fault(small_disk, tmp_
     folder = out / "tiny"
     proc = _search(space, out)
     try:
-        _wait_for(lambda: pq.read_table(folder / "epochs.parquet").num_rows >= 2)
+        wait_for(lambda: pq.read_table(folder / "epochs.parquet").num_rows >= 2)
         if fault == "full":
             filler = _fill(small_disk)
         else:

@@ -1,5 +1,6 @@
 """A killed driver: its processes end, its lock goes with it, a second search of the same
-name is refused while it runs, and a truncated checkpoint is stepped over on --resume."""
+name is refused while it runs; the killed search resumes in the folder it was moved to, and
+a truncated checkpoint is stepped over on --resume."""
 
 from __future__ import annotations
 
@@ -8,26 +9,37 @@ import signal
 from pathlib import Path
 
 import psutil
-import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import cmdline, wait_gone, write_space
+from tests.conftest import (
+    cmdline,
+    kill_when,
+    move_search,
+    rows_of,
+    search_in_background,
+    wait_for,
+    wait_gone,
+    write_space,
+)
 from tests.test_cli import _run
-from tests.test_strategies import _search_in_background, _wait_for
+from wartune.results.locks import check_unlocked
+from wartune.results.zeta import ZetaEntry, ZetaRegistry
 
 pytestmark = pytest.mark.e2e
 
 
-def _rows(path: Path) -> list[dict]:
-    return pq.read_table(path).to_pylist()
+def _finished_epochs(folder: Path) -> list[dict]:
+    done = {t["trial_id"] for t in rows_of(folder, "trials.parquet") if t["status"] == "finished"}
+    return [e for e in rows_of(folder) if e["trial_id"] in done]
 
 
-def test_running_search_refuses_a_second_and_leaves_nothing_behind_when_killed(tmp_path, capsys):
-    space = write_space(tmp_path, epochs=4, max_concurrent=1, model="wrn10-0.5", **{"lambda": [1, 6, 12]})
+def test_running_search_refuses_a_second_and_resumes_in_another_folder_when_killed(tmp_path, capsys):
+    # A grid of three, one at a time: killed after the first finished, the rest not yet created.
+    space = write_space(tmp_path, epochs=3, max_concurrent=1, model="wrn10-0.5", **{"lambda": [1, 6, 12]})
     out = tmp_path / "runs"
-    proc = _search_in_background(space, out)
+    proc = search_in_background(space, out)
     try:
-        _wait_for(lambda: len(_rows(out / "tiny" / "epochs.parquet")) >= 1)
+        wait_for(lambda: any(t["status"] == "finished" for t in rows_of(out / "tiny", "trials.parquet")), every=0.1)
         family = psutil.Process(proc.pid).children(recursive=True)
         assert any("raylet" in cmdline(p) for p in family)  # it did start a local Ray
         code, _, err = _run(["search", "--space", str(space), "--out", str(out), "--no-mlflow", "--resume"], capsys)
@@ -40,36 +52,44 @@ def test_running_search_refuses_a_second_and_leaves_nothing_behind_when_killed(t
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     wait_gone(family)
+    check_unlocked(out / ".tiny.lock", "the killed search")  # its lock went with it
 
-    code, _, err = _run(["search", "--space", str(space), "--out", str(out), "--no-mlflow", "--resume"], capsys)
-    assert code == 0, err  # the killed driver's lock went with it
-    trials = _rows(out / "tiny" / "trials.parquet")
-    assert len(trials) == 3 and all(t["status"] == "finished" and t["epochs"] == 4 for t in trials)
+    folder = move_search(out / "tiny", tmp_path / "elsewhere")
+    finished = _finished_epochs(folder)
+    code, _, err = _run(["search", "--space", str(space), "--out", str(folder.parent), "--no-mlflow", "--resume"], capsys)
+    assert code == 0, err
+    trials = rows_of(folder, "trials.parquet")
+    assert len(trials) == 3 and all(t["status"] == "finished" and t["epochs"] == 3 for t in trials)
+    assert all(e in rows_of(folder) for e in finished)  # nothing retrained, nothing lost
+    assert len(rows_of(folder)) == 9 and sorted(p.name for p in out.iterdir()) == [".tiny.lock"]  # nothing at the old place
 
 
-def test_truncated_newest_checkpoint_resumes_from_the_one_before(tmp_path, capsys):
-    space = write_space(tmp_path, epochs=4, model="wrn10-0.5", **{"lambda": [6]})
+def test_truncated_newest_checkpoint_of_a_moved_war_search_resumes_from_the_one_before(tmp_path, capsys):
+    # WAR: λ_t is state, so the trial must continue from a checkpoint, not merely re-run.
+    registry = tmp_path / "zeta.parquet"
+    ZetaRegistry(registry).put(ZetaEntry(model="cnn-4", dataset="digits", objective="trades", eps=0.2, best_lambda=1.0, zeta=4.0,
+                                         zeta_step_std=None, rob_acc=None, nat_acc=None, stability=None, search="by hand",
+                                         source="calibrated", created_at="2026-11-30T00:00:00+00:00"))  # fmt: skip
+    space = write_space(tmp_path, strategy="war", zeta_from="cnn-4", epochs=4, model="wrn10-0.5", **{"lambda": None})
     out = tmp_path / "runs"
-    folder = out / "tiny"
-    proc = _search_in_background(space, out)
-    try:
-        _wait_for(lambda: len(_rows(folder / "epochs.parquet")) >= 2)
-        family = psutil.Process(proc.pid).children(recursive=True)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    wait_gone(family)  # the trial's worker may still write a checkpoint until it is gone
+    kill_when(space, out, lambda trials: trials[0]["epochs"] >= 2, "--registry", str(registry))
+    folder = move_search(out / "tiny", tmp_path / "elsewhere")
+    recorded = rows_of(folder)
     checkpoints = sorted(p.parent for p in (folder / "ray" / "tune").glob("*/checkpoint_*/trainer.pt"))
     assert len(checkpoints) >= 2
     newest, older = checkpoints[-1], checkpoints[-2]
     trainer_file = newest / "trainer.pt"
     trainer_file.write_bytes(trainer_file.read_bytes()[:1000])
 
-    code, _, err = _run(["search", "--space", str(space), "--out", str(out), "--no-mlflow", "--resume"], capsys)
+    argv = ["search", "--space", str(space), "--out", str(folder.parent), "--no-mlflow", "--resume", "--registry", str(registry)]
+    code, _, err = _run(argv, capsys)
     assert code == 0, err
-    (trial,) = _rows(folder / "trials.parquet")
-    assert trial["status"] == "finished" and trial["epochs"] == 4
+    (trial,) = rows_of(folder, "trials.parquet")
+    assert trial["status"] == "finished" and trial["epochs"] == 4 and trial["zeta_used"] == 4.0
     assert trial["resume_note"].startswith(f"{newest.name} unreadable (")
     assert f"resumed from {older.name} (epoch {trial['resumed_from_epoch']})" in trial["resume_note"]
     assert trial["resume_note"] in err  # the log says it too
-    assert [e["epoch"] for e in _rows(folder / "epochs.parquet")] == [1, 2, 3, 4]
+    epochs = rows_of(folder)
+    assert [e["epoch"] for e in epochs] == [1, 2, 3, 4] and not (out / "tiny").exists()
+    kept = [e for e in recorded if e["epoch"] <= trial["resumed_from_epoch"]]
+    assert kept and all(e in epochs for e in kept)  # the epochs up to the checkpoint it went on from: as recorded

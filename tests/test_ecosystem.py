@@ -12,7 +12,7 @@ import pytest
 from ray import tune
 
 from tests.conftest import write_space
-from wartune.tune.strategies import OPTUNA_FILE
+from wartune.tune.study import OPTUNA_FILE
 from wartune.tune.trainable import adversarial_training_trial
 
 pytestmark = pytest.mark.e2e

@@ -18,7 +18,8 @@ from wartune.tune.spaces import SearchSpace, load_space
 from wartune.tune.strategies import run_search
 
 SEARCH_COMMANDS = ("search", "calibrate", "transfer", "compare")
-NOT_APPLICABLE = {"transfer": {"lambdas"}}  # a WAR run has no λ grid
+OPTUNA_ONLY = {"objectives", "sampler"}  # an Optuna study's: calibrate, transfer and compare run none
+NOT_APPLICABLE = {"transfer": {"lambdas", *OPTUNA_ONLY}, "calibrate": OPTUNA_ONLY, "compare": OPTUNA_ONLY}  # a WAR run has no λ grid
 
 
 def _option_names(command: str) -> set[str]:
@@ -99,6 +100,14 @@ def test_the_graphs_flag_reaches_the_trials_config_and_is_validated():
     assert load_space("table3").graphs == "auto"
     with pytest.raises(ConfigError, match="graphs: Input should be 'auto', 'on' or 'off'"):
         load_space("table3", SearchFlags(graphs="always").space_overrides())
+
+
+def test_objectives_flag_names_columns_with_or_without_their_direction():
+    flags = SearchFlags(objectives="rob_acc:max, stability", sampler="nsga2")
+    space = load_space("optuna_front", flags.space_overrides())
+    assert (space.objectives, space.sampler) == (["rob_acc", "stability"], "nsga2")
+    with pytest.raises(ConfigError, match="objectives: stability is better when larger: write stability or stability:max"):
+        load_space("optuna_front", SearchFlags(objectives="rob_acc,stability:min").space_overrides())
 
 
 def test_compare_objective_reaches_the_space(tmp_path, capsys):

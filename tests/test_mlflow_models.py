@@ -1,13 +1,17 @@
 """The best models of a search in MLflow: logged in their trial runs, the best registered.
 
-One real CLI search (two widths, two λ, sqlite store) with `--register-model`; the model
-is then loaded back the way a user would, `mlflow.pytorch.load_model("models:/NAME/1")`,
-and must give the natural accuracy trials.parquet reports, on the same test split.
+One real CLI search (two widths, two λ, the default sqlite store under runs/) with
+`--register-model`; the model is then loaded back the way a user would: the README's own
+snippet, `mlflow.pytorch.load_model("models:/digits-best/1")` then `model.eval()`, run as
+written, must give the natural accuracy trials.parquet reports, on the same test split, and
+the model fine-tunes like any torch module.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
+from pathlib import Path
 from typing import Any
 
 import mlflow.pytorch
@@ -20,6 +24,7 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import free_port, write_space
 from tests.test_cli import _error_line, _run
 from wartune.cli import main
+from wartune.engine.data import to_float
 from wartune.results.mlflow_models import (
     models_to_log,
     publish_compare_models,
@@ -57,17 +62,41 @@ def test_register_model_without_mlflow_is_a_one_line_error(command, tmp_path, ca
 
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory) -> dict[str, Any]:
-    """`wartune search` of cnn-4 and cnn-8 × λ ∈ {1, 6}, one epoch, with `--register-model` (~40 s)."""
+    """`wartune search` of cnn-4 and cnn-8 × λ ∈ {1, 6}, one epoch, with `--register-model` (~40 s),
+    logging to the default store, runs/mlflow.db, as the README's snippet reads it."""
     root = tmp_path_factory.mktemp("registered")
-    uri = default_tracking_uri(root)
+    uri = default_tracking_uri(root / "runs")
     argv = ["search", "--space", str(write_space(root)), "--model", "cnn-4", "--model", "cnn-8", "--epochs", "1",
-            "--out", str(root / "runs"), "--tracking-uri", uri, "--num-cpus", "2", "--register-model", NAME]  # fmt: skip
+            "--out", str(root / "runs"), "--num-cpus", "2", "--register-model", NAME]  # fmt: skip
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
         raise SystemExit(0)
     assert (exit_info.value.code or 0) == 0
     folder = root / "runs" / "tiny"
-    return {"uri": uri, "folder": folder, "trials": pq.read_table(folder / "trials.parquet").to_pylist()}
+    return {"uri": uri, "root": root, "folder": folder, "trials": pq.read_table(folder / "trials.parquet").to_pylist()}
+
+
+def readme_snippet() -> str:
+    """The README's MLflow snippet, the Python block that loads the registered model."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    (snippet,) = [b for b in blocks if "mlflow.pytorch.load_model(" in b]
+    return snippet
+
+
+@pytest.mark.e2e
+def test_the_readme_snippet_runs_as_written_with_eval(registered, monkeypatch):
+    snippet = readme_snippet()
+    assert f'load_model("models:/{NAME}/1")' in snippet and "model.eval()" in snippet
+    monkeypatch.chdir(registered["root"])  # where `runs/` is, as after the README's search
+    namespace: dict[str, Any] = {}
+    try:
+        exec(compile(snippet, "README.md", "exec"), namespace)
+    finally:
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  # the snippet sets the process's store
+    best = best_trial(registered["trials"])
+    assert best is not None and namespace["nat_acc"].item() == pytest.approx(best["nat_acc"], abs=1e-6)
+    assert namespace["model"].training is False
 
 
 @pytest.mark.e2e
@@ -76,7 +105,8 @@ def test_registered_model_gives_the_reported_natural_accuracy(registered, digits
     assert best is not None and best["metrics_from"] == "full_split" and best["eval_examples"] == len(digits.test_y)
     with tracking_at(registered["uri"]):
         model = mlflow.pytorch.load_model(f"models:/{NAME}/1")
-    assert not type(model).__module__.startswith("wartune")  # torch.export's graph: no wartune code, no pickle
+    assert isinstance(model, torch.jit.ScriptModule) and not type(model).__module__.startswith("wartune")  # no wartune code
+    model.eval()
     with torch.no_grad():
         logits = model(digits.test_x)
     nat_acc = (logits.argmax(dim=1) == digits.test_y).double().mean().item()
@@ -84,6 +114,14 @@ def test_registered_model_gives_the_reported_natural_accuracy(registered, digits
     engine_model, _ = load_model(registered["folder"] / best["checkpoint"])
     with torch.no_grad():
         assert torch.allclose(logits, engine_model(digits.test_x), atol=1e-5)
+    # fine-tuning: train mode (batch statistics), gradients, an optimizer step that changes the weights
+    model.train()
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss = torch.nn.functional.cross_entropy(model(to_float(digits.train_x[:64])), digits.train_y[:64])
+    loss.backward()
+    optimizer.step()
+    assert model.training and any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
 @pytest.mark.e2e

@@ -3,11 +3,10 @@ new λ in its config, and its controller trains with that λ (real Ray PBT, real
 
 import json
 
-import pyarrow.parquet as pq
 import pytest
 import torch
 
-from tests.conftest import write_space
+from tests.conftest import kill_when, move_search, rows_of, write_space
 from tests.test_cli import _run
 from wartune.engine.config import TrainConfig
 from wartune.engine.trainer import Trainer
@@ -28,17 +27,23 @@ def test_a_fixed_lambda_is_the_configs_when_restoring_another_runs_state(tmp_pat
 
 
 @pytest.mark.e2e
-def test_pbt_moves_a_running_trials_lambda_and_the_trial_trains_with_it(tmp_path, capsys):
+def test_pbt_moves_a_running_trials_lambda_and_the_trial_trains_with_it_across_a_kill_and_a_move(tmp_path, capsys):
     # Two trials, the bottom half exploits the top one after every epoch: three chances to move.
+    # Killed once both trained two epochs (Ray keeps no PBT state: the resumed scheduler must
+    # sync again past them), moved to another parent and resumed there.
     space = write_space(tmp_path, strategy="pbt", model="cnn-8", trials=2, epochs=4,
                         pbt={"interval": 1, "quantile": 0.5, "resample": 0.0},
                         **{"lambda": {"low": 0.5, "high": 12, "log": True}})  # fmt: skip
-    code, _, err = _run(["search", "--space", str(space), "--out", str(tmp_path / "runs"), "--no-mlflow"], capsys)
+    out = tmp_path / "runs"
+    kill_when(space, out, lambda trials: len(trials) == 2 and all(t["status"] == "running" and t["epochs"] >= 2 for t in trials))
+    folder = move_search(out / "tiny", tmp_path / "elsewhere")
+    recorded = rows_of(folder)
+    code, _, err = _run(["search", "--space", str(space), "--out", str(folder.parent), "--no-mlflow", "--resume"], capsys)
     assert code == 0, err
-    folder = tmp_path / "runs" / "tiny"
-    trials = pq.read_table(folder / "trials.parquet").to_pylist()
+    trials = rows_of(folder, "trials.parquet")
     assert len(trials) == 2 and {t["strategy"] for t in trials} == {"pbt"} and {t["status"] for t in trials} == {"finished"}
-    epochs = pq.read_table(folder / "epochs.parquet").to_pylist()
+    epochs = rows_of(folder)
+    assert all(e in epochs for e in recorded) and not (out / "tiny").exists()  # nothing lost, nothing at the old place
     moved = 0
     for t in trials:
         rows = sorted((e for e in epochs if e["trial_id"] == t["trial_id"]), key=lambda e: e["epoch"])
@@ -78,8 +83,8 @@ def test_pbt_keys_are_checked(changes, message):
 
 
 def test_pbt_scheduler_follows_the_space():
+    from wartune.tune.pbt import population_based_training
     from wartune.tune.spaces import SearchSpace
-    from wartune.tune.strategies import population_based_training
 
     space = SearchSpace.model_validate({"strategy": "pbt", "model": "cnn-8", "trials": 4, "epochs": 10,
                                         "lambda": {"low": 1, "high": 12}, "pbt": {"quantile": 0.5}})  # fmt: skip

@@ -1,10 +1,6 @@
 """Strategies end to end: Optuna (+ ASHA), width sweep, compare, fractional GPUs,
 resume after SIGKILL, and trial failures — through real Ray, Optuna and Parquet."""
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -12,7 +8,14 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import write_space
+from tests.conftest import (
+    kill_search,
+    kill_when,
+    move_search,
+    search_in_background,
+    wait_for,
+    write_space,
+)
 from tests.test_cli import _run
 from wartune.engine.config import TrainConfig
 from wartune.engine.evaluation import eval_seed, evaluate_model
@@ -21,7 +24,6 @@ from wartune.results.report import summary_markdown, width_blocks
 from wartune.results.trials import lambda_settled_epoch
 
 pytestmark = pytest.mark.e2e
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _trials(folder: Path) -> list[dict]:
@@ -50,19 +52,28 @@ def test_optuna_search_samples_lambda_in_range_with_its_budget(tmp_path, capsys)
     assert all(t["status"] in ("finished", "stopped") for t in trials)
 
 
-def test_multi_objective_optuna_search_marks_lists_and_plots_its_front(tmp_path, capsys):
+def test_nsga2_search_from_the_objectives_flag_marks_its_front_in_parquet_and_mlflow(tmp_path, capsys):
+    """A whole multi-objective search with NSGA-II, its objectives given on the command line
+    with their directions, logged to MLflow: six trials, a population of four, so the last is
+    bred from the first generation; every trial run carries its front mark as tags."""
     import optuna
+    from mlflow.tracking import MlflowClient
 
     from wartune.results.pareto import pareto_mask
+    from wartune.results.tracking import default_tracking_uri
 
-    space = write_space(tmp_path, strategy="optuna", objectives=["rob_acc", "nat_acc"], trials=3, max_concurrent=2,
-                        epochs=1, model="wrn10-0.5", **{"lambda": {"low": 0.5, "high": 24, "log": True}})  # fmt: skip
-    _search(capsys, space, tmp_path / "runs", "--num-cpus", "2")
-    folder = tmp_path / "runs" / "tiny"
+    space = write_space(tmp_path, strategy="optuna", trials=6, max_concurrent=2, epochs=1, model="cnn-8",
+                        **{"lambda": {"low": 0.5, "high": 24, "log": True}})  # fmt: skip
+    out = tmp_path / "runs"
+    argv = ["search", "--space", str(space), "--out", str(out), "--num-cpus", "2", "--objectives", "rob_acc:max,nat_acc", "--sampler", "nsga2"]
+    code, _, err = _run(argv, capsys)
+    assert code == 0, err
+    folder = out / "tiny"
     trials = _trials(folder)
-    assert len(trials) == 3 and all(t["status"] == "finished" for t in trials)
+    assert len(trials) == 6 and all(t["status"] == "finished" for t in trials)
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder / 'optuna.db'}")
     assert study.directions == [optuna.study.StudyDirection.MAXIMIZE] * 2
+    assert max(tr.system_attrs["NSGAIISampler:generation"] for tr in study.trials) == 1  # a bred generation
     told = {tr.params["lam"]: tr.values for tr in study.trials if tr.state == optuna.trial.TrialState.COMPLETE}
     assert told == {t["lambda_setting"]: [t["rob_acc"], t["nat_acc"]] for t in trials}  # the full-split figures
     assert [t["pareto"] for t in trials] == pareto_mask([(t["rob_acc"], t["nat_acc"]) for t in trials])
@@ -70,6 +81,10 @@ def test_multi_objective_optuna_search_marks_lists_and_plots_its_front(tmp_path,
     summary = (folder / "summary.md").read_text().split("## Trade-off front")[1]
     assert all((t["trial_id"] in summary) == t["pareto"] for t in trials)
     assert (folder / "plots" / "pareto_front.png").stat().st_size > 10_000
+    client = MlflowClient(default_tracking_uri(out))
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    marks = {r.data.params["trial_id"]: (r.data.tags["pareto"], r.data.tags["pareto_by"]) for r in runs if "trial_id" in r.data.params}
+    assert marks == {t["trial_id"]: (str(t["pareto"]).lower(), "rob_acc,nat_acc") for t in trials}
 
 
 def test_finished_trials_report_their_best_weights_on_the_whole_split(war_search, digits):
@@ -184,55 +199,21 @@ def test_fractional_gpus_pack_trials_on_a_declared_gpu(tmp_path, capsys, share, 
     assert all(t["device"] == "cpu" and t["device_seconds"] == pytest.approx(t["wall_seconds"]) for t in trials)
 
 
-def _wait_for(predicate, timeout: float = 240.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if predicate():
-                return
-        except (OSError, ValueError):  # a table being replaced, or not there yet
-            pass
-        time.sleep(0.5)
-    raise AssertionError("timed out waiting for the search")
-
-
-def _search_in_background(space: Path, out: Path) -> subprocess.Popen:
-    """`wartune search` as its own process group, so a test can kill it like a user would."""
-    argv = [sys.executable, "-m", "wartune.cli", "search", "--space", str(space), "--out", str(out),
-            "--num-cpus", "2", "--no-mlflow"]  # fmt: skip
-    return subprocess.Popen(argv, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-    for p in psutil.process_iter(["cmdline"]):  # Ray workers live in their own groups
-        cmd = " ".join(p.info["cmdline"] or [])
-        if "ray::" in cmd and p.ppid() in (1, 0) or str(proc.pid) in cmd:
-            p.kill()
-
-
-def test_resume_after_sigkill_keeps_finished_trials_and_the_optuna_study(tmp_path, capsys):
+def test_killed_optuna_search_resumes_in_another_folder_keeping_its_trials_and_study(tmp_path, capsys):
+    """SIGKILL at once after a trial finished (Ray may not have registered it yet), then the
+    folder moves to another parent, as from scratch to project storage, and resumes there."""
     space = write_space(tmp_path, strategy="optuna", trials=3, max_concurrent=1, epochs=3, model="wrn10-0.5",
                         **{"lambda": {"low": 0.5, "high": 12}})  # fmt: skip
     out = tmp_path / "runs"
-    folder = out / "tiny"
-    proc = _search_in_background(space, out)
-    try:
-
-        def one_done_and_next_started() -> bool:
-            trials = _trials(folder)
-            return any(t["status"] == "finished" for t in trials) and len(trials) >= 2
-
-        _wait_for(one_done_and_next_started)  # then kill at once: Ray may not have registered it yet
-    finally:
-        _kill_group(proc)
+    kill_when(space, out, lambda trials: any(t["status"] == "finished" for t in trials) and len(trials) >= 2)
+    folder = move_search(out / "tiny", tmp_path / "elsewhere")
     before = _trials(folder)
     finished_before = {t["trial_id"]: t for t in before if t["status"] == "finished"}
     epochs_before = [e for e in _epochs(folder) if e["trial_id"] in finished_before]
     assert finished_before
 
-    _search(capsys, space, out, "--resume", "--num-cpus", "2")
+    _search(capsys, space, folder.parent, "--resume", "--num-cpus", "2")
+    assert not (out / "tiny").exists()  # nothing went back to the old place
     after = _trials(folder)
     ids = [t["trial_id"] for t in after]
     assert len(ids) == len(set(ids)) == 3
@@ -242,25 +223,24 @@ def test_resume_after_sigkill_keeps_finished_trials_and_the_optuna_study(tmp_pat
     for t in after:
         if t["trial_id"] in finished_before:
             assert t["lambda_setting"] == finished_before[t["trial_id"]]["lambda_setting"]
-    # the Optuna study came back with the earlier trials
-    from ray.tune.search.optuna import OptunaSearch
-
-    searcher = OptunaSearch()
-    searcher.restore_from_dir(str(folder / "ray" / "tune"))
-    sampled = [tr.params for tr in searcher._ot_study.trials]
-    assert len(sampled) >= len(before)
-    # ... and it is the one study in optuna.db, every finished trial told its best robust accuracy
+    checkpoints = [p for p in (folder / "ray" / "tune").glob("*/checkpoint_*")]
+    assert {p.parent.name.split("_")[3] for p in checkpoints} == set(ids)  # every trial's checkpoints in the new place
+    # the Optuna study came back with the earlier trials: the one study in optuna.db, every
+    # finished trial told its best robust accuracy
     import optuna
 
     storage = f"sqlite:///{folder / 'optuna.db'}"
     assert optuna.get_all_study_names(storage) == ["tiny"]
     study = optuna.load_study(study_name="tiny", storage=storage)
+    assert len(study.trials) >= len(before)
     told = {tr.params["lam"]: tr.value for tr in study.trials if tr.state == optuna.trial.TrialState.COMPLETE}
     assert told == {t["lambda_setting"]: t["rob_acc"] for t in after}
 
 
-def _ray_trial_workers() -> list[psutil.Process]:
-    return [p for p in psutil.process_iter(["cmdline"]) if "ray::ImplicitFunc" in " ".join(p.info["cmdline"] or [])]
+def _trial_workers(proc) -> list[psutil.Process]:
+    """The Ray trial workers this search started (never another search's on the machine)."""
+    family = psutil.Process(proc.pid).children(recursive=True)
+    return [p for p in family if "ray::ImplicitFunc" in " ".join(p.cmdline())]
 
 
 def test_crashed_trial_is_retried_from_its_checkpoint(tmp_path, capsys):
@@ -268,19 +248,19 @@ def test_crashed_trial_is_retried_from_its_checkpoint(tmp_path, capsys):
     space = write_space(tmp_path, model="wrn10-1", epochs=4, max_concurrent=1, **{"lambda": [1, 6]})
     out = tmp_path / "runs"
     folder = out / "tiny"
-    proc = _search_in_background(space, out)
+    proc = search_in_background(space, out)
     try:
-        _wait_for(lambda: any(t["status"] == "running" and t["epochs"] == 1 for t in _trials(folder)))
+        wait_for(lambda: any(t["status"] == "running" and t["epochs"] == 1 for t in _trials(folder)))
         victim = next(t["trial_id"] for t in _trials(folder) if t["status"] == "running")
         time.sleep(0.5)  # Ray registers the epoch's checkpoint just after the result callbacks
-        workers = _ray_trial_workers()
+        workers = _trial_workers(proc)
         assert workers, "no running trial worker found"
         for worker in workers:
             worker.kill()  # the worker process dies mid-run, as on a lost node
         assert proc.wait(timeout=300) == 0
     finally:
         if proc.poll() is None:
-            _kill_group(proc)
+            kill_search(proc)
     trials = {t["trial_id"]: t for t in _trials(folder)}
     assert all(t["status"] == "finished" and t["epochs"] == 4 for t in trials.values())
     assert trials[victim]["restarts"] == 1

@@ -7,6 +7,10 @@ The plain-Python API mirrors the CLI:
     result.best.rob_acc, result.best.stability
 """
 
+# The release, written here only (pyproject.toml reads it). Set before the imports below: a
+# search folder records the release that wrote it, and those modules read it as they load.
+__version__ = "0.2.0"
+
 from wartune.engine import (
     WAR,
     EpochRecord,
@@ -25,6 +29,7 @@ from wartune.results.model_files import load_model
 from wartune.tune.spaces import SearchSpace, load_space
 
 __all__ = [
+    "__version__",
     "WAR",
     "EpochRecord",
     "Fixed",

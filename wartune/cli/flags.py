@@ -20,7 +20,14 @@ from typing import Annotated, Any, Literal, get_args, get_type_hints
 
 import typer
 
-from wartune.cli.options import DataDirOpt, OutOpt, RegistryOpt, TrackingOpt, parse_lambdas
+from wartune.cli.options import (
+    DataDirOpt,
+    OutOpt,
+    RegistryOpt,
+    TrackingOpt,
+    parse_lambdas,
+    parse_names,
+)
 
 Role = Literal["space", "run", "output"]
 
@@ -53,6 +60,10 @@ class SearchFlags:
     lambdas: Annotated[str | None, typer.Option(help="Comma-separated λ grid, e.g. 6,9,12.")] = field(
         default=None, metadata=space_key("lambda", parse_lambdas)
     )
+    objectives: Annotated[str | None, typer.Option(help="Optuna: trade these trials.parquet columns off in one multi-objective study, comma-separated, each NAME or NAME:DIRECTION: rob_acc:max, nat_acc:max, stability:max.")] = field(
+        default=None, metadata=space_key("objectives", parse_names)
+    )
+    sampler: Annotated[str | None, typer.Option(help="Optuna's sampler: tpe or nsga2.")] = field(default=None, metadata=space_key("sampler"))
     dataset: Annotated[str | None, typer.Option(help="digits, mnist, cifar10, cifar100, svhn, or synthetic-<one of the last four> (random data of its shape and size: no files).")] = field(default=None, metadata=space_key("dataset"))
     data_dir: DataDirOpt = field(default=None, metadata=space_key("data_dir", str))
     out: OutOpt = field(default=Path("runs"), metadata=OUTPUT)

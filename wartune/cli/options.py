@@ -39,6 +39,11 @@ def parse_lambdas(text: str | None) -> list[float] | None:
         raise ConfigError(f"--lambdas: expected comma-separated numbers such as 6,9,12, got {text!r}") from None
 
 
+def parse_names(text: str | None) -> list[str] | None:
+    """'rob_acc, nat_acc:max' -> ['rob_acc', 'nat_acc:max']; the space model checks each name."""
+    return None if text is None else [v.strip() for v in text.split(",") if v.strip()]
+
+
 def registry_at(registry: Path | None, out: Path) -> Any:
     from wartune.results.store import ZETA_FILE
     from wartune.results.zeta import ZetaRegistry

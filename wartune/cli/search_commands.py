@@ -30,6 +30,8 @@ from wartune.errors import ConfigError, WartuneError
 if TYPE_CHECKING:
     from wartune.results.zeta import ZetaEntry
 
+OPTUNA_ONLY = ("objectives", "sampler")  # flags of an optuna search; calibrate, transfer and compare run none
+
 
 def run_and_report(spec: Any, flags: SearchFlags, *, calibration: ZetaEntry | None = None, lam: Any = None) -> Any:
     """Validate the folder, load the data (here only: trials get it from Ray's object store),
@@ -97,7 +99,7 @@ def one_model(models: list[str] | None) -> str | None:
 
 
 @app.command()
-@search_flags(help_text={"model": "The thin model to calibrate, e.g. wrn34-0.5."})
+@search_flags(without=OPTUNA_ONLY, help_text={"model": "The thin model to calibrate, e.g. wrn34-0.5."})
 def calibrate(
     *,
     flags: SearchFlags,
@@ -133,7 +135,7 @@ def calibrate(
 
 
 @app.command()
-@search_flags(without=("lambdas",))
+@search_flags(without=("lambdas", *OPTUNA_ONLY))
 def transfer(
     *,
     flags: SearchFlags,
@@ -158,7 +160,7 @@ def transfer(
 
 
 @app.command()
-@search_flags()
+@search_flags(without=OPTUNA_ONLY)
 def compare(*, flags: SearchFlags, space: SpaceOpt = "table3") -> None:
     """Table 3: untuned λ, grid, Optuna and WAR on every target width, with compute cost."""
     from wartune.results.store import COMPARE_FILE, COMPARE_MD, PLOTS_DIR

@@ -2,9 +2,15 @@
 
 The tracking runs say what each trial measured; a model in MLflow is what someone loads
 later without wartune. The search's best trial and the best of each width (`best_trial`'s
-rule) are logged into their trial's nested run as MLflow 3 logged models, in the `pt2`
-format: `torch.export`'s traced graph, which `mlflow.pytorch.load_model` rebuilds with torch
-alone and without unpickling code. The other trials keep only their safetensors files under
+rule) are logged into their trial's nested run as MLflow 3 logged models, compiled with
+TorchScript (`torch.jit.script`): `mlflow.pytorch.load_model` hands the file to
+`torch.jit.load`, which needs torch alone (not wartune) and unpickles no Python objects, and
+the module it returns is a whole `nn.Module` again: `model.eval()`, `model(x)`,
+`model.train()` and fine-tuning work as on the network that was trained. MLflow's `pt2`
+format (`torch.export`) loads as safely but as a frozen inference graph whose `eval()` and
+`train()` raise NotImplementedError, which breaks the first line every PyTorch user writes.
+MLflow files TorchScript under its "pickle" format, so a process that sets
+MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false refuses it. The other trials keep only their safetensors files under
 `models/<trial>/`, so MLflow's store does not grow by a full network per trial (a WRN-34-10
 is 185 MB). `--register-model NAME` registers the best as a new version of NAME, tagged
 with the setting and the figures it was chosen by.
@@ -15,7 +21,9 @@ view: a store that fails costs one warning line, never the search.
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,15 +39,20 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 from wartune.engine.data import TensorDataset, to_float
-from wartune.errors import WartuneError
-from wartune.results.mlflow_tracker import FAST_FAIL_ENV, TRACKING_ERRORS, short_reason, unreachable
+from wartune.errors import WartuneError, warn
+from wartune.results.mlflow_tracker import (
+    FAST_FAIL_ENV,
+    TRACKING_ERRORS,
+    newest_trial_run,
+    short_reason,
+    unreachable,
+)
 from wartune.results.model_files import load_model
 from wartune.results.store import COMPARE_FILE, TRIALS_FILE
-from wartune.results.tracking import _warn
 from wartune.results.trials import best_trial, trial_label
 
 MODEL_NAME = "model"  # the logged model's name in its trial's run
-EXAMPLES = 5  # test images in the input example; more than one keeps the batch dimension dynamic in pt2
+EXAMPLES = 5  # test images in the input example (the signature's batch dimension stays open)
 
 
 def models_to_log(trials: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
@@ -82,16 +95,17 @@ def tracking_at(uri: str) -> Iterator[None]:
         mlflow.set_tracking_uri(before)  # type: ignore[arg-type]  # None unsets it again
 
 
-def trial_run(client: MlflowClient, experiment: str, trial_id: str) -> str | None:
-    """The newest nested run `MlflowTracker` made for the trial (its params hold the trial id)."""
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return None
-    runs = client.search_runs(
-        [exp.experiment_id], filter_string=f"params.trial_id = '{trial_id}'", order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )  # fmt: skip
-    return runs[0].info.run_id if runs else None
+def scripted(model: torch.nn.Module, name: str) -> torch.jit.ScriptModule:
+    """The network compiled with TorchScript, train/eval switch and all (`torch.jit.trace`
+    would freeze the mode it ran in). torch 2.14 marks torch.jit deprecated; its FutureWarning
+    is kept out of the search's output, and a net TorchScript cannot compile is one warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        try:
+            return torch.jit.script(model.eval())
+        except (RuntimeError, torch.jit.frontend.FrontendError) as err:
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise WartuneError(f"TorchScript cannot compile {name}: {reason}") from None
 
 
 def log_trial_model(tracking_uri: str, run_id: str, folder: Path, trial: dict[str, Any], example: np.ndarray,
@@ -107,18 +121,37 @@ def log_trial_model(tracking_uri: str, run_id: str, folder: Path, trial: dict[st
     with torch.no_grad():
         logits = model(torch.from_numpy(example)).numpy()
     described = {k: meta[k] for k in ("model", "dataset", "in_channels", "image_size", "num_classes", "eps") if k in meta}
-    with tracking_at(tracking_uri):
+    script = scripted(model, meta.get("model", trial["model"]))
+    with tracking_at(tracking_uri), _quiet_torchscript_notes():
         status = MlflowClient().get_run(run_id).info.status
         mlflow.start_run(run_id=run_id)
         try:
             info = mlflow.pytorch.log_model(
-                model, name=MODEL_NAME, signature=infer_signature(example, logits), input_example=example,
-                serialization_format="pt2", pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-                metadata={"wartune": described}, tags=tags,
+                script, name=MODEL_NAME, signature=infer_signature(example, logits), input_example=example,
+                serialization_format="pickle", pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                metadata={"wartune": described, "format": "torchscript"}, tags=tags,
             )  # fmt: skip
         finally:
             mlflow.end_run(status=status)
     return info.model_uri
+
+
+@contextmanager
+def _quiet_torchscript_notes() -> Iterator[None]:
+    """Keep three notes out of the search's output while MLflow saves (and reloads, to check
+    the input example) a TorchScript model: MLflow's that its "pickle" format may run code on
+    load (`torch.jit.load` unpickles no Python objects), torch's that it dispatched to
+    `torch.jit.load`, and torch's that torch.jit is deprecated (the README says so)."""
+    logger = logging.getLogger("mlflow.pytorch")
+    before = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*TorchScript archive.*", category=UserWarning)
+            warnings.filterwarnings("ignore", message=".*torch.jit.*deprecated.*", category=FutureWarning)
+            yield
+    finally:
+        logger.setLevel(before)
 
 
 def log_models(folder: Path, trials: list[dict[str, Any]], tracking_uri: str, experiment: str, example: np.ndarray,
@@ -134,9 +167,9 @@ def log_models(folder: Path, trials: list[dict[str, Any]], tracking_uri: str, ex
     client = MlflowClient(tracking_uri)
     logged = {}
     for trial, best_of in chosen:
-        run_id = trial_run(client, experiment, trial["trial_id"])
+        run_id = newest_trial_run(client, experiment, trial["trial_id"])
         if run_id is None:
-            _warn(f"MLflow model of {trial_label(trial)} skipped: no run of that trial in experiment {experiment!r}")
+            warn(f"MLflow model of {trial_label(trial)} skipped: no run of that trial in experiment {experiment!r}")
             continue
         tags = {"search": experiment, "trial_id": trial["trial_id"], "best_of": best_of}
         logged[trial["trial_id"]] = log_trial_model(tracking_uri, run_id, folder, trial, example, tags)
@@ -189,7 +222,7 @@ def _register_best(tracking_uri: str, name: str | None, best: dict[str, Any] | N
     if name is None:
         return None
     if best is None or best["trial_id"] not in logged:
-        _warn(f"no model registered as {name!r}: the search has no finished trial with a logged model")
+        warn(f"no model registered as {name!r}: the search has no finished trial with a logged model")
         return None
     return register(tracking_uri, name, logged[best["trial_id"]], best, search)
 
@@ -205,6 +238,6 @@ def _failures_warned(register_as: str | None) -> Iterator[None]:
         yield
     except TRACKING_ERRORS as err:
         if register_as or not unreachable(err):
-            _warn(f"MLflow {what} ({short_reason(err)})")
+            warn(f"MLflow {what} ({short_reason(err)})")
     except WartuneError as err:
-        _warn(f"MLflow {what} ({err})")
+        warn(f"MLflow {what} ({err})")

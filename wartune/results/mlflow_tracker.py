@@ -108,6 +108,19 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
         yield items[i : i + size]
 
 
+def newest_trial_run(client: MlflowClient, experiment: str, trial_id: str) -> str | None:
+    """The newest nested run a tracker made for the trial (its params hold the trial id): where
+    the search end's AutoAttack figures, its front marks and its model go."""
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    runs = client.search_runs(
+        [exp.experiment_id], filter_string=f"params.trial_id = '{trial_id}'", order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )  # fmt: skip
+    return runs[0].info.run_id if runs else None
+
+
 def summary_metrics(rows: list[dict[str, Any]], meta: TrialMeta, full_split: dict[str, Any] | None = None) -> dict[str, float]:
     """A trial's end-of-run metrics, named as MLflow shows them (`best_rob_acc`, `final_zeta`, ...).
 
@@ -256,6 +269,21 @@ class MlflowTracker:
         model_json = Path(meta.model_dir or "") / META_FILE
         if meta.model_dir and model_json.is_file():
             self.client.log_artifact(run_id, str(model_json))
+
+    def mark_front(self, folder: Path) -> None:
+        """Tag each trial's newest run with its mark in trials.parquet: `pareto` (true / false,
+        on its model's trade-off front) and `pareto_by` (the objectives it was judged on).
+
+        Called once the table is final for this run (the front moves as trials finish); a trial
+        without a run, or a table from before the marks, is left as it is.
+        """
+        trials = pq.read_table(folder / TRIALS_FILE).to_pylist() if (folder / TRIALS_FILE).is_file() else []
+        for trial in trials:
+            if trial.get("pareto") is None:
+                continue
+            run_id = self.runs.get(trial["trial_id"]) or newest_trial_run(self.client, self.experiment, trial["trial_id"])
+            if run_id is not None:
+                self._log(run_id, tags={"pareto": str(trial["pareto"]).lower(), "pareto_by": trial["pareto_by"]})
 
     def close(self) -> None:
         """End trials that never ended (an interrupted search) as KILLED, then the parent."""

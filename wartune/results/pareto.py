@@ -8,6 +8,9 @@ single best trial but a front of non-dominated ones. `trials.parquet` marks them
 Fronts are per model: a width sweep trades λ off within each width, and a wider net
 dominating a thin one says nothing about λ. Only finished trials with every objective
 measured take part; a trial stopped early or failed is never on the front.
+
+The columns a search can be judged on, and the direction each is better in, are declared
+once here (`OBJECTIVES`): the Optuna study's directions, the front and `--objectives` read them.
 """
 
 from __future__ import annotations
@@ -17,8 +20,29 @@ from typing import Any
 
 from wartune.results.trials import is_finite
 
+# The trials.parquet columns a search can trade off, each with the direction it is better in.
+OBJECTIVES = {"rob_acc": "max", "nat_acc": "max", "stability": "max"}
 # What a search without `objectives` is judged on: the paper's two accuracies.
 DEFAULT_OBJECTIVES = ("rob_acc", "nat_acc")
+
+
+def objective_name(text: str) -> str:
+    """An objective as a user writes it, `rob_acc` or with its direction, `rob_acc:max`: its column.
+
+    Raises ValueError (a space key's or flag's one-line error) naming the columns and directions.
+    """
+    name, _, direction = text.strip().partition(":")
+    if name not in OBJECTIVES:
+        known = ", ".join(f"{n} ({d})" for n, d in OBJECTIVES.items())
+        raise ValueError(f"unknown objective {name!r}: use trials.parquet columns {known}")
+    if direction and direction != OBJECTIVES[name]:
+        raise ValueError(f"{name} is better when larger: write {name} or {name}:{OBJECTIVES[name]}, not {text.strip()!r}")
+    return name
+
+
+def directions(objectives: Sequence[str]) -> list[str]:
+    """Each objective's direction ("max" or "min"), in order."""
+    return [OBJECTIVES[name] for name in objectives]
 
 
 def dominates(a: Sequence[float], b: Sequence[float], maximise: bool = True) -> bool:
@@ -49,9 +73,11 @@ def _competes(trial: Mapping[str, Any], objectives: Sequence[str]) -> bool:
 def mark_pareto(trials: Sequence[Mapping[str, Any]], objectives: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """The trials (as new rows, in order) with `pareto` and `pareto_by` set, a front per model."""
     by = pareto_objectives(objectives)
+    signs = [1.0 if d == "max" else -1.0 for d in directions(by)]  # every objective as one to maximise
     marked = [{**t, "pareto": False, "pareto_by": ",".join(by)} for t in trials]
     for model in {t["model"] for t in marked}:
         rows = [t for t in marked if t["model"] == model and _competes(t, by)]
-        for row, on_front in zip(rows, pareto_mask([[row[name] for name in by] for row in rows]), strict=True):
+        points = [[sign * row[name] for sign, name in zip(signs, by, strict=True)] for row in rows]
+        for row, on_front in zip(rows, pareto_mask(points), strict=True):
             row["pareto"] = on_front
     return marked

@@ -1,7 +1,8 @@
 """A live progress display of a search (rich): one bar per trial plus the total.
 
 On a terminal the bars update as epochs finish; when output is not a terminal (CI, a
-pipe, a log file) it prints one line per finished epoch instead.
+pipe, a log file) it prints one line per finished epoch instead. A search that repeats each
+setting with several seeds names each trial's seed, or its repeats would read alike.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from wartune.results.trials import TrialMeta
+from wartune.results.trials import TrialMeta, trial_label
 
 
 class ProgressSink:
     """Shows trials and epochs as they run."""
 
-    def __init__(self, total_trials: int | None, epochs: int, console: Console | None = None) -> None:
+    def __init__(self, total_trials: int | None, epochs: int, console: Console | None = None, show_seed: bool = False) -> None:
+        self.show_seed = show_seed
         self.console = console or Console(stderr=True, width=None if sys.stderr.isatty() else 160)
         self.epochs = epochs
         self.live = self.console.is_terminal
@@ -38,11 +40,11 @@ class ProgressSink:
         self.progress.start()
 
     def on_epoch(self, meta: TrialMeta, result: dict[str, Any]) -> None:
-        trial_id = meta.trial_id
+        trial_id, label = meta.trial_id, self.label(meta)
         if trial_id not in self.tasks:
-            self.tasks[trial_id] = self.progress.add_task(meta.label, total=self.epochs, status="")
+            self.tasks[trial_id] = self.progress.add_task(label, total=self.epochs, status="")
             if result.get("resume_note"):  # a newer checkpoint could not be read
-                self.console.print(f"[yellow]trial {meta.label}: {result['resume_note']}[/yellow]")
+                self.console.print(f"[yellow]trial {label}: {result['resume_note']}[/yellow]")
         if result.get("error"):
             return
         epoch = int(result["epoch"])
@@ -55,11 +57,14 @@ class ProgressSink:
             self.done.add((trial_id, epoch))
             self.progress.update(self.overall, advance=1)
         if not self.live:
-            self.console.print(f"{meta.label}  epoch {epoch}/{self.epochs}  {status}", highlight=False)
+            self.console.print(f"{label}  epoch {epoch}/{self.epochs}  {status}", highlight=False)
 
     def on_trial_end(self, meta: TrialMeta, status: str, error: str | None) -> None:
         if status != "finished" or error:
-            self.console.print(f"[red]trial {meta.label} {status}: {error}[/red]")
+            self.console.print(f"[red]trial {self.label(meta)} {status}: {error}[/red]")
+
+    def label(self, meta: TrialMeta) -> str:
+        return trial_label(meta.as_dict(), seed=self.show_seed)
 
     def close(self) -> None:
         self.progress.stop()

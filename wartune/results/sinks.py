@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from wartune import __version__
 from wartune.results.pareto import mark_pareto
 from wartune.results.store import (
     EPOCH_SCHEMA,
@@ -147,6 +148,7 @@ class ParquetSink:
             "status": status,
             "error": error,
             "checkpoint": meta.checkpoint,
+            "wartune_version": __version__,  # this driver ran it: a search resumed after an upgrade shows which
             **final_attack_of(self.trials.get(meta.trial_id)),  # written after the trials, kept by every rewrite
         }
 

@@ -117,6 +117,7 @@ TRIAL_SCHEMA = pa.schema(
         ("aa_rob_acc", pa.float64()),
         ("aa_examples", pa.int64()),
         ("aa_seconds", pa.float64()),
+        ("wartune_version", pa.string()),  # the release whose driver last ran the trial (0.2.0 on)
     ]
 )
 
@@ -188,9 +189,22 @@ COMPARE_SCHEMA = pa.schema(
 
 TRIAL_KEY_COLUMNS = tuple(name for name, _ in _TRIAL_KEY)
 
-# Columns added to a schema after wartune wrote tables without them: such a table reads with
-# them null (and gains them on its next write), so a search from before stays readable.
-ADDED_COLUMNS = frozenset({"pareto", "pareto_by", "aa_rob_acc", "aa_examples", "aa_seconds"})
+# The tables' layout, one number: 1 is what wartune 0.1.0 (and a folder without `wartune.json`)
+# wrote; 2 (0.2.0) added trials.parquet's `wartune_version`. A search folder records it
+# (`results/manifest.py`); a newer release resumes an older folder by filling in `ADDED_COLUMNS`.
+SCHEMA_VERSION = 2
+
+# Columns a table gained after wartune first wrote it, each with its documented empty value:
+# what a row written before holds. Such a table reads with them filled in, and a resumed search
+# writes it back in the current schema (`upgrade_table`).
+ADDED_COLUMNS: dict[str, Any] = {
+    "pareto": None,  # marked anew at the table's next write
+    "pareto_by": None,
+    "aa_rob_acc": None,  # null: not attacked by the search's end
+    "aa_examples": None,
+    "aa_seconds": None,
+    "wartune_version": None,  # null: last run by a release before 0.2.0, which did not record it
+}
 
 # The files of a search folder (`runs/<name>/`) and of the output root (`runs/`).
 EPOCHS_FILE, TRIALS_FILE, STEPS_FILE = "epochs.parquet", "trials.parquet", "steps.parquet"
@@ -253,13 +267,28 @@ def read_rows(path: Path, schema: pa.Schema) -> list[dict[str, Any]]:
 
 
 def _with_added_columns(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """`table` with the `ADDED_COLUMNS` it lacks as nulls, in the schema's column order."""
-    missing = [schema.field(name) for name in schema.names if name in ADDED_COLUMNS and name not in table.column_names]
+    """`table` with the `ADDED_COLUMNS` it lacks, holding their empty values, in the schema's column order."""
+    missing = _added_missing(table, schema)
     if not missing:
         return table
     for field in missing:
-        table = table.append_column(field, pa.nulls(len(table), field.type))
+        table = table.append_column(field, pa.array([ADDED_COLUMNS[field.name]] * len(table), field.type))
     return table.select(schema.names) if set(table.column_names) == set(schema.names) else table
+
+
+def _added_missing(table: pa.Table, schema: pa.Schema) -> list[pa.Field]:
+    return [schema.field(name) for name in schema.names if name in ADDED_COLUMNS and name not in table.column_names]
+
+
+def upgrade_table(path: Path, schema: pa.Schema) -> list[str]:
+    """Write a table from an older wartune back in `schema`, its missing columns filled with their
+    empty values (atomically); the columns it gained. A table already current is left untouched."""
+    if not path.is_file():
+        return []
+    missing = [field.name for field in _added_missing(read_table(path), schema)]
+    if missing:
+        write_table(read_rows(path, schema), schema, path)
+    return missing
 
 
 _STEP_NAME = re.compile(r"(?P<trial>.+)-e(?P<epoch>\d{4,})\.parquet")

@@ -11,7 +11,6 @@ them when the server is back, at the latest when the search ends.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from wartune.errors import WartuneError
+from wartune.errors import WartuneError, warn
 from wartune.results.mlflow_tracker import (
     EPOCH_METRICS,
     FAST_FAIL_ENV,
@@ -35,6 +34,7 @@ from wartune.results.mlflow_tracker import (
     default_tracking_uri,
     flatten,
     git_commit,
+    newest_trial_run,
     short_reason,
     summary_metrics,
     unreachable,
@@ -62,10 +62,6 @@ __all__ = [
 
 RETRY_DELAYS_S = (0.5, 1.0)  # a call that fails is tried again after these pauses
 MAX_BACKOFF_S = 60.0  # while down, the server is probed at most this often (1, 2, 4, ... s)
-
-
-def _warn(text: str) -> None:
-    print(f"wartune: warning: {text}", file=sys.stderr, flush=True)
 
 
 class MlflowSink:
@@ -108,6 +104,8 @@ class MlflowSink:
     def close(self) -> None:
         if self.disabled:
             self.next_probe = 0.0  # the search is over: one last try to catch up
+        if self.folder is not None:  # the Parquet sink closed first: trials.parquet's front is final
+            self._call(self.tracker.mark_front, self.folder)
         self._call(self.tracker.close)
 
     def _call(self, call: Callable[..., None], *args: Any) -> None:
@@ -136,7 +134,7 @@ class MlflowSink:
         uri = self.tracker.tracking_uri
         what = f"cannot reach {uri}" if unreachable(err) else f"error from {uri}"
         later = "; the rows wait in Parquet and are sent when it is back" if self.folder else ""
-        _warn(f"MLflow logging paused: {what} ({short_reason(err)}){later}")
+        warn(f"MLflow logging paused: {what} ({short_reason(err)}){later}")
 
     def _catch_up(self) -> bool:
         """Probe the server; when it answers, log what it missed. True once it is back."""
@@ -152,7 +150,7 @@ class MlflowSink:
         gap = self.clock() - (self.down_since or self.clock())
         self.down_since = None
         caught_up = ", caught up from Parquet" if self.folder else ""
-        _warn(f"MLflow logging resumed after {gap:.0f} s{caught_up}")
+        warn(f"MLflow logging resumed after {gap:.0f} s{caught_up}")
         return True
 
 
@@ -192,6 +190,7 @@ def log_search(folder: Path, tracking_uri: str, experiment: str | None = None) -
     tracker = MlflowTracker(tracking_uri, name, space, tags, source="parquet")
     try:
         tracker.replay(folder)
+        tracker.mark_front(folder)
         tracker.close()
     except TRACKING_ERRORS as err:
         raise WartuneError(f"cannot log {str(folder)!r} to MLflow at {tracking_uri}: {short_reason(err)}") from err
@@ -202,18 +201,16 @@ def log_search(folder: Path, tracking_uri: str, experiment: str | None = None) -
 def log_final_attack(tracking_uri: str, experiment: str, figures: dict[str, dict[str, float]]) -> None:
     """Add the search end's AutoAttack figures (trial id -> metrics) to each trial's newest
     nested run, beside its PGD-20 `best_rob_acc`. Warn, never raise: they are in trials.parquet."""
-    from wartune.results.mlflow_models import trial_run  # it imports this module
-
     for key, value in FAST_FAIL_ENV.items():
         os.environ.setdefault(key, value)
     try:
         client = MlflowClient(tracking_uri=tracking_uri)
         now = int(time.time() * 1000)
         for trial_id, metrics in figures.items():
-            if (run_id := trial_run(client, experiment, trial_id)) is not None:
+            if (run_id := newest_trial_run(client, experiment, trial_id)) is not None:
                 client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()], synchronous=True)
     except TRACKING_ERRORS as err:
-        _warn(f"MLflow AutoAttack figures skipped ({short_reason(err)}); they are in trials.parquet")
+        warn(f"MLflow AutoAttack figures skipped ({short_reason(err)}); they are in trials.parquet")
 
 
 def log_artifacts(tracking_uri: str, experiment: str, files: list[Path]) -> None:
@@ -234,4 +231,4 @@ def log_artifacts(tracking_uri: str, experiment: str, files: list[Path]) -> None
             client.log_artifact(parents[0].info.run_id, str(path), artifact_path="plots" if path.suffix == ".png" else None)
     except TRACKING_ERRORS as err:
         if not unreachable(err):  # an unreachable store was already reported by the sink
-            _warn(f"MLflow artifacts skipped ({short_reason(err)})")
+            warn(f"MLflow artifacts skipped ({short_reason(err)})")

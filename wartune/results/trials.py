@@ -77,13 +77,14 @@ def is_finite(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def trial_label(t: Mapping[str, Any]) -> str:
-    """`e20d8 wrn10-1 λ=6` or `e20d8 wrn10-2 WAR ζ=4.21`: how progress, plots and MLflow name a trial."""
+def trial_label(t: Mapping[str, Any], seed: bool = False) -> str:
+    """`e20d8 wrn10-1 λ=6` or `e20d8 wrn10-2 WAR ζ=4.21`: how progress, plots and MLflow name a
+    trial; with `seed`, `e20d8 wrn10-1 λ=6 seed 1` (a search that repeats each setting)."""
     if t.get("lambda_setting") is not None:
         lam = f"λ={t['lambda_setting']:g}"
     else:
         lam = f"WAR ζ={t.get('zeta_used') or 0:g}"
-    return f"{t['trial_id'][-5:]} {t['model']} {lam}"
+    return f"{t['trial_id'][-5:]} {t['model']} {lam}" + (f" seed {t['seed']}" if seed else "")
 
 
 def trial_status(reported: str, error: str | None, epochs_done: int, epochs_planned: int) -> str:

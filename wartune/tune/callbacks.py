@@ -18,6 +18,7 @@ from wartune.results.store import MODELS_DIR
 from wartune.results.trials import TrialMeta
 from wartune.tune import ray_state
 from wartune.tune.params import TrialParams
+from wartune.tune.running import current
 
 # Search folders the driver could not write to (disk full, read-only), with the reason: the
 # callback records it and aborts the experiment, `run_search` reports it in one line.
@@ -43,43 +44,59 @@ class SinkCallback(tune.Callback):
     """Forwards every trial result and trial end to the sinks.
 
     Ray pickles the run config (callbacks included) into the experiment folder so that
-    `Tuner.restore` can rebuild it; this callback therefore holds only plain settings and
-    builds its sinks when the experiment starts (`setup`), on the first run and on resume.
-    `objectives` (a multi-objective search's) are what trials.parquet's front is marked by.
+    `Tuner.restore` can rebuild it. This callback therefore holds only plain settings, no path
+    and no sink: when the experiment starts (`setup`, on the first run and on resume) it takes
+    the search folder and the extra sinks from the driver running it now (`running.current`),
+    so a folder that moved, or a resume with other MLflow flags, is served where it is.
+    `objectives` (a multi-objective search's) are what trials.parquet's front is marked by;
+    with several `seeds` the progress lines name each trial's seed.
     """
 
-    def __init__(self, folder: Path, total_trials: int | None, epochs: int, extra: list[Any] | None = None,
-                 ray_state_dir: Path | None = None, objectives: list[str] | None = None) -> None:  # fmt: skip
-        self.folder = folder
-        self.objectives = objectives
-        self.ray_state_dir = ray_state_dir  # Ray's local experiment folder, backed up each result
-        self.models_dir = folder / MODELS_DIR
+    SETTINGS = ("total_trials", "epochs", "objectives", "seeds")  # what Ray pickles
+
+    def __init__(self, total_trials: int | None, epochs: int, objectives: list[str] | None = None, seeds: int = 1) -> None:
         self.total_trials = total_trials
         self.epochs = epochs
-        self.extra = extra or []  # picklable sink factories: called with the search folder, return a Sink
+        self.objectives = objectives
+        self.seeds = seeds
+        self._unbound()
+
+    def _unbound(self) -> None:
+        self.folder = Path()  # the search folder, set by `setup`
+        self.ray_state_dir: Path | None = None  # Ray's local experiment folder, backed up each result
         self.sinks: list[Sink] = []
         self._ran_on: dict[str, dict[str, Any]] = {}  # trial id -> its results' device and precision
+        self._ran_with: dict[str, dict[str, Any]] = {}  # trial id -> the config of its latest result
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["sinks"], state["_ran_on"] = [], {}
-        return state
+        return {k: getattr(self, k) for k in self.SETTINGS}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """The settings; one pickled by wartune 0.1.0 also held its folder and MLflow sinks, left unused."""
+        self.__dict__.update({k: state.get(k) for k in self.SETTINGS})
+        self.seeds = self.seeds or 1
+        self._unbound()
 
     def setup(self, **info: Any) -> None:
+        search = current()
+        self.folder, self.ray_state_dir = search.folder, search.ray_experiment
         self.sinks = [
-            ParquetSink(self.folder, getattr(self, "objectives", None)),  # getattr: a callback pickled before
-            ProgressSink(self.total_trials, self.epochs),
-            *(make(self.folder) for make in self.extra),
+            ParquetSink(search.folder, self.objectives),
+            ProgressSink(self.total_trials, self.epochs, show_seed=self.seeds > 1),
+            *(make(search.folder) for make in search.sinks),
         ]
+
+    @property
+    def models_dir(self) -> Path:
+        return self.folder / MODELS_DIR
 
     def _meta(self, trial: Any, result: dict | None = None) -> TrialMeta:
         """The trial's meta, from the config it ran with when it reported `result` (else its
         last epoch's). Not `trial.config`: PBT may already have put the next λ there, before
         this result's row or the trial's end is written."""
-        ran_with = self.__dict__.setdefault("_ran_with", {})  # setdefault: a callback pickled before
         if result is not None and result.get("config"):
-            ran_with[trial.trial_id] = result["config"]
-        config = ran_with.get(trial.trial_id) or trial.config
+            self._ran_with[trial.trial_id] = result["config"]
+        config = self._ran_with.get(trial.trial_id) or trial.config
         return TrialParams.parse(config).meta(
             trial.trial_id,
             **self._ran_on.get(trial.trial_id, {"device": "cpu"}),

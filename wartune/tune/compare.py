@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from wartune.engine.data import check_data_dir, load_dataset
-from wartune.errors import ConfigError, WartuneError
+from wartune.errors import ConfigError, WartuneError, warn
+from wartune.results import manifest
 from wartune.results.formatting import markdown_table, num, pct
 from wartune.results.locks import check_unlocked
 from wartune.results.plots import write_plots
@@ -261,6 +262,7 @@ def check_compare(space: SearchSpace, out: Path, resume: bool = False, overwrite
         raise WartuneError(f"nothing to resume in {str(root)!r}: no earlier compare was started there")
     if resume:
         check_unlocked(lock_path(root), f"compare {space.name!r} in {str(out)!r}")
+        manifest.check_not_newer(root)
     else:
         check_folder(root, resume=False, overwrite=overwrite, kind="compare")
     return root
@@ -287,6 +289,9 @@ def run_compare(space: SearchSpace, out: Path, *, resume: bool = False, overwrit
     with claim_folder(root, "compare"):
         if not resume:
             prepare_folder(root, resume=False, overwrite=overwrite)
+            manifest.record(root)
+        elif (line := manifest.upgrade(root)) is not None:  # compare.parquet; each part upgrades its own
+            warn(line)
         assert space.thin_model is not None
         grid = space.lambdas
         chosen = space.compare_strategies

@@ -13,17 +13,18 @@ remote storage (`--storage s3://...`) Ray's state lives where this driver cannot
 from __future__ import annotations
 
 import json
-import pickle
+import pickletools
 import shutil
 from pathlib import Path
 
 BACKUP_DIR = ".wartune-last-good"
-STATE_GLOBS = ("experiment_state-*.json", "basic-variant-state-*.json", "searcher-state-*.pkl")
+STATE_GLOBS = ("experiment_state-*.json", "basic-variant-state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl")
 
 
 def _whole(path: Path) -> bool:
-    """A state file that reads back: JSON, or a pickle (Ray's generator state is one, whatever
-    its name says). These are files this driver's own Ray wrote, not untrusted input."""
+    """A state file that reads back: JSON, or a pickle (Ray's generator states are, whatever
+    their names say) whose opcodes run to its end. The pickle is walked, not loaded: nothing
+    in it runs, and the searcher's state does not reopen its study every epoch."""
     try:
         data = path.read_bytes()
     except OSError:
@@ -34,9 +35,10 @@ def _whole(path: Path) -> bool:
     except ValueError:
         pass
     try:
-        pickle.loads(data)  # noqa: S301 - Ray's own state, written by this search's driver
+        for _ in pickletools.genops(data):
+            pass
         return True
-    except Exception:  # a torn pickle fails in many ways (EOFError, UnpicklingError, ...)
+    except ValueError:  # torn: "pickle exhausted before seeing STOP", or a garbled opcode
         return False
 
 

@@ -30,6 +30,7 @@ from wartune.engine.config import (
     validate,
 )
 from wartune.errors import ConfigError
+from wartune.results.pareto import OBJECTIVES, objective_name
 
 
 class Resources(StrictModel):
@@ -154,8 +155,9 @@ class SearchSpace(TrainingSettings):
     resources: Resources = Resources()
     scheduler: Literal["none", "asha"] = "none"
     pbt: PbtSettings = PbtSettings()
-    # optuna: trade these off in one multi-objective study (None: robust accuracy alone)
-    objectives: list[Literal["rob_acc", "nat_acc", "stability"]] | None = None
+    # optuna: trade these trials.parquet columns off in one multi-objective study (None: robust
+    # accuracy alone); each `name` or `name:direction` (results/pareto.py's OBJECTIVES), kept as names
+    objectives: list[str] | None = None
     sampler: Literal["tpe", "nsga2"] | None = None  # optuna's sampler; None is TPE
     # the search's end: standard AutoAttack on the best `final_attack_top` trials of each strategy,
     # model and seed by PGD-20 (None: every finished trial); tune/final_verdict.py
@@ -191,6 +193,11 @@ class SearchSpace(TrainingSettings):
             raise ValueError("a strategy is named twice")
         return v
 
+    @field_validator("objectives")
+    @classmethod
+    def _objective_columns(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else [objective_name(text) for text in v]
+
     @field_validator("model")
     @classmethod
     def _known_models(cls, v: str | list[str], info: ValidationInfo) -> str | list[str]:
@@ -215,7 +222,7 @@ class SearchSpace(TrainingSettings):
         if self.strategy != "optuna" and (self.objectives is not None or self.sampler is not None):
             raise ValueError("'objectives' and 'sampler' are for strategy 'optuna' (a grid plots its trade-off front anyway)")
         if self.objectives is not None and not 2 <= len(set(self.objectives)) == len(self.objectives) <= 3:
-            raise ValueError("'objectives' needs 2 or 3 distinct names of rob_acc, nat_acc, stability")
+            raise ValueError(f"'objectives' needs 2 or 3 distinct names of {', '.join(OBJECTIVES)}")
         if self.strategy == "fixed" and not isinstance(lam, int | float):
             raise ValueError("strategy 'fixed' needs 'lambda' as one number")
         if self.strategy == "compare" and not (isinstance(lam, list) and lam and self.thin_model):

@@ -3,7 +3,7 @@
 - `grid`: every λ in the list (× every model): the paper's manual tuning;
 - `fixed`: one λ for every model: the paper's "no tuning" (N/A) row;
 - `war`: one WAR run per model with ζ from the registry (Algorithm 1);
-- `optuna`: TPE over a λ range with a trial budget;
+- `optuna`: TPE or NSGA-II over a λ range with a trial budget (its study: `study.py`);
 - `pbt`: Population Based Training, a population of `trials` whose λ moves during training
   (the generic rival of WAR for a hyperparameter that should change as training goes).
 Ray is the engine: one process here, a cluster with `--address auto`; no own scheduler.
@@ -26,17 +26,21 @@ import ray
 from ray import tune
 
 from wartune.engine.data import TensorDataset, load_dataset
-from wartune.errors import WartuneError
+from wartune.errors import WartuneError, warn
+from wartune.results import manifest
 from wartune.results.locks import check_unlocked, exclusive
 from wartune.results.store import SPACE_FILE, TRIAL_SCHEMA, TRIALS_FILE, read_rows
 from wartune.results.zeta import ZetaEntry
-from wartune.tune import ray_state
+from wartune.tune import ray_pickles, ray_state
 from wartune.tune.callbacks import WRITE_FAILURES, SinkCallback
 from wartune.tune.final_verdict import final_verdict
 from wartune.tune.params import fixed_lambda, trial_params, war_lambda
+from wartune.tune.pbt import lambda_domain, population_based_training
 from wartune.tune.reaper import children, start_reaper, stop_reaper
 from wartune.tune.result_logs import result_loggers
-from wartune.tune.spaces import SAMPLED, LambdaRange, SearchSpace, WarSettings
+from wartune.tune.running import RunningSearch, running
+from wartune.tune.spaces import SAMPLED, SearchSpace, WarSettings
+from wartune.tune.study import search_algorithm
 from wartune.tune.trainable import adversarial_training_trial
 
 EXPERIMENT = "tune"
@@ -66,68 +70,6 @@ def lambda_param(space: SearchSpace, calibration: ZetaEntry | None = None) -> An
     return lambda_domain(space)
 
 
-def lambda_domain(space: SearchSpace) -> Any:
-    """λ's range as a Ray domain: what Optuna samples, and PBT draws from and mutates within."""
-    assert isinstance(space.lam, LambdaRange)  # guaranteed by SearchSpace validation
-    sample = tune.loguniform if space.lam.log else tune.uniform
-    return sample(space.lam.low, space.lam.high)
-
-
-SEARCH_METRIC = "best_rob_acc"  # the searcher ranks a trial by its best epoch, as the tables do
-OPTUNA_FILE = "optuna.db"  # the Optuna study of an optuna search, beside its Parquet tables
-
-
-def optuna_storage_url(folder: Path) -> str:
-    """The study's sqlite URL (absolute: Ray pickles the searcher, and a resume may run elsewhere)."""
-    return f"sqlite:///{(folder / OPTUNA_FILE).resolve()}"
-
-
-def search_metrics(space: SearchSpace) -> list[str]:
-    """The trial results Optuna maximises: each objective's figure at the best epoch.
-
-    `best_<objective>` is what the trainable reports for the epoch the tables select (the
-    whole split once the trial finished), so the study's values equal trials.parquet's.
-    """
-    return [f"best_{name}" for name in space.objectives] if space.objectives else [SEARCH_METRIC]
-
-
-def optuna_sampler(space: SearchSpace) -> Any:
-    """TPE (single- and multi-objective), or NSGA-II with a quarter of the budget as its
-    population (4 to Optuna's default 50), so a few generations fit the budget. Seeded."""
-    import optuna
-
-    if space.sampler == "nsga2":
-        population = min(50, max(4, (space.trials or 1) // 4))
-        return optuna.samplers.NSGAIISampler(population_size=population, seed=space.seed)
-    return optuna.samplers.TPESampler(seed=space.seed)
-
-
-def search_algorithm(space: SearchSpace, folder: Path) -> Any:
-    """Optuna (TPE or NSGA-II, seeded) for strategy optuna; Ray's grid/variant generator otherwise.
-
-    With `objectives` the study is multi-objective (every objective maximised) and its
-    Pareto front is the search's result; otherwise it maximises the best robust accuracy.
-    The study lives in `folder/optuna.db`, named after the search, so it outlasts the run:
-    optuna-dashboard and `optuna.load_study` read it, and `--resume` continues the same study
-    (Ray restores the searcher, which reconnects to the file).
-    """
-    if space.strategy != "optuna":
-        return None
-    import optuna
-    from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    metrics = search_metrics(space)
-    # Ray's multi-objective form takes lists; a single metric stays a plain name.
-    metric, mode = (metrics, ["max"] * len(metrics)) if space.objectives else (metrics[0], "max")
-    searcher = OptunaSearch(
-        sampler=optuna_sampler(space), metric=metric, mode=mode,
-        study_name=space.name, storage=optuna.storages.RDBStorage(optuna_storage_url(folder)),
-    )  # fmt: skip
-    return ConcurrencyLimiter(searcher, max_concurrent=space.max_concurrent) if space.max_concurrent else searcher
-
-
 def trial_scheduler(space: SearchSpace) -> Any:
     """PBT for strategy pbt; ASHA stops trials whose robust accuracy lags at each rung (scheduler: asha)."""
     if space.strategy == "pbt":
@@ -139,30 +81,6 @@ def trial_scheduler(space: SearchSpace) -> Any:
     return ASHAScheduler(
         time_attr="epoch", metric="rob_acc", mode="max", max_t=space.epochs,
         grace_period=max(1, space.epochs // 4), reduction_factor=2,
-    )  # fmt: skip
-
-
-def population_based_training(space: SearchSpace) -> Any:
-    """Ray's PBT over λ (the `pbt:` block): the population is the search's `trials`.
-
-    It ranks trials by each epoch's robust accuracy; an exploited trial restarts from the
-    donor's newest checkpoint with the new λ in its config, which the trainable trains with
-    (a fixed λ is the config's, never the checkpoint's). Ray's perturbation (× 0.8 / × 1.2)
-    is not bounded, so the explored λ is clipped back into the range.
-    """
-    from ray.tune.schedulers import PopulationBasedTraining
-
-    assert isinstance(space.lam, LambdaRange)  # guaranteed by SearchSpace validation
-    low, high = space.lam.low, space.lam.high
-
-    def within_range(config: dict[str, Any]) -> dict[str, Any]:
-        config["lam"] = min(max(float(config["lam"]), low), high)
-        return config
-
-    return PopulationBasedTraining(
-        time_attr="epoch", metric="rob_acc", mode="max", perturbation_interval=space.pbt.every(space.epochs),
-        hyperparam_mutations={"lam": lambda_domain(space)}, quantile_fraction=space.pbt.quantile,
-        resample_probability=space.pbt.resample, custom_explore_fn=within_range, synch=space.pbt.synch,
     )  # fmt: skip
 
 
@@ -242,9 +160,12 @@ def claim_folder(folder: Path, kind: str = "search") -> AbstractContextManager[N
 
 
 def check_folder(folder: Path, resume: bool, overwrite: bool, storage: str | None = None, kind: str = "search") -> None:
-    """Refuse early: a search of this name running now, or a folder that does not fit the flags."""
+    """Refuse early: a search of this name running now, a folder that does not fit the flags,
+    or one to resume that a newer wartune wrote."""
     check_unlocked(lock_path(folder), f"{kind} {folder.name!r} in {str(folder.parent)!r}")
     _check_contents(folder, resume, overwrite, storage)
+    if resume:
+        manifest.check_not_newer(folder)
 
 
 def _check_contents(folder: Path, resume: bool, overwrite: bool, storage: str | None) -> None:
@@ -310,50 +231,67 @@ def trial_trainable(space: SearchSpace, data: SearchData) -> Any:
 def _fit(space: SearchSpace, folder: Path, params: dict[str, Any], resume: bool, address: str | None,
          num_cpus: int | None, num_gpus: float | None, storage: str | None,
          extra_sinks: list[Callable[..., Any]] | None, data: SearchData) -> None:  # fmt: skip
-    """Write the resolved space, then build (or restore) the Tuner and run it to the end."""
-    if not resume:
+    """Write the resolved space (or make an older or moved folder ready to resume), then build
+    (or restore) the Tuner and run it to the end, bound to this folder and these sinks."""
+    folder = folder.resolve()
+    experiments = storage_root(folder, storage)
+    local = Path(experiments) / EXPERIMENT if storage is None else None  # Ray's experiment, inside the folder
+    if resume:
+        _ready_to_resume(folder, local)
+    else:
         import yaml
 
         (folder / SPACE_FILE).write_text(yaml.safe_dump(space.model_dump(mode="json", by_alias=True), sort_keys=False))
-    experiments = storage_root(folder, storage)
-    with ray_session(address, num_cpus, num_gpus):
+        manifest.record(folder)
+    with ray_session(address, num_cpus, num_gpus), running(RunningSearch(folder, tuple(extra_sinks or ()), local)):
         trainable = trial_trainable(space, data)
         if resume:
-            if storage is None:
-                ray_state.repair(Path(experiments) / EXPERIMENT)  # a state file torn by a full disk
             tuner = tune.Tuner.restore(f"{experiments}/{EXPERIMENT}", trainable, resume_unfinished=True, resume_errored=True)
         else:
-            local_state = Path(experiments) / EXPERIMENT if storage is None else None
-            callback = SinkCallback(folder.resolve(), count_trials(space, params), space.epochs, extra_sinks, local_state,
-                                    space.objectives)  # fmt: skip
-            tuner = tune.Tuner(
-                trainable,
-                param_space=params,
-                tune_config=tune.TuneConfig(
-                    num_samples=(space.trials or 1) if space.strategy in SAMPLED else 1,
-                    max_concurrent_trials=space.max_concurrent,
-                    reuse_actors=True,  # a new trial keeps the worker (torch imported, data loaded)
-                    search_alg=search_algorithm(space, folder),
-                    scheduler=trial_scheduler(space),
-                ),
-                run_config=tune.RunConfig(
-                    name=EXPERIMENT,
-                    storage_path=experiments,
-                    verbose=0,
-                    callbacks=[callback, *result_loggers()],
-                    # PBT exploits other trials' checkpoints: keep a few more so the donor's is still there
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if space.strategy == "pbt" else 2),
-                    failure_config=tune.FailureConfig(max_failures=2),
-                ),
-            )
-        WRITE_FAILURES.pop(str(folder.resolve()), None)
+            tuner = _new_tuner(space, folder, params, experiments, trainable)
+        WRITE_FAILURES.pop(str(folder), None)
         try:
             tuner.fit()
         finally:
-            failure = WRITE_FAILURES.pop(str(folder.resolve()), None)
+            failure = WRITE_FAILURES.pop(str(folder), None)
             if failure:  # raised from `finally`: replaces whatever Ray raised after it
                 raise WartuneError(
                     f"search {folder.name!r} stopped: {failure}; the tables written before are intact "
                     "(free space or fix the folder, then run again with --resume)"
                 )
         final_verdict(space, folder, data, extra_sinks)  # after the sinks closed, in the same Ray session
+
+
+def _ready_to_resume(folder: Path, experiment: Path | None) -> None:
+    """Before `Tuner.restore`: a folder an older wartune wrote is upgraded (one line says so), and
+    Ray's local state is mended: files torn by a full disk put back, then paths re-rooted where
+    the folder moved and Ray's hanging PBT replaced (`ray_pickles`)."""
+    if (line := manifest.upgrade(folder)) is not None:
+        warn(line)
+    if experiment is not None:
+        ray_state.repair(experiment)
+        ray_pickles.mend(experiment, folder)
+
+
+def _new_tuner(space: SearchSpace, folder: Path, params: dict[str, Any], experiments: str, trainable: Any) -> tune.Tuner:
+    callback = SinkCallback(count_trials(space, params), space.epochs, space.objectives, space.seeds)
+    return tune.Tuner(
+        trainable,
+        param_space=params,
+        tune_config=tune.TuneConfig(
+            num_samples=(space.trials or 1) if space.strategy in SAMPLED else 1,
+            max_concurrent_trials=space.max_concurrent,
+            reuse_actors=True,  # a new trial keeps the worker (torch imported, data loaded)
+            search_alg=search_algorithm(space, folder),
+            scheduler=trial_scheduler(space),
+        ),
+        run_config=tune.RunConfig(
+            name=EXPERIMENT,
+            storage_path=experiments,
+            verbose=0,
+            callbacks=[callback, *result_loggers()],
+            # PBT exploits other trials' checkpoints: keep a few more so the donor's is still there
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if space.strategy == "pbt" else 2),
+            failure_config=tune.FailureConfig(max_failures=2),
+        ),
+    )

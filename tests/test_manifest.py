@@ -1,0 +1,151 @@
+"""A search folder records the release that wrote it: an older folder is upgraded on --resume
+(its tables filled in and rewritten, one line says so), a newer one refused in one line.
+
+The end-to-end test resumes four searches that wartune 0.1.0 wrote and that were killed
+mid-run (grid, Optuna, WAR, PBT; tests/data/make_old_release_folders.sh made them), unpacked
+elsewhere than where they ran, so they are moved folders too.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import optuna
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from tests.conftest import rows_of, write_space
+from tests.test_cli import _error_line, _run
+from tests.test_store import _meta, _result
+from wartune import __version__
+from wartune.results.manifest import MANIFEST_FILE, upgrade, written_by
+from wartune.results.sinks import ParquetSink
+from wartune.results.store import SCHEMA_VERSION, TRIAL_SCHEMA, TRIALS_FILE, read_rows
+from wartune.tune.ray_pickles import stored_root
+from wartune.tune.study import OPTUNA_FILE
+
+OLD_RELEASE = Path(__file__).parent / "data" / "wartune-0.1.0-searches.tar.gz"
+UPGRADED = (f"was written by wartune 0.1.0 or before (schema 1); upgraded for wartune {__version__} (schema {SCHEMA_VERSION}): "
+            "trials.parquet gained wartune_version (empty: null)")  # fmt: skip
+
+
+def _older_trials_table(folder: Path) -> None:
+    """trials.parquet as wartune 0.1.0 wrote it: without the columns added since, no manifest."""
+    sink = ParquetSink(folder)
+    for epoch in (1, 2, 3):
+        sink.on_epoch(_meta("a_00000"), _result(epoch, 2))
+    sink.on_trial_end(_meta("a_00000"), "finished", None)
+    pq.write_table(
+        pq.read_table(folder / TRIALS_FILE).drop_columns(["wartune_version"]), folder / TRIALS_FILE
+    )
+    (folder / MANIFEST_FILE).unlink(missing_ok=True)
+
+
+def test_an_older_folder_gains_the_new_columns_empty_and_this_releases_manifest(tmp_path):
+    _older_trials_table(tmp_path)
+    assert not written_by(tmp_path).recorded
+    line = upgrade(tmp_path)
+    assert line == f"{str(tmp_path)!r} {UPGRADED}"
+    assert pq.read_table(tmp_path / TRIALS_FILE).schema.equals(TRIAL_SCHEMA, check_metadata=False)
+    [row] = read_rows(tmp_path / TRIALS_FILE, TRIAL_SCHEMA)
+    assert row["wartune_version"] is None and row["status"] == "finished"
+    assert json.loads((tmp_path / MANIFEST_FILE).read_text()) == {
+        "wartune_version": __version__,
+        "schema_version": SCHEMA_VERSION,
+    }
+    assert upgrade(tmp_path) is None  # this release wrote it now: nothing to say
+
+
+@pytest.mark.parametrize(
+    ("manifest", "message"),
+    [
+        (
+            {"wartune_version": "9.0.0", "schema_version": 9},
+            f"was written by wartune 9.0.0 (schema 9), newer than this wartune {__version__}",
+        ),
+        (
+            {"wartune_version": __version__, "schema_version": SCHEMA_VERSION + 1},
+            "newer than this wartune",
+        ),
+        ({"wartune": "0.2.0"}, "is not a wartune manifest (wartune_version, schema_version)"),
+        ({"wartune_version": "soon", "schema_version": 2}, "'soon' is not a wartune release"),
+    ],
+)
+def test_resuming_a_folder_of_a_newer_release_or_a_broken_manifest_is_one_line(
+    tmp_path, capsys, manifest, message
+):
+    space = write_space(tmp_path)
+    folder = tmp_path / "runs" / "tiny"
+    (folder / "ray" / "tune").mkdir(parents=True)
+    (folder / "ray" / "tune" / "tuner.pkl").write_bytes(b"")  # a search was started here
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    code, _, err = _run(
+        ["search", "--space", str(space), "--out", str(folder.parent), "--resume", "--no-mlflow"],
+        capsys,
+    )
+    assert message in _error_line(code, err)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def _ran_in(experiment: Path) -> str | None:
+    """Where Ray's state says the search ran: its storage root (`<folder>/ray`)."""
+    states = [
+        *experiment.glob("basic-variant-state-*.json"),
+        *experiment.glob("search_gen_state-*.json"),
+    ]
+    return stored_root(states[0].read_bytes())
+
+
+def _finished_epochs(folder: Path) -> list[dict]:
+    done = {t["trial_id"] for t in rows_of(folder, TRIALS_FILE) if t["status"] == "finished"}
+    return [e for e in rows_of(folder) if e["trial_id"] in done]
+
+
+@pytest.mark.e2e
+def test_searches_the_previous_release_left_half_done_resume_with_this_one(tmp_path, capsys):
+    from wartune.tune.strategies import ray_session
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    with tarfile.open(OLD_RELEASE) as archive:
+        archive.extractall(runs, filter="data")
+    names = ("grid", "optuna", "war", "pbt")
+    made_in = {name: _ran_in(runs / name / "ray" / "tune") for name in names}
+    finished = {name: _finished_epochs(runs / name) for name in names}
+    for name in names:  # each was killed mid-run
+        assert any(t["status"] != "finished" for t in rows_of(runs / name, TRIALS_FILE)), name
+
+    with ray_session(num_cpus=2):  # one Ray for the four resumes
+        for name in names:
+            space = runs / name / "space.yaml"
+            argv = ["search", "--space", str(space), "--out", str(runs), "--resume", "--no-mlflow"]
+            code, _, err = _run(argv, capsys)
+            assert code == 0, err
+            warnings = [line for line in err.splitlines() if line.startswith("wartune: warning:")]
+            assert warnings == [f"wartune: warning: {str(runs / name)!r} {UPGRADED}"]
+
+    for name in names:
+        folder = runs / name
+        epochs = yaml.safe_load((folder / "space.yaml").read_text())["epochs"]
+        trials = rows_of(folder, TRIALS_FILE)
+        # written back in this release's schema, every trial finished with all its epochs
+        assert pq.read_table(folder / TRIALS_FILE).schema.equals(TRIAL_SCHEMA, check_metadata=False)
+        assert trials and {(t["status"], t["epochs"]) for t in trials} == {("finished", epochs)}
+        assert {t["wartune_version"] for t in trials} <= {None, __version__}
+        # nothing retrained, nothing lost; nothing written where the search ran
+        assert all(e in rows_of(folder) for e in finished[name]), name
+        assert made_in[name] is not None and not Path(made_in[name]).exists()
+        assert json.loads((folder / MANIFEST_FILE).read_text())["wartune_version"] == __version__
+    # 0.1.0's study, continued: every trial told its result
+    study = optuna.load_study(
+        study_name="optuna", storage=f"sqlite:///{runs / 'optuna' / OPTUNA_FILE}"
+    )
+    done = [tr for tr in study.trials if tr.state == optuna.trial.TrialState.COMPLETE]
+    told = {tr.params["lam"]: tr.value for tr in done}
+    assert told == {
+        t["lambda_setting"]: t["rob_acc"] for t in rows_of(runs / "optuna", TRIALS_FILE)
+    }

@@ -1,0 +1,123 @@
+"""Which wartune wrote a search folder, and bringing an older folder up to this release.
+
+A CIFAR search runs for days and outlives the release that started it: users upgrade with
+`pip install -U` while a search is paused. So every search folder (and a compare's root)
+holds `wartune.json`: the release and the table schema (`store.SCHEMA_VERSION`) that last
+wrote it. `--resume` then
+- refuses, in one line, a folder written by a newer release than the one running (its
+  tables or Ray state may hold what this release does not know);
+- upgrades a folder written by an older one: each table's missing columns are filled with
+  their documented empty values (`store.ADDED_COLUMNS`) and written back in this release's
+  schema, the manifest is rewritten, and one line says so. A folder without `wartune.json`
+  was written by wartune 0.1.0 (schema 1) or before.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.version import InvalidVersion, Version
+
+from wartune import __version__
+from wartune.errors import WartuneError
+from wartune.results.store import (
+    COMPARE_FILE,
+    COMPARE_SCHEMA,
+    EPOCH_SCHEMA,
+    EPOCHS_FILE,
+    SCHEMA_VERSION,
+    TRIAL_SCHEMA,
+    TRIALS_FILE,
+    upgrade_steps_file,
+    upgrade_table,
+)
+
+MANIFEST_FILE = "wartune.json"
+TABLES = ((TRIALS_FILE, TRIAL_SCHEMA), (EPOCHS_FILE, EPOCH_SCHEMA), (COMPARE_FILE, COMPARE_SCHEMA))
+BEFORE_MANIFEST = "0.1.0"  # the last release that wrote no manifest (schema 1)
+
+
+@dataclass(frozen=True)
+class WrittenBy:
+    """The release and table schema that last wrote a folder."""
+
+    version: str
+    schema: int
+    recorded: bool = True  # False: no manifest, so 0.1.0 or before
+
+    def describe(self) -> str:
+        release = (
+            f"wartune {self.version}" if self.recorded else f"wartune {self.version} or before"
+        )
+        return f"{release} (schema {self.schema})"
+
+
+THIS_RELEASE = WrittenBy(__version__, SCHEMA_VERSION)
+
+
+def _release(text: str, path: Path) -> Version:
+    try:
+        return Version(text)
+    except InvalidVersion:
+        raise WartuneError(f"{str(path)!r}: {text!r} is not a wartune release") from None
+
+
+def written_by(folder: Path) -> WrittenBy:
+    """What `folder/wartune.json` says wrote the folder; 0.1.0 (schema 1) without one."""
+    path = folder / MANIFEST_FILE
+    if not path.is_file():
+        return WrittenBy(BEFORE_MANIFEST, 1, recorded=False)
+    try:
+        data = json.loads(path.read_text())
+        found = WrittenBy(str(data["wartune_version"]), int(data["schema_version"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        raise WartuneError(
+            f"{str(path)!r} is not a wartune manifest (wartune_version, schema_version)"
+        ) from None
+    _release(found.version, path)
+    return found
+
+
+def check_not_newer(folder: Path) -> None:
+    """Refuse a folder that a newer release than this one wrote, before anything runs."""
+    found = written_by(folder)
+    path = folder / MANIFEST_FILE
+    if _release(found.version, path) > _release(__version__, path) or found.schema > SCHEMA_VERSION:
+        raise WartuneError(
+            f"{str(folder)!r} was written by {found.describe()}, newer than this wartune {__version__} "
+            f"(schema {SCHEMA_VERSION}): upgrade wartune (pip install -U wartune) to resume it"
+        )
+
+
+def record(folder: Path) -> None:
+    """Write `wartune.json`: this release and schema wrote the folder (temporary file, then rename)."""
+    data = {"wartune_version": THIS_RELEASE.version, "schema_version": THIS_RELEASE.schema}
+    tmp = folder / f".{MANIFEST_FILE}.{os.getpid()}.tmp"
+    try:
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
+        tmp.replace(folder / MANIFEST_FILE)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def upgrade(folder: Path) -> str | None:
+    """Bring a folder an older release wrote to this one's format; the line that says what changed.
+
+    None when this release wrote it already. Refuses a newer folder (`check_not_newer`).
+    """
+    check_not_newer(folder)
+    found = written_by(folder)
+    if found == THIS_RELEASE:
+        return None
+    gained = [
+        f"{name} gained {', '.join(cols)} (empty: null)"
+        for name, schema in TABLES
+        if (cols := upgrade_table(folder / name, schema))
+    ]
+    upgrade_steps_file(folder)
+    record(folder)
+    tables = "; ".join(gained) if gained else "its tables needed no change"
+    return f"{str(folder)!r} was written by {found.describe()}; upgraded for wartune {__version__} (schema {SCHEMA_VERSION}): {tables}"

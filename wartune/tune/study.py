@@ -1,0 +1,102 @@
+"""The Optuna study of an optuna search: its sampler, what it optimises, and its file.
+
+The study lives in the search folder (`optuna.db`), named after the search, so it outlasts
+the run: optuna-dashboard and `optuna.load_study` read it, and `--resume` continues it (Ray
+restores the searcher, whose storage reopens the file). Ray pickles that storage with the
+searcher; it keeps the file's name, not its path, and opens it in the folder of the search
+being run (`running.current`), so a search folder that moved keeps its study.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from optuna.storages import RDBStorage
+
+from wartune.results.pareto import directions
+from wartune.tune.running import current
+from wartune.tune.spaces import SearchSpace
+
+SEARCH_METRIC = "best_rob_acc"  # the searcher ranks a trial by its best epoch, as the tables do
+OPTUNA_FILE = "optuna.db"  # the Optuna study of an optuna search, beside its Parquet tables
+
+
+def study_url(folder: Path) -> str:
+    """The study's sqlite URL in `folder` (absolute, as sqlite needs it)."""
+    return f"sqlite:///{(folder / OPTUNA_FILE).resolve()}"
+
+
+class FolderStudyStorage(RDBStorage):
+    """`optuna.db` in the search folder, wherever that folder is now.
+
+    Pickled with its file name alone. Unpickled inside a running search (`Tuner.restore`, and
+    Ray restoring the searcher's state) it opens that search's file; outside one (a user's
+    `Tuner.restore(...).get_results()`) it stays closed, as reading results needs no study.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(study_url(folder))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "url": OPTUNA_FILE}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        try:
+            folder = current().folder
+        except RuntimeError:
+            self.__dict__.update(state)  # not opened: no search runs in this process
+            return
+        super().__setstate__({**state, "url": study_url(folder)})
+
+
+def search_metrics(space: SearchSpace) -> list[str]:
+    """The trial results Optuna optimises: each objective's figure at the best epoch.
+
+    `best_<objective>` is what the trainable reports for the epoch the tables select (the
+    whole split once the trial finished), so the study's values equal trials.parquet's.
+    """
+    return [f"best_{name}" for name in space.objectives] if space.objectives else [SEARCH_METRIC]
+
+
+def optuna_sampler(space: SearchSpace) -> Any:
+    """TPE (single- and multi-objective), or NSGA-II with a quarter of the budget as its
+    population (4 to Optuna's default 50), so a few generations fit the budget. Seeded."""
+    import optuna
+
+    if space.sampler == "nsga2":
+        population = min(50, max(4, (space.trials or 1) // 4))
+        return optuna.samplers.NSGAIISampler(population_size=population, seed=space.seed)
+    return optuna.samplers.TPESampler(seed=space.seed)
+
+
+def search_algorithm(space: SearchSpace, folder: Path) -> Any:
+    """Optuna (TPE or NSGA-II, seeded) for strategy optuna; Ray's grid/variant generator otherwise.
+
+    With `objectives` the study is multi-objective, each objective in its own direction
+    (`pareto.OBJECTIVES`), and its Pareto front is the search's result; otherwise it
+    maximises the best robust accuracy.
+    """
+    if space.strategy != "optuna":
+        return None
+    import optuna
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    metrics = search_metrics(space)
+    metric: str | list[str]
+    mode: str | list[str]
+    if space.objectives:  # Ray's multi-objective form takes lists
+        metric, mode = metrics, directions(space.objectives)
+    else:  # a single metric stays a plain name
+        metric, mode = metrics[0], "max"
+    searcher = OptunaSearch(
+        sampler=optuna_sampler(space), metric=metric, mode=mode, study_name=space.name,
+        storage=FolderStudyStorage(folder),
+    )  # fmt: skip
+    return (
+        ConcurrencyLimiter(searcher, max_concurrent=space.max_concurrent)
+        if space.max_concurrent
+        else searcher
+    )
