@@ -5,12 +5,15 @@ from the donor's newest checkpoint with the new λ in its config, which the trai
 with (a fixed λ is the config's, never the checkpoint's). Ray's perturbation (× 0.8 / × 1.2)
 is not bounded, so the explored λ is clipped back into the range.
 
-Ray does not keep the scheduler's state in the experiment: a restored synchronous PBT starts
-again with its next sync at the first interval, while the restored trials report epochs past
-it. After they sync there, Ray sets the next sync to the epoch they are all at, so no paused
-trial is behind it and none is ever run again: the resumed search hangs. `ResumablePBT`
-moves the next sync one interval past such a population. `ray_pickles.mend` puts it
-in place of Ray's class in a search that wartune 0.1.0 started.
+Ray does not keep the scheduler's state in the experiment, so a restored synchronous PBT
+starts again with its next sync at the first interval, while the restored trials report
+epochs past it, and not all the same one when the driver died mid-sync. Ray then syncs the
+population at once: a trial that was ahead may be sent back to a donor's earlier checkpoint,
+training again epochs that were recorded; and when all stand at one epoch, Ray sets its next
+sync to that very epoch, so no paused trial is behind it and none is ever run again (0.1.0
+hung). `ResumablePBT` keeps the next sync at or past the furthest epoch any trial reported,
+and lets a trial behind it train on to it first. `ray_pickles.mend` puts it in place of
+Ray's class in a search that wartune 0.1.0 started.
 """
 
 from __future__ import annotations
@@ -18,25 +21,21 @@ from __future__ import annotations
 from typing import Any
 
 from ray import tune
-from ray.tune.schedulers import PopulationBasedTraining
+from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 
 from wartune.tune.spaces import LambdaRange, SearchSpace
 
 
 class ResumablePBT(PopulationBasedTraining):
-    """Ray's PBT, which never leaves every paused trial at or past its next sync."""
+    """Ray's PBT, whose synchronous population meets again after a restore (module docstring)."""
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
-        decision = super().on_trial_result(tune_controller, trial, result)
-        if self._synch:
-            times = [
-                self._trial_state[t].last_train_time
-                for t in tune_controller.get_live_trials()
-                if t in self._trial_state
-            ]
-            if times and min(times) >= self._next_perturbation_sync:
-                self._next_perturbation_sync = max(times) + self._perturbation_interval
-        return decision
+        time = result.get(self._time_attr)
+        if self._synch and isinstance(time, int | float):
+            self._next_perturbation_sync = max(self._next_perturbation_sync, time)
+            if time < self._next_perturbation_sync:  # behind the population: train on to it
+                return TrialScheduler.CONTINUE
+        return super().on_trial_result(tune_controller, trial, result)
 
 
 def lambda_domain(space: SearchSpace) -> Any:

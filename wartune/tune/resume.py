@@ -53,8 +53,12 @@ def trial_checkpoints(registered: tune.Checkpoint | None) -> list[tune.Checkpoin
         reverse=True,
     )
     found = [tune.Checkpoint(path, filesystem=fs) for path in paths]
-    if registered is not None and registered.path not in paths:  # e.g. restored from another trial's
-        found.insert(0, registered)
+    if registered is not None and registered.path not in paths:  # restored from another trial's (PBT)
+        # Before this trial's own checkpoints of its epoch or earlier (the lineage it left when
+        # PBT moved it), after any it trained since (a driver killed then never registered them).
+        at = checkpoint_epoch(registered)
+        since = [c for c in found if checkpoint_epoch(c) > at]
+        found = [*since, registered, *(c for c in found if c not in since)]
     return found
 
 
