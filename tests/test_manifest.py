@@ -29,7 +29,7 @@ from wartune.tune.study import OPTUNA_FILE
 
 OLD_RELEASE = Path(__file__).parent / "data" / "wartune-0.1.0-searches.tar.gz"
 UPGRADED = (f"was written by wartune 0.1.0 or before (schema 1); upgraded for wartune {__version__} (schema {SCHEMA_VERSION}): "
-            "trials.parquet gained wartune_version (empty: null)")  # fmt: skip
+            "trials.parquet gained graphs, wartune_version (empty: null)")  # fmt: skip
 
 
 def _older_trials_table(folder: Path) -> None:
@@ -39,7 +39,7 @@ def _older_trials_table(folder: Path) -> None:
         sink.on_epoch(_meta("a_00000"), _result(epoch, 2))
     sink.on_trial_end(_meta("a_00000"), "finished", None)
     pq.write_table(
-        pq.read_table(folder / TRIALS_FILE).drop_columns(["wartune_version"]), folder / TRIALS_FILE
+        pq.read_table(folder / TRIALS_FILE).drop_columns(["graphs", "wartune_version"]), folder / TRIALS_FILE
     )
     (folder / MANIFEST_FILE).unlink(missing_ok=True)
 
@@ -51,7 +51,7 @@ def test_an_older_folder_gains_the_new_columns_empty_and_this_releases_manifest(
     assert line == f"{str(tmp_path)!r} {UPGRADED}"
     assert pq.read_table(tmp_path / TRIALS_FILE).schema.equals(TRIAL_SCHEMA, check_metadata=False)
     [row] = read_rows(tmp_path / TRIALS_FILE, TRIAL_SCHEMA)
-    assert row["wartune_version"] is None and row["status"] == "finished"
+    assert row["graphs"] is None and row["wartune_version"] is None and row["status"] == "finished"
     assert json.loads((tmp_path / MANIFEST_FILE).read_text()) == {
         "wartune_version": __version__,
         "schema_version": SCHEMA_VERSION,

@@ -199,7 +199,7 @@ def test_saved_model_files_load_back(tmp_path):
 
 
 def test_the_last_epochs_full_split_evaluation_is_the_trial_row_and_survives_a_restarted_driver(tmp_path):
-    meta = replace(_meta("a_00000"), precision="bf16")
+    meta = replace(_meta("a_00000"), precision="bf16", graphs="captured")
     sink = ParquetSink(tmp_path)
     full = {"nat_acc": 0.8, "rob_acc": 0.4, "stability": 0.6, "lipschitz": 2.0, "eval_examples": 360}
     for epoch in (1, 2, 3):
@@ -209,7 +209,9 @@ def test_the_last_epochs_full_split_evaluation_is_the_trial_row_and_survives_a_r
     assert [r["epoch"] for r in read_rows(tmp_path / EPOCHS_FILE, EPOCH_SCHEMA)] == [1, 2, 3]
     assert {k: trial[k] for k in full} == full and trial["metrics_from"] == "full_split"
     assert (trial["best_epoch"], trial["best_epoch_rob_acc"], trial["final_rob_acc"]) == (1, 0.5, 0.5)
-    assert (trial["precision"], trial["war_skipped_steps"], trial["status"]) == ("bf16", 3, "finished")
+    assert (trial["precision"], trial["graphs"], trial["war_skipped_steps"], trial["status"]) == (
+        "bf16", "captured", 3, "finished",
+    )  # fmt: skip
 
 
 def test_a_trials_table_from_before_the_front_columns_reads_and_gains_them(tmp_path):

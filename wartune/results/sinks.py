@@ -142,6 +142,7 @@ class ParquetSink:
             "zeta_used": meta.zeta_used,
             "device": meta.device,
             "precision": meta.precision or self.trials.get(meta.trial_id, {}).get("precision"),
+            "graphs": meta.graphs or self.trials.get(meta.trial_id, {}).get("graphs"),
             "cpus": meta.cpus,
             "gpus": meta.gpus,
             "restarts": meta.restarts,

@@ -101,6 +101,7 @@ TRIAL_SCHEMA = pa.schema(
         ("device_seconds", pa.float64()),
         ("device", pa.string()),
         ("precision", pa.string()),  # fp32 / bf16 / fp16, as the trial resolved it
+        ("graphs", pa.string()),  # how its step ran: off / eager / captured / failed: why (Trainer.graph_mode)
         ("cpus", pa.float64()),
         ("gpus", pa.float64()),
         ("started_at", pa.float64()),  # unix seconds, when the trial (last) started
@@ -203,6 +204,7 @@ ADDED_COLUMNS: dict[str, Any] = {
     "aa_rob_acc": None,  # null: not attacked by the search's end
     "aa_examples": None,
     "aa_seconds": None,
+    "graphs": None,  # null: run by a release before 0.2.0, which had no CUDA graphs
     "wartune_version": None,  # null: last run by a release before 0.2.0, which did not record it
 }
 

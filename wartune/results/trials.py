@@ -39,6 +39,7 @@ class TrialMeta:
     gpus: float
     device: str = "cpu"
     precision: str | None = None  # fp32 / bf16 / fp16 as the trial resolved it; None before its first result
+    graphs: str | None = None  # how its step ran (Trainer.graph_mode); None before its first result
     checkpoint: str | None = None  # the best model's folder, relative to the search folder
     model_dir: str | None = None  # the same folder, absolute, on the driver
     restarts: int = 0
@@ -67,6 +68,7 @@ class TrialMeta:
             gpus=float(row.get("gpus") or 0.0),
             device=row.get("device") or "cpu",
             precision=row.get("precision"),
+            graphs=row.get("graphs"),
             checkpoint=row.get("checkpoint"),
             restarts=int(row.get("restarts") or 0),
         )

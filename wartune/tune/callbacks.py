@@ -65,7 +65,7 @@ class SinkCallback(tune.Callback):
         self.folder = Path()  # the search folder, set by `setup`
         self.ray_state_dir: Path | None = None  # Ray's local experiment folder, backed up each result
         self.sinks: list[Sink] = []
-        self._ran_on: dict[str, dict[str, Any]] = {}  # trial id -> its results' device and precision
+        self._ran_on: dict[str, dict[str, Any]] = {}  # trial id -> its results' device, precision, graphs
         self._ran_with: dict[str, dict[str, Any]] = {}  # trial id -> the config of its latest result
 
     def __getstate__(self) -> dict[str, Any]:
@@ -123,7 +123,7 @@ class SinkCallback(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         ran_on = self._ran_on.setdefault(trial.trial_id, {"device": "cpu"})
-        ran_on.update({k: result[k] for k in ("device", "precision") if result.get(k)})
+        ran_on.update({k: result[k] for k in ("device", "precision", "graphs") if result.get(k)})
         self._writing(self._each, "on_epoch", self._meta(trial, result), result)
         if self.ray_state_dir is not None:
             ray_state.backup(self.ray_state_dir)

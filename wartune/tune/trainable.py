@@ -81,6 +81,7 @@ def adversarial_training_trial(params: dict[str, Any], data: TensorDataset) -> N
             "best_stability": t.history[best - 1].stability,
             "device": t.device.type,
             "precision": t.precision,
+            "graphs": t.graph_mode,
             "started_at": started_at,
             "reported_at": time.time(),
             "pid": os.getpid(),
