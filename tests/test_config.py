@@ -37,7 +37,7 @@ def _space(**changes):
         ({"strategy": "grid", "lambda": None}, "strategy 'grid' needs 'lambda' as a non-empty list"),
         ({"resources": {"gpu": -1}}, "resources.gpu: Input should be greater than or equal to 0"),
         ({"alpha": 0.2}, "'alpha' moved into the war block: write war: {alpha: 0.2}"),
-        ({"war": "wu2021"}, "war: give 'paper' (Algorithm 1) or a block of alpha, alpha_per, ema_beta, hold, lambda0, max_step, ratio, window (got 'wu2021')"),
+        ({"war": "wu2021"}, "war: give 'paper' (Algorithm 1), 'epoch' (the default) or a block of alpha, alpha_per, ema_beta, hold, lambda0, max_step, ratio, window (got 'wu2021')"),
         ({"war": {"lambda0": "thick"}}, "war.lambda0: give a number >= 0 or 'thin' (the thin net's best λ) (got 'thick')"),
         ({"war": {"lambda0": -1}}, "war.lambda0: Input should be greater than or equal to 0 (got -1)"),
         ({"war": {"ratio": "mean"}}, "war.ratio: Input should be 'step', 'ema' or 'window' (got 'mean')"),
@@ -156,8 +156,19 @@ def _trial_lambda(space):
     return TrialParams.parse(param_space(space, THIN)).config.lam
 
 
-def test_war_paper_is_the_default_and_runs_algorithm_1_exactly():
-    assert _war_space().war == _war_space("paper").war == WarSettings()
+def test_a_space_without_war_runs_the_studys_default_alpha_per_epoch():
+    # docs/war-study.md: α 0.3 per epoch beat Algorithm 1 on both data sets and both widths
+    assert _war_space().war == _war_space("epoch").war == WarSettings(alpha=0.3, alpha_per="epoch")
+    spec = _trial_lambda(_war_space())
+    assert spec == WARLambda(zeta=30.0, alpha=0.3, alpha_per="epoch", lambda0=0.0, ratio="step")
+    controller = make_controller(spec, steps_per_epoch=12)
+    # λ_1 = 0 + 0.3/12 · (30 − 1.0/0.1) = 0.5; λ_2 = 0.5 + 0.025 · (30 − 0.8/0.02) = 0.25
+    assert float(controller.update(torch.tensor(1.0), torch.tensor(0.1))) == pytest.approx(0.5)
+    assert float(controller.update(torch.tensor(0.8), torch.tensor(0.02))) == pytest.approx(0.25)
+
+
+def test_war_paper_runs_algorithm_1_exactly():
+    assert _war_space("paper").war == WarSettings()  # the block's defaults are Algorithm 1
     spec = _trial_lambda(_war_space("paper"))
     assert spec == WARLambda(zeta=30.0, alpha=0.1, lambda0=0.0, ratio="step")
     controller, reference = make_controller(spec, steps_per_epoch=12), 0.0
@@ -197,6 +208,8 @@ def test_war_settling_options_reach_the_trial_spec_and_the_controller():
     "war,expected",
     [
         ("paper", "paper (Algorithm 1: α 0.1 per step, λ_0 0, each step's l_nat/l_rob)"),
+        (None, "epoch (α 0.3 per epoch, spread over its steps; λ_0 0, each step's l_nat/l_rob) (the default)"),
+        ({"alpha": 0.3, "alpha_per": "epoch"}, "epoch (α 0.3 per epoch, spread over its steps; λ_0 0, each step's l_nat/l_rob) (the default)"),
         ({"lambda0": "thin", "hold": True}, "war: {hold: true, lambda0: thin}"),
         ({"ratio": "window", "alpha_per": "epoch"}, "war: {alpha_per: epoch, ratio: window, window: one epoch}"),
     ],
@@ -205,6 +218,9 @@ def test_a_war_block_describes_its_controller_in_one_line(war, expected):
     assert _war_space(war).war.describe() == expected
 
 
-def test_transfers_alpha_flag_sets_war_alpha_over_a_paper_block():
-    space = load_space("war", SearchFlags().space_overrides(**{"war.alpha": 0.3}))  # as `transfer --alpha 0.3` does
-    assert space.war == WarSettings(alpha=0.3) and load_space("war").war == WarSettings()
+def test_transfers_alpha_flag_sets_war_alpha_within_the_named_controller():
+    alpha = SearchFlags().space_overrides(**{"war.alpha": 0.5})  # as `transfer --alpha 0.5` does
+    assert load_space("war").war == WarSettings.preset("epoch")  # war.yaml: war: epoch
+    assert load_space("war", alpha).war == WarSettings(alpha=0.5, alpha_per="epoch")
+    assert load_space("lambda_grid", alpha).war == WarSettings(alpha=0.5, alpha_per="epoch")  # no war: the default
+    assert load_space("table3", alpha).war == WarSettings(alpha=0.5)  # war: paper, α per step

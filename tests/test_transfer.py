@@ -59,8 +59,12 @@ def test_transfer_runs_war_beside_the_untuned_lambda(calibrated, capsys):
     trace = [s["lambda_t"] for s in sorted(steps, key=lambda s: (s["epoch"], s["step"]))]
     assert len(trace) == 3 * 12 and max(trace) > 0 and min(trace) >= 0
     assert war["lambda_final"] == pytest.approx(trace[-1])
+    state = WarRuleState(0.0)  # the default controller: α 0.3 per epoch, 0.3 / 12 a step, each step's ratio
+    for s in sorted(steps, key=lambda s: (s["epoch"], s["step"])):
+        state = war_rule_step(state, s["l_nat"], s["l_rob"], WarRule(entry.zeta, 0.3 / 12, "step"))
+        assert s["lambda_t"] == pytest.approx(state.lambda_t, rel=1e-12)
     assert "WAR→" in out and "untuned" in out
-    assert "controller: paper (Algorithm 1: α 0.1 per step, λ_0 0, each step's l_nat/l_rob)" in err
+    assert "controller: epoch (α 0.3 per epoch, spread over its steps; λ_0 0, each step's l_nat/l_rob) (the default)" in err
 
 
 def test_transfer_with_lambda0_thin_starts_from_the_registry_entrys_best_lambda(tmp_path, capsys):

@@ -56,24 +56,46 @@ class LambdaRange(StrictModel):
         return self
 
 
+# The `war:` controllers a space can name. `paper` is Algorithm 1 exactly (the block's field
+# defaults); `epoch` spreads α 0.3 over each epoch's steps, the one variant that beat Algorithm 1
+# on both data sets and both widths of docs/war-study.md, so it is what a space without `war:` runs.
+WAR_PRESETS: dict[str, dict[str, Any]] = {"paper": {}, "epoch": {"alpha_per": "epoch", "alpha": 0.3}}
+DEFAULT_WAR = "epoch"
+_PRESET_LINES = {
+    "paper": "paper (Algorithm 1: α 0.1 per step, λ_0 0, each step's l_nat/l_rob)",
+    "epoch": "epoch (α 0.3 per epoch, spread over its steps; λ_0 0, each step's l_nat/l_rob)",
+}
+
+
+def war_block(value: Any) -> Any:
+    """A `war:` value with a preset's name replaced by its block (other values unchanged), so
+    CLI overrides such as `war.alpha` merge into the named controller rather than replace it."""
+    return dict(WAR_PRESETS[value]) if isinstance(value, str) and value in WAR_PRESETS else value
+
+
 class WarSettings(WARRule):
     """A space's `war:` block: how WAR runs, wherever a search resolves ζ (war, transfer, compare).
 
-    `war: paper` is Algorithm 1 exactly (α 0.1 per step, λ_0 = 0, each step's ratio), the
-    defaults. `lambda0: thin` starts λ at the thin net's best λ from the same ζ registry entry.
+    A block's keys are set against Algorithm 1 (its defaults); a name is a preset
+    (`WAR_PRESETS`): `war: paper` is Algorithm 1 exactly, `war: epoch` the default. `lambda0:
+    thin` starts λ at the thin net's best λ from the same ζ registry entry.
     """
 
     lambda0: NonNegFloat | Literal["thin"] = 0.0
 
     @model_validator(mode="before")
     @classmethod
-    def _paper_by_name(cls, data: Any) -> Any:
-        if data == "paper":
-            return {}
+    def _preset_by_name(cls, data: Any) -> Any:
         if isinstance(data, str):
+            if data in WAR_PRESETS:
+                return war_block(data)
             keys = ", ".join(sorted(cls.model_fields))
-            raise ValueError(f"give 'paper' (Algorithm 1) or a block of {keys}")
+            raise ValueError(f"give 'paper' (Algorithm 1), 'epoch' (the default) or a block of {keys}")
         return data
+
+    @classmethod
+    def preset(cls, name: str) -> WarSettings:
+        return cls.model_validate(name)
 
     @field_validator("lambda0", mode="before")
     @classmethod
@@ -90,8 +112,9 @@ class WarSettings(WARRule):
     def describe(self) -> str:
         """One line naming the controller: `paper` (Algorithm 1), or the block's settings that differ from it."""
         changed: dict[str, Any] = self.model_dump(exclude_defaults=True)
-        if not changed:
-            return "paper (Algorithm 1: α 0.1 per step, λ_0 0, each step's l_nat/l_rob)"
+        for name, block in WAR_PRESETS.items():
+            if changed == block:
+                return _PRESET_LINES[name] + (" (the default)" if name == DEFAULT_WAR else "")
         if self.ratio == "window" and self.window is None:
             changed["window"] = "one epoch"
         shown = (str(v).lower() if isinstance(v, bool) else str(v) for v in changed.values())
@@ -145,7 +168,7 @@ class SearchSpace(TrainingSettings):
     lam: list[NonNegFloat] | LambdaRange | NonNegFloat | None = Field(default=None, alias="lambda")
     zeta_from: str | None = None
     thin_model: str | None = None  # compare: the cheap net that calibrates λ and ζ
-    war: WarSettings = WarSettings()
+    war: WarSettings = Field(default_factory=lambda: WarSettings.preset(DEFAULT_WAR))
     # compare: more WAR runs beside `war`, each named (its strategy reads `war-<name>`)
     war_variants: dict[str, WarSettings] = {}
     strategies: list[CompareStrategy] | None = None  # compare: which to run (default: all)
@@ -360,4 +383,5 @@ def load_space(ref: str, overrides: dict[str, Any] | None = None) -> SearchSpace
     path = space_path(ref)
     data = read_yaml(path)
     data.setdefault("name", path.stem)
+    data["war"] = war_block(data.get("war", DEFAULT_WAR))
     return validate(SearchSpace, _merge(data, _given(overrides or {})), source=path.name)
