@@ -225,8 +225,35 @@ def war_search(tmp_path_factory) -> dict:
 E2E_FIXTURES = frozenset({"war_search", "mlflow_server", "calibrated"})
 
 
+# Shared fixtures cheap enough to build once per xdist worker.
+CHEAP_SHARED = frozenset({"digits", "mnist_dir"})
+
+
+def _shared_fixture_group(item: pytest.Item) -> str | None:
+    """The xdist group of a test that uses a costly shared fixture, so `--dist loadgroup` runs
+    every user of it on one worker and builds it once: a session fixture's name, else the
+    module of a module-scoped one. None: the test may run on any worker."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return None
+    session, module = [], []
+    for name, defs in info.name2fixturedefs.items():
+        if name in CHEAP_SHARED or not defs or not defs[-1].baseid:  # baseid "": pytest's own
+            continue
+        if defs[-1].scope == "session":
+            session.append(name)
+        elif defs[-1].scope == "module":
+            module.append(name)
+    if session:
+        return min(session)
+    return item.module.__name__ if module and item.module else None
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that needs an `E2E_FIXTURES` fixture `e2e`, so `-m "not e2e"` is the fast tier."""
+    """Mark every test that needs an `E2E_FIXTURES` fixture `e2e`, so `-m "not e2e"` is the fast
+    tier; and group the users of each costly shared fixture for `pytest -n 2 --dist loadgroup`."""
     for item in items:
         if E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.e2e)
+        if group := _shared_fixture_group(item):
+            item.add_marker(pytest.mark.xdist_group(group))

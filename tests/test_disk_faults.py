@@ -70,7 +70,7 @@ def _tables_intact(folder: Path) -> int:
 
 @pytest.mark.parametrize("fault", ["full", "read-only"])
 def test_search_stops_with_one_line_and_resumes_after_the_fault(small_disk, tmp_path, capsys, fault):
-    space = write_space(tmp_path, epochs=4, max_concurrent=1, model="wrn10-0.5", **{"lambda": [1, 6, 12]})
+    space = write_space(tmp_path, epochs=3, max_concurrent=1, model="wrn10-0.5", **{"lambda": [1, 6]})
     out = small_disk / "runs"
     folder = out / "tiny"
     proc = _search(space, out)
@@ -98,6 +98,6 @@ def test_search_stops_with_one_line_and_resumes_after_the_fault(small_disk, tmp_
         subprocess.run(["chattr", "-i", str(folder)], check=True)
     code, _, err = _run(["search", "--space", str(space), "--out", str(out), "--no-mlflow", "--resume"], capsys)
     assert code == 0, err
-    assert _tables_intact(folder) == 12
+    assert _tables_intact(folder) == 6
     trials = pq.read_table(folder / "trials.parquet").to_pylist()
-    assert len(trials) == 3 and all(t["status"] == "finished" and t["epochs"] == 4 for t in trials)
+    assert len(trials) == 2 and all(t["status"] == "finished" and t["epochs"] == 3 for t in trials)
