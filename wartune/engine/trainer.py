@@ -200,9 +200,9 @@ class Trainer:
         """
         log = StepLog()
         graphed = self.graphed()
-        step = graphed[0] if graphed is not None else self.step_on
+        run_step = graphed[0] if graphed is not None else self.step_on
         for x, y in train_batches(self.data, self.config.batch_size, self.generator, self.device):
-            log.append(*step(x, y, start_noise(x, self.train_attack, self.generator)))
+            log.append(*run_step(x, y, start_noise(x, self.train_attack, self.generator)))
         trace, train_lipschitz = log.to_host()
         if (step := trace.first_non_finite()) is not None:
             raise DivergedError(
