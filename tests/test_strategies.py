@@ -202,9 +202,11 @@ def test_fractional_gpus_pack_trials_on_a_declared_gpu(tmp_path, capsys, share, 
 
 def test_killed_optuna_search_resumes_in_another_folder_keeping_its_trials_and_study(tmp_path, capsys):
     """SIGKILL at once after a trial finished (Ray may not have registered it yet), then the
-    folder moves to another parent, as from scratch to project storage, and resumes there."""
+    folder moves to another parent, as from scratch to project storage, and resumes there.
+    NSGA-II: the sampler Ray must unpickle from tuner.pkl and the searcher's saved state (TPE's
+    pickles are pinned in test_study)."""
     space = write_space(tmp_path, strategy="optuna", trials=3, max_concurrent=1, epochs=3, model="wrn10-0.5",
-                        **{"lambda": {"low": 0.5, "high": 12}})  # fmt: skip
+                        sampler="nsga2", **{"lambda": {"low": 0.5, "high": 12}})  # fmt: skip
     out = tmp_path / "runs"
     kill_when(space, out, lambda trials: any(t["status"] == "finished" for t in trials) and len(trials) >= 2)
     folder = move_search(out / "tiny", tmp_path / "elsewhere")

@@ -1,5 +1,6 @@
-"""An optuna search's study storage: pickled by Ray with its file name alone, it reopens the
-study in the folder of the search being run, wherever that folder moved."""
+"""An optuna search's study storage and searcher: pickled by Ray (the storage with its file name
+alone, reopening the study in the folder of the search being run; every sampler, NSGA-II
+included), they resume where they stopped."""
 
 from __future__ import annotations
 
@@ -7,9 +8,20 @@ import pickle
 import shutil
 
 import optuna
+import pytest
+import ray.cloudpickle as cloudpickle
 
+from wartune.tune.ray_pickles import edit
 from wartune.tune.running import RunningSearch, running
-from wartune.tune.study import OPTUNA_FILE, FolderStudyStorage
+from wartune.tune.spaces import SearchSpace
+from wartune.tune.strategies import param_space
+from wartune.tune.study import (
+    OPTUNA_FILE,
+    FolderStudyStorage,
+    NSGAIISampler,
+    search_algorithm,
+    search_metrics,
+)
 
 
 def test_the_pickled_study_storage_reopens_in_the_folder_it_moved_to(tmp_path):
@@ -33,3 +45,47 @@ def test_the_pickled_study_storage_reopens_in_the_folder_it_moved_to(tmp_path):
     assert unbound._storage._backend.url == OPTUNA_FILE and not hasattr(
         unbound._storage._backend, "engine"
     )
+
+
+@pytest.mark.parametrize(
+    ("sampler", "objectives"),
+    [(None, None), (None, ["rob_acc", "nat_acc"]), ("nsga2", None), ("nsga2", ["rob_acc", "nat_acc"])],
+)
+def test_each_optuna_searcher_pickles_and_resumes_where_it_stopped(tmp_path, sampler, objectives):
+    """Ray pickles the searcher (`tuner.pkl`, its saved state) to resume a search; Optuna 5's
+    NSGA-II sampler holds a lock that no pickle can carry. Every sampler pickles, and the
+    searcher restored from its saved state asks for the same next λ as the one that saved it."""
+    from ray.tune.search import ConcurrencyLimiter, Searcher
+
+    space = SearchSpace.model_validate(
+        {"name": "tiny", "strategy": "optuna", "lambda": {"low": 0.5, "high": 24, "log": True},
+         "trials": 8, "max_concurrent": 2, "sampler": sampler, "objectives": objectives, "seed": 0}
+    )  # fmt: skip
+    def searcher() -> Searcher:
+        made = search_algorithm(space, tmp_path)
+        assert isinstance(made, ConcurrencyLimiter)
+        assert made.set_search_properties(None, None, param_space(space))
+        return made
+
+    with running(RunningSearch(tmp_path)):
+        first = searcher()
+        cloudpickle.dumps(first)  # as Tuner(...) writes tuner.pkl
+        metrics = search_metrics(space)
+        for i in range(6):  # past NSGA-II's first generation of 4
+            lam = first.suggest(f"t{i}")["lam"]
+            first.on_trial_complete(f"t{i}", {m: lam / 24 + 0.01 * k for k, m in enumerate(metrics)})
+        first.save(str(tmp_path / "searcher.pkl"))
+        restored = searcher()
+        restored.restore(str(tmp_path / "searcher.pkl"))
+        assert restored.suggest("t6") == first.suggest("t6")
+
+
+def test_nsga2_sampler_of_an_older_optuna_gains_its_lock_when_adopted():
+    """A search started under Optuna 4 pickled Optuna's own sampler without the lock Optuna 5
+    added; `ray_pickles.edit` names wartune's class in its place, which restores the lock."""
+    older = optuna.samplers.NSGAIISampler(population_size=4, seed=3)
+    older.__dict__.pop("_thread_lock")  # as Optuna 4 pickled it
+    loaded = pickle.loads(edit(cloudpickle.dumps(older)))
+    assert type(loaded) is NSGAIISampler and loaded.population_size == 4
+    with loaded._thread_lock:  # a working lock, not the one left behind
+        pass

@@ -13,7 +13,9 @@ resume, and both are fixed here before `Tuner.restore` reads them:
   open. `mend` rewrites every path under the folder's old place to the same path under its
   new one.
 - **Classes.** A search wartune 0.1.0 started holds Ray's own PBT scheduler, which hangs on
-  resume (`pbt.ResumablePBT`); `mend` names wartune's class in its place.
+  resume (`pbt.ResumablePBT`), and one started under Optuna 4 holds Optuna's NSGA-II sampler,
+  which has no lock to restore under Optuna 5 (`study.NSGAIISampler`); `mend` names wartune's
+  class in their place.
 
 The pickles are edited opcode by opcode and never loaded: nothing in them runs, nothing
 connects to the old study. A file that needs no change is not written.
@@ -43,9 +45,11 @@ PICKLES = (
 EXPERIMENT_STATE = "experiment_state-*.json"
 HEX_PICKLE = "CLOUDPICKLE_FALLBACK"
 ROOT_KEY = "storage_fs_path"  # the field of Ray's StorageContext that holds the storage root
-# Ray's classes a search started by an older wartune holds, and wartune's class in their place.
+# Classes a search started by an older wartune holds, and wartune's class in their place: Ray's
+# PBT (hangs on resume) and Optuna's NSGA-II sampler (unpicklable since Optuna 5).
 ADOPTED = {
-    ("ray.tune.schedulers.pbt", "PopulationBasedTraining"): ("wartune.tune.pbt", "ResumablePBT")
+    ("ray.tune.schedulers.pbt", "PopulationBasedTraining"): ("wartune.tune.pbt", "ResumablePBT"),
+    ("optuna.samplers.nsgaii._sampler", "NSGAIISampler"): ("wartune.tune.study", "NSGAIISampler"),
 }
 
 STRING_OPS = frozenset({"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE"})

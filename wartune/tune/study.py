@@ -9,9 +9,11 @@ being run (`running.current`), so a search folder that moved keeps its study.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
+import optuna
 from optuna.storages import RDBStorage
 
 from wartune.results.pareto import directions
@@ -59,14 +61,34 @@ def search_metrics(space: SearchSpace) -> list[str]:
     return [f"best_{name}" for name in space.objectives] if space.objectives else [SEARCH_METRIC]
 
 
-def optuna_sampler(space: SearchSpace) -> Any:
+LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
+
+
+class NSGAIISampler(optuna.samplers.NSGAIISampler):
+    """Optuna's NSGA-II sampler, picklable as Ray needs it to be.
+
+    Ray pickles the searcher, and with it the sampler, into the search folder (`tuner.pkl`,
+    the searcher's state) so that `--resume` can rebuild it. Optuna 5 gave the genetic
+    samplers a `threading.Lock` (`BaseGASampler._thread_lock`), which no pickle can hold.
+    The lock guards an in-process cache, so a pickle leaves it out and an unpickled sampler
+    gets a new one. Any attribute a newer Optuna added since the pickle was written (a search
+    started under Optuna 4, resumed under 5) takes the value a new sampler starts with.
+    """
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if not isinstance(v, LOCK_TYPES)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        fresh = optuna.samplers.NSGAIISampler(population_size=state.get("_population_size") or 50)
+        self.__dict__.update({**fresh.__dict__, **state})
+
+
+def optuna_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
     """TPE (single- and multi-objective), or NSGA-II with a quarter of the budget as its
     population (4 to Optuna's default 50), so a few generations fit the budget. Seeded."""
-    import optuna
-
     if space.sampler == "nsga2":
         population = min(50, max(4, (space.trials or 1) // 4))
-        return optuna.samplers.NSGAIISampler(population_size=population, seed=space.seed)
+        return NSGAIISampler(population_size=population, seed=space.seed)
     return optuna.samplers.TPESampler(seed=space.seed)
 
 
@@ -79,7 +101,6 @@ def search_algorithm(space: SearchSpace, folder: Path) -> Any:
     """
     if space.strategy != "optuna":
         return None
-    import optuna
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
