@@ -50,11 +50,17 @@ def test_half_precision_losses_stay_close_to_fp32(tiny_config, digits, precision
     assert l_rob_h == pytest.approx(l_rob, rel=0.1)  # a KL of ~4e-3 between two nearby inputs
 
 
-def test_bf16_training_on_cpu_lands_near_fp32(tiny_config, digits):
-    fp32 = train(tiny_config, data=digits).final
-    bf16 = train(tiny_config.model_copy(update={"precision": "bf16"}), data=digits).final
-    assert bf16.l_nat == pytest.approx(fp32.l_nat, rel=0.02)
-    assert abs(bf16.nat_acc - fp32.nat_acc) <= 0.1
+def test_bf16_training_on_cpu_follows_fp32s_loss_trajectory(tiny_config, digits):
+    """What bf16 must preserve is the training itself: each epoch's mean l_nat within 1 % of
+    fp32's (bf16 rounds at 2**-8 = 0.4 %; measured 0.1-0.2 % over these two epochs). Not the
+    accuracy: two epochs leave the net on the steep part of its curve, where a loss 0.2 %
+    apart moves the natural accuracy on 360 images by 6 points (seeds 3 and 4 alike)."""
+    fp32 = train(tiny_config, data=digits).history
+    bf16 = train(tiny_config.model_copy(update={"precision": "bf16"}), data=digits).history
+    assert len(fp32) == len(bf16) == 2
+    for full, half in zip(fp32, bf16, strict=True):
+        assert half.l_nat == pytest.approx(full.l_nat, rel=0.01)
+    assert bf16[-1].l_nat < bf16[0].l_nat  # it trains: the trajectory falls as fp32's does
 
 
 def test_fp16_resume_point_carries_the_loss_scale(tiny_config, digits):
