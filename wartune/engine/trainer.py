@@ -203,13 +203,17 @@ class Trainer:
         run_step = graphed[0] if graphed is not None else self.step_on
         for x, y in train_batches(self.data, self.config.batch_size, self.generator, self.device):
             log.append(*run_step(x, y, start_noise(x, self.train_attack, self.generator)))
-        trace, train_lipschitz = log.to_host()
+        return self.checked(log.to_host())
+
+    def checked(self, epoch: tuple[StepTrace, float]) -> tuple[StepTrace, float]:
+        """The epoch's trace as it is, or DivergedError naming its first non-finite step."""
+        trace = epoch[0]
         if (step := trace.first_non_finite()) is not None:
             raise DivergedError(
                 f"loss diverged at epoch {self.epoch + 1}, step {step + 1}: "
                 f"l_nat={trace.l_nat[step]}, l_rob={trace.l_rob[step]}"
             )
-        return trace, train_lipschitz
+        return epoch
 
     def evaluate(self, max_examples: int | None = None) -> RobustnessMetrics:
         """Natural and PGD-20 accuracy, stability and Lipschitz on the first `eval_examples` test
@@ -223,14 +227,26 @@ class Trainer:
     def run_epoch(self) -> EpochRecord:
         """Train one epoch, step the lr schedule, evaluate, and remember the best weights."""
         start = time.perf_counter()
-        lr = float(self.optimizer.param_groups[0]["lr"])
-        skipped_before = self.controller.skipped_steps
+        opened = self.open_epoch()
         trace, train_lipschitz = self.train_epoch()
+        return self.close_epoch(opened, trace, train_lipschitz, time.perf_counter() - start)
+
+    def open_epoch(self) -> tuple[float, int]:
+        """What an epoch's record needs from before its training: its lr and WAR's skipped steps so far."""
+        return float(self.optimizer.param_groups[0]["lr"]), self.controller.skipped_steps
+
+    def close_epoch(self, opened: tuple[float, int], trace: StepTrace, train_lipschitz: float, train_seconds: float) -> EpochRecord:
+        """After an epoch's training (here, or as a member of a stack): step the lr schedule,
+        evaluate, record the epoch, and remember the best weights. The record's wall seconds
+        are `train_seconds` (a stack member's share of its stack's) plus this evaluation."""
+        start = time.perf_counter()
+        lr, skipped_before = opened
         self.scheduler.step()
         self.epoch += 1
         metrics = self.evaluate()
         skipped = self.controller.skipped_steps - skipped_before
-        record = epoch_record(self.epoch, trace, train_lipschitz, metrics, lr, time.perf_counter() - start, skipped)
+        seconds = train_seconds + time.perf_counter() - start
+        record = epoch_record(self.epoch, trace, train_lipschitz, metrics, lr, seconds, skipped)
         self.history.append(record)
         self.step_traces.append(trace)
         if self.best_epoch == 0 or record.rob_acc > self.history[self.best_epoch - 1].rob_acc:
