@@ -65,8 +65,10 @@ class AutocastModel(nn.Module):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         # no weight-cast cache: a CUDA graph must not capture casts cached across calls
-        with torch.autocast(x.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32, cache_enabled=False):
-            return self.model(x).float()
+        cast = self.dtype != torch.float32
+        with torch.autocast(x.device.type, dtype=self.dtype, enabled=cast, cache_enabled=False):
+            logits = self.model(x)
+        return logits.float() if cast else logits  # uncast (channels_last alone): the model's own dtype
 
 
 def model_call(

@@ -102,7 +102,10 @@ class StackedTrainer:
     def restack(self) -> None:
         """Build the grouped network, its SGD and its momentum from the members as they are now."""
         self.model = stack_models([m.model for m in self.members])
-        self.net = StackedNet(model_call(self.model, self.precision, self.device, self.config.compile), self.size)
+        # channels_last on every device: on a CPU a grouped convolution runs 2x faster in it
+        # (and faster than the members' K convolutions), as convolutions do on CUDA
+        call = model_call(self.model, self.precision, self.device, self.config.compile, channels_last=True)
+        self.net = StackedNet(call, self.size)
         self.optimizer = build_sgd(self.model.parameters(), self.config, self.device)
         self._follow_schedule()
         lone = [list(m.model.parameters()) for m in self.members]

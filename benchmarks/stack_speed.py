@@ -1,0 +1,121 @@
+"""K λ-trials stacked into one grouped network against the same K trials one after another.
+
+For each model and K, in one process: K lone `Trainer`s (λ from the paper's grid, seeds
+0..K-1) each train one epoch in turn (`Trainer.train_epoch`: what a trial's step costs), and
+a `StackedTrainer` of K more trains its one epoch for all of them (`StackedTrainer.train_epoch`).
+Both sides are warmed up, then alternated in rotating rounds (median round). On a CPU the
+clock is thread time on one thread (a trial's `resources.cpu: 1`), so the figure is the work,
+not the machine's load; on a GPU, wall time. Evaluation is not timed here: a stack's members
+still evaluate one by one (`Trainer.close_epoch`).
+
+`--memory` adds each side's peak memory: on a GPU `max_memory_allocated`; on a CPU the peak
+resident-set growth of a fresh process that builds the side and trains one epoch.
+
+    python benchmarks/stack_speed.py                       # digits WRN-10-0.5 and WRN-10-2; K 1 2 4 6 8
+    python benchmarks/stack_speed.py --models mlp-32 --dataset mnist --data-dir data
+    python benchmarks/stack_speed.py --smoke               # K 1 2 on cnn-4, 1 round: checks the script
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import resource
+import time
+from pathlib import Path
+
+import torch
+from common import device_name, median_seconds, record
+
+from wartune.engine.config import TrainConfig
+from wartune.engine.data import TensorDataset, load_dataset
+from wartune.engine.stacked_trainer import StackedTrainer
+from wartune.engine.trainer import Trainer
+
+LAMBDAS = [1.0, 3.0, 6.0, 9.0, 12.0, 15.0, 18.0, 21.0]  # the main job's grid
+
+
+def configs(model: str, dataset: str, data_dir: Path | None, k: int, device: str, train_examples: int | None) -> list[TrainConfig]:
+    return [
+        TrainConfig(model=model, dataset=dataset, data_dir=data_dir, lam=LAMBDAS[i % len(LAMBDAS)], seed=i,
+                    device=device, threads=1, train_examples=train_examples)  # fmt: skip
+        for i in range(k)
+    ]
+
+
+def sides(cfgs: list[TrainConfig], data: TensorDataset) -> dict[str, object]:
+    lone = [Trainer(c, data) for c in cfgs]
+    stack = StackedTrainer([Trainer(c, data) for c in cfgs])
+
+    def one_after_another() -> None:
+        for trainer in lone:
+            trainer.train_epoch()
+
+    return {"one after another": one_after_another, "stacked": stack.train_epoch, "device": lone[0].device}
+
+
+def _peak_child(cfgs: list[TrainConfig], side: str, queue: multiprocessing.Queue) -> None:
+    data = load_dataset(cfgs[0].dataset, cfgs[0].data_dir)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    run = sides(cfgs, data)
+    device = run["device"]
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    run[side]()
+    if device.type == "cuda":
+        queue.put(torch.cuda.max_memory_allocated(device) / 2**20)
+    else:
+        queue.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+
+
+def peak_mib(cfgs: list[TrainConfig], side: str) -> float:
+    """The side's peak memory in MiB, in a fresh process (a CPU's peak RSS never falls)."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    child = context.Process(target=_peak_child, args=(cfgs, side, queue))
+    child.start()
+    value = queue.get()
+    child.join()
+    return float(value)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="wrn10-0.5,wrn10-2")
+    parser.add_argument("--dataset", default="digits")
+    parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--ks", default="1,2,4,6,8")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--train-examples", type=int, help="a subset of the training split (MNIST's study uses 5,120)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--memory", action="store_true", help="each side's peak memory, in a fresh process")
+    parser.add_argument("--json", type=Path, help="append the figures as one JSON line")
+    parser.add_argument("--smoke", action="store_true", help="cnn-4, K 1 and 2, 1 round, 256 examples")
+    args = parser.parse_args()
+    models, ks, rounds = args.models.split(","), [int(k) for k in args.ks.split(",")], args.rounds
+    examples = args.train_examples
+    if args.smoke:
+        models, ks, rounds, examples = ["cnn-4"], [1, 2], 1, 256
+    data = load_dataset(args.dataset, args.data_dir)
+    figures: dict[str, object] = {}
+    for model in models:
+        for k in ks:
+            cfgs = configs(model, args.dataset, args.data_dir, k, args.device, examples)
+            run = sides(cfgs, data)
+            device = run.pop("device")
+            clock = time.thread_time if device.type == "cpu" else time.perf_counter
+            seconds = median_seconds(run, rounds, device, clock=clock)  # type: ignore[arg-type]
+            serial, stacked = seconds["one after another"], seconds["stacked"]
+            line = f"{model:10s} K={k}  one after another {serial:7.2f} s   stacked {stacked:7.2f} s   speed-up {serial / stacked:5.2f}x"
+            figures[f"{model} K={k} speedup"] = round(serial / stacked, 3)
+            if args.memory:
+                mem = {side: peak_mib(cfgs, side) for side in ("one after another", "stacked")}
+                line += f"   peak MiB {mem['one after another']:.0f} / {mem['stacked']:.0f}"
+                figures[f"{model} K={k} peak MiB"] = [round(v) for v in mem.values()]
+            print(line, flush=True)
+    print(f"device: {device_name(device)}, epoch of {args.dataset} per trial, one thread on a CPU")
+    record(args.json, "stack_speed", {"device": device_name(device), **figures})
+
+
+if __name__ == "__main__":
+    main()
