@@ -1,12 +1,12 @@
 """K λ-trials stacked into one grouped network against the same K trials one after another.
 
 For each model and K, in one process: K lone `Trainer`s (λ from the paper's grid, seeds
-0..K-1) each train one epoch in turn (`Trainer.train_epoch`: what a trial's step costs), and
-a `StackedTrainer` of K more trains its one epoch for all of them (`StackedTrainer.train_epoch`).
-Both sides are warmed up, then alternated in rotating rounds (median round). On a CPU the
-clock is thread time on one thread (a trial's `resources.cpu: 1`), so the figure is the work,
-not the machine's load; on a GPU, wall time. Evaluation is not timed here: a stack's members
-still evaluate one by one (`Trainer.close_epoch`).
+0..K-1) each run one epoch in turn (`Trainer.run_epoch`: training, the lr step and the
+per-epoch evaluation, what a trial's epoch costs), and a `StackedTrainer` of K more runs its
+one epoch for all of them (`StackedTrainer.run_epoch`); `--train-only` times the training
+passes alone. Both sides are warmed up, then alternated in rotating rounds (median round). On
+a CPU the clock is thread time on one thread (a trial's `resources.cpu: 1`), so the figure is
+the work, not the machine's load; on a GPU, wall time.
 
 `--memory` adds each side's peak memory: on a GPU `max_memory_allocated`; on a CPU the peak
 resident-set growth of a fresh process that builds the side and trains one epoch.
@@ -43,15 +43,18 @@ def configs(model: str, dataset: str, data_dir: Path | None, k: int, device: str
     ]
 
 
-def sides(cfgs: list[TrainConfig], data: TensorDataset) -> dict[str, object]:
-    lone = [Trainer(c, data) for c in cfgs]
-    stack = StackedTrainer([Trainer(c, data) for c in cfgs])
+def sides(cfgs: list[TrainConfig], data: TensorDataset, train_only: bool = False) -> dict[str, object]:
+    """The K trials' epoch one after another, and the stack's; `train_only` leaves out the lr
+    step and the evaluation (the epoch counter then stays put, so any number of rounds fit)."""
+    lone = [Trainer(c.model_copy(update={"epochs": 10_000}), data) for c in cfgs]
+    stack = StackedTrainer([Trainer(c.model_copy(update={"epochs": 10_000}), data) for c in cfgs])
 
     def one_after_another() -> None:
         for trainer in lone:
-            trainer.train_epoch()
+            trainer.train_epoch() if train_only else trainer.run_epoch()
 
-    return {"one after another": one_after_another, "stacked": stack.train_epoch, "device": lone[0].device}
+    stacked = stack.train_epoch if train_only else stack.run_epoch
+    return {"one after another": one_after_another, "stacked": stacked, "device": lone[0].device}
 
 
 def _peak_child(cfgs: list[TrainConfig], side: str, queue: multiprocessing.Queue) -> None:
@@ -88,6 +91,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--train-examples", type=int, help="a subset of the training split (MNIST's study uses 5,120)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--train-only", action="store_true", help="time the training passes alone")
     parser.add_argument("--memory", action="store_true", help="each side's peak memory, in a fresh process")
     parser.add_argument("--json", type=Path, help="append the figures as one JSON line")
     parser.add_argument("--smoke", action="store_true", help="cnn-4, K 1 and 2, 1 round, 256 examples")
@@ -101,7 +105,7 @@ def main() -> None:
     for model in models:
         for k in ks:
             cfgs = configs(model, args.dataset, args.data_dir, k, args.device, examples)
-            run = sides(cfgs, data)
+            run = sides(cfgs, data, args.train_only)
             device = run.pop("device")
             clock = time.thread_time if device.type == "cpu" else time.perf_counter
             seconds = median_seconds(run, rounds, device, clock=clock)  # type: ignore[arg-type]
@@ -113,7 +117,8 @@ def main() -> None:
                 line += f"   peak MiB {mem['one after another']:.0f} / {mem['stacked']:.0f}"
                 figures[f"{model} K={k} peak MiB"] = [round(v) for v in mem.values()]
             print(line, flush=True)
-    print(f"device: {device_name(device)}, epoch of {args.dataset} per trial, one thread on a CPU")
+    what = "training epoch" if args.train_only else "epoch (training, lr step, evaluation)"
+    print(f"device: {device_name(device)}; one {what} of {args.dataset} per trial; one thread on a CPU")
     record(args.json, "stack_speed", {"device": device_name(device), **figures})
 
 

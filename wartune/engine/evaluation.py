@@ -72,3 +72,33 @@ def evaluate_model(
         flags.append(ExampleFlags(correct, stable, robust))
         grads.append(grad_l1_max)
     return summarize(ExampleFlags.cat(flags), torch.cat(grads).cpu())
+
+
+def evaluate_stacked(
+    net: nn.Module,
+    data: TensorDataset,
+    attack: PGDConfig,
+    seeds: list[int],
+    max_examples: int | None = None,
+    batch_size: int = EVAL_BATCH,
+) -> list[RobustnessMetrics]:
+    """`evaluate_model` for each member of a stack at once (`stacking.StackedNet`, K = len(seeds)).
+
+    Every member sees each test batch (a member-major copy per member) with its random start
+    drawn from its own generator, seeded as its lone evaluation's would be, so member k's
+    figures are those `evaluate_model` gives its weights with `seeds[k]`.
+    """
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+    device = next(net.parameters()).device
+    net.eval()
+    flags: list[list[ExampleFlags]] = [[] for _ in seeds]
+    grads: list[list[torch.Tensor]] = [[] for _ in seeds]
+    for x, y in eval_batches(data, max_examples, batch_size, device):
+        noises = [start_noise(x, attack, g) for g in generators]
+        noise = None if noises[0] is None else torch.cat([n for n in noises if n is not None])
+        members = len(seeds)
+        parts = attack_batch(net, attack, x.repeat(members, *([1] * (x.dim() - 1))), y.repeat(members), noise)
+        for k, (correct, stable, robust, grad_l1_max) in enumerate(zip(*(p.chunk(members) for p in parts), strict=True)):
+            flags[k].append(ExampleFlags(correct, stable, robust))
+            grads[k].append(grad_l1_max)
+    return [summarize(ExampleFlags.cat(f), torch.cat(g).cpu()) for f, g in zip(flags, grads, strict=True)]

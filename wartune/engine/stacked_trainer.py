@@ -34,6 +34,8 @@ import torch
 from wartune.engine.attacks import pgd_from, start_noise
 from wartune.engine.batches import train_batches
 from wartune.engine.config import TrainConfig
+from wartune.engine.evaluation import eval_seed, evaluate_stacked
+from wartune.engine.metrics import RobustnessMetrics
 from wartune.engine.optimizer import build_sgd
 from wartune.engine.precision import model_call
 from wartune.engine.records import EpochRecord, StepLog, StepTrace
@@ -173,9 +175,10 @@ class StackedTrainer:
         opened = [m.open_epoch() for m in self.members]
         epochs = self.train_epoch()
         self.sync_members()
+        metrics = self.evaluate()
         share = (time.perf_counter() - start) / self.size
         outcomes: dict[int, EpochOutcome] = {}
-        for member_id, member, before, epoch in zip(self.ids, self.members, opened, epochs, strict=True):
+        for member_id, member, before, epoch, figures in zip(self.ids, self.members, opened, epochs, metrics, strict=True):
             try:
                 trace, train_lipschitz = member.checked(epoch)
             except DivergedError as error:
@@ -183,13 +186,19 @@ class StackedTrainer:
                 continue
             with warnings.catch_warnings():  # its scheduler steps its lr; the stack's SGD stepped its weights
                 warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
-                outcomes[member_id] = member.close_epoch(before, trace, train_lipschitz, share)
+                outcomes[member_id] = member.close_epoch(before, trace, train_lipschitz, share, figures)
         diverged = [i for i, outcome in outcomes.items() if isinstance(outcome, DivergedError)]
         if diverged:
             self.drop(diverged, "diverged")
         elif self.members:
             self._follow_schedule()
         return outcomes
+
+    def evaluate(self) -> list[RobustnessMetrics]:
+        """Each member's evaluation of the epoch being closed, in one pass of the stack: the
+        figures its lone `Trainer.evaluate` gives after `close_epoch` counts the epoch."""
+        seeds = [eval_seed(m.config.seed, m.epoch + 1) for m in self.members]
+        return evaluate_stacked(self.net, self.members[0].data, self.members[0].eval_attack, seeds, self.config.eval_examples)
 
     def drop(self, member_ids: Sequence[int], why: str) -> None:
         """Take members out of the stack (diverged, or stopped by a scheduler); the rest go on."""

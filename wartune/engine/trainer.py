@@ -235,15 +235,19 @@ class Trainer:
         """What an epoch's record needs from before its training: its lr and WAR's skipped steps so far."""
         return float(self.optimizer.param_groups[0]["lr"]), self.controller.skipped_steps
 
-    def close_epoch(self, opened: tuple[float, int], trace: StepTrace, train_lipschitz: float, train_seconds: float) -> EpochRecord:
+    def close_epoch(
+        self, opened: tuple[float, int], trace: StepTrace, train_lipschitz: float, train_seconds: float,
+        metrics: RobustnessMetrics | None = None,
+    ) -> EpochRecord:  # fmt: skip
         """After an epoch's training (here, or as a member of a stack): step the lr schedule,
-        evaluate, record the epoch, and remember the best weights. The record's wall seconds
-        are `train_seconds` (a stack member's share of its stack's) plus this evaluation."""
+        evaluate (unless a stack evaluated this epoch's weights already: `metrics`), record the
+        epoch, and remember the best weights. The record's wall seconds are `train_seconds` (a
+        stack member's share of its stack's) plus what this takes."""
         start = time.perf_counter()
         lr, skipped_before = opened
         self.scheduler.step()
         self.epoch += 1
-        metrics = self.evaluate()
+        metrics = metrics or self.evaluate()
         skipped = self.controller.skipped_steps - skipped_before
         seconds = train_seconds + time.perf_counter() - start
         record = epoch_record(self.epoch, trace, train_lipschitz, metrics, lr, seconds, skipped)
