@@ -29,5 +29,7 @@ cd benchmarks
     $py epoch_time.py "${smoke[@]}" --json "$figures"           # ~1.5 min: a 50,000-image WRN-34-10 epoch
     $py gpu_packing.py "${smoke[@]}" --mps-at 8 --json "$figures"   # ~3 min: 8 (+1 under MPS) searches and plain runs
     $py war_cost.py "${smoke[@]}" --json "$figures"             # ~1 min
+    $py stack_speed.py "${smoke[@]}" --dataset synthetic-cifar10 --models wrn34-0.5 --ks 1,8,16 \
+        --train-examples 4096 --train-only --memory --json "$figures"   # ~1 min: K stacked thin trials
 } 2>&1 | tee "$out/gpu_all.log"
 $py gpu_table.py "$figures" | tee "$out/gpu_table.md"

@@ -8,11 +8,13 @@ passes alone. Both sides are warmed up, then alternated in rotating rounds (medi
 a CPU the clock is thread time on one thread (a trial's `resources.cpu: 1`), so the figure is
 the work, not the machine's load; on a GPU, wall time.
 
-`--memory` adds each side's peak memory: on a GPU `max_memory_allocated`; on a CPU the peak
-resident-set growth of a fresh process that builds the side and trains one epoch.
+`--memory` adds each side's peak memory, in a fresh process that builds the side and runs
+one epoch: on a GPU `max_memory_allocated`; on a CPU the process's peak resident set.
 
     python benchmarks/stack_speed.py                       # digits WRN-10-0.5 and WRN-10-2; K 1 2 4 6 8
     python benchmarks/stack_speed.py --models mlp-32 --dataset mnist --data-dir data
+    python benchmarks/stack_speed.py --dataset synthetic-cifar10 --models wrn34-0.5 --ks 1,8,16 \
+        --train-examples 4096 --train-only --memory         # gpu_all.sh's: the thin CIFAR net on a GPU
     python benchmarks/stack_speed.py --smoke               # K 1 2 on cnn-4, 1 round: checks the script
 """
 
@@ -28,7 +30,7 @@ import torch
 from common import device_name, median_seconds, record
 
 from wartune.engine.config import TrainConfig
-from wartune.engine.data import TensorDataset, load_dataset
+from wartune.engine.data import TensorDataset, load_dataset, training_subset
 from wartune.engine.stacked_trainer import StackedTrainer
 from wartune.engine.trainer import Trainer
 
@@ -58,9 +60,7 @@ def sides(cfgs: list[TrainConfig], data: TensorDataset, train_only: bool = False
 
 
 def _peak_child(cfgs: list[TrainConfig], side: str, queue: multiprocessing.Queue) -> None:
-    data = load_dataset(cfgs[0].dataset, cfgs[0].data_dir)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    run = sides(cfgs, data)
+    run = sides(cfgs, load_dataset(cfgs[0].dataset, cfgs[0].data_dir))
     device = run["device"]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -68,11 +68,12 @@ def _peak_child(cfgs: list[TrainConfig], side: str, queue: multiprocessing.Queue
     if device.type == "cuda":
         queue.put(torch.cuda.max_memory_allocated(device) / 2**20)
     else:
-        queue.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+        queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
 def peak_mib(cfgs: list[TrainConfig], side: str) -> float:
-    """The side's peak memory in MiB, in a fresh process (a CPU's peak RSS never falls)."""
+    """The side's peak memory in MiB, in a fresh process: on a GPU what PyTorch allocated; on a
+    CPU the whole process's peak resident set (Python, torch, the data and the side)."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     child = context.Process(target=_peak_child, args=(cfgs, side, queue))
@@ -80,6 +81,11 @@ def peak_mib(cfgs: list[TrainConfig], side: str) -> float:
     value = queue.get()
     child.join()
     return float(value)
+
+
+def run_data(data: TensorDataset, examples: int | None) -> TensorDataset:
+    """The training split a trial of `train_examples: examples` trains on."""
+    return training_subset(data, examples)
 
 
 def main() -> None:
@@ -110,16 +116,19 @@ def main() -> None:
             clock = time.thread_time if device.type == "cpu" else time.perf_counter
             seconds = median_seconds(run, rounds, device, clock=clock)  # type: ignore[arg-type]
             serial, stacked = seconds["one after another"], seconds["stacked"]
-            line = f"{model:10s} K={k}  one after another {serial:7.2f} s   stacked {stacked:7.2f} s   speed-up {serial / stacked:5.2f}x"
-            figures[f"{model} K={k} speedup"] = round(serial / stacked, 3)
+            images = k * len(run_data(data, examples).train_y)  # training images of the K trials' epoch
+            line = (f"{model:10s} K={k}  one after another {serial:7.2f} s   stacked {stacked:7.2f} s   "
+                    f"speed-up {serial / stacked:5.2f}x   stacked {images / stacked:8.0f} img/s")  # fmt: skip
+            figures[f"{model} K={k}"] = {"speedup": round(serial / stacked, 3), "stacked_ips": round(images / stacked),
+                                         "serial_ips": round(images / serial)}  # fmt: skip
             if args.memory:
                 mem = {side: peak_mib(cfgs, side) for side in ("one after another", "stacked")}
                 line += f"   peak MiB {mem['one after another']:.0f} / {mem['stacked']:.0f}"
-                figures[f"{model} K={k} peak MiB"] = [round(v) for v in mem.values()]
+                figures[f"{model} K={k}"]["peak_mib"] = [round(v) for v in mem.values()]
             print(line, flush=True)
     what = "training epoch" if args.train_only else "epoch (training, lr step, evaluation)"
     print(f"device: {device_name(device)}; one {what} of {args.dataset} per trial; one thread on a CPU")
-    record(args.json, "stack_speed", {"device": device_name(device), **figures})
+    record(args.json, "stack_speed", {"device": device_name(device), "train_only": args.train_only, **figures})
 
 
 if __name__ == "__main__":
