@@ -144,3 +144,43 @@ def test_what_cannot_share_a_stack_is_named():
     assert why_not_stacked([_config(1.0, 0), _config(WAR, 7)]) is None
     assert "cannot be stacked" in stackable("smallcnn", create_model("smallcnn", 10, 1, 28))
     assert "cannot be stacked" in stackable("densenet40-bc-k12", create_model("densenet40-bc-k12", 10, 3, 32))
+
+
+def _histories(trainers: list[Trainer]) -> list[list[tuple[float, ...]]]:
+    return [[(r.l_nat, r.l_rob, r.lambda_last, r.nat_acc, r.rob_acc, r.stability) for r in t.history] for t in trainers]
+
+
+def test_a_stack_resumes_from_its_members_resume_points_as_if_never_stopped(digits, float64_batches):
+    """Stopped after epoch 1 of 3, each member's lone resume point loaded into a new stack:
+    the same records, step traces and best weights as the stack that never stopped."""
+    configs = [_config(lam, seed, "madry", "cnn-8", epochs=3) for lam, seed in MEMBERS[:3]]
+    whole = StackedTrainer([_double(Trainer(c, digits)) for c in configs])
+    whole.fit()
+    first = StackedTrainer([_double(Trainer(c, digits)) for c in configs])
+    first.run_epoch()
+    points = first.state_dicts()
+    members = [_double(Trainer(c, digits)) for c in configs]
+    for member_id, member in enumerate(members):
+        member.load_state_dict(points[member_id])
+    resumed = StackedTrainer(members)
+    assert resumed.epoch == 1
+    resumed.fit()
+    assert _histories(resumed.members) == _histories(whole.members)
+    for a, b in zip(resumed.members, whole.members, strict=True):
+        assert [t.lambda_t for t in a.step_traces] == [t.lambda_t for t in b.step_traces]
+        torch.testing.assert_close(a.best_state, b.best_state, rtol=0, atol=0)
+
+
+def test_a_member_stopped_by_a_scheduler_leaves_the_others_as_they_were(digits, float64_batches):
+    """ASHA stops member 0 after epoch 1: the stack shrinks, and the others' runs are their lone runs."""
+    configs = [_config(lam, seed, "madry", "cnn-8", epochs=2) for lam, seed in MEMBERS[:3]]
+    stack = StackedTrainer([_double(Trainer(c, digits)) for c in configs])
+    stack.run_epoch()
+    stack.drop([0], "stopped")
+    assert (stack.size, stack.ids, stack.dropped) == (2, [1, 2], {0: "stopped"})
+    stack.fit()
+    lone = [_double(Trainer(c, digits)) for c in configs[1:]]
+    for t in lone:
+        t.fit()
+    for a, b in zip(_histories(stack.members), _histories(lone), strict=True):
+        torch.testing.assert_close(torch.tensor(a), torch.tensor(b), rtol=1e-9, atol=1e-12)

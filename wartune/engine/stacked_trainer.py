@@ -28,6 +28,7 @@ import re
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -210,6 +211,12 @@ class StackedTrainer:
         self.ids = [self.ids[i] for i in keep]
         if self.members:
             self.restack()
+
+    def state_dicts(self) -> dict[int, dict[str, Any]]:
+        """Each member's complete resume point by id, a lone trial's (`Trainer.state_dict`): a
+        stack resumes as a new stack of members that each loaded theirs."""
+        self.sync_members()
+        return {member_id: member.state_dict() for member_id, member in zip(self.ids, self.members, strict=True)}
 
     def fit(self, on_epoch: Callable[[dict[int, EpochOutcome], StackedTrainer], None] | None = None) -> None:
         """Run the remaining epochs, calling `on_epoch` after each with every member's outcome."""
