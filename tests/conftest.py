@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import shutil
 import signal
@@ -50,6 +51,16 @@ def unpack_mnist(root: Path) -> Path:
 def mnist_dir(tmp_path_factory) -> Path:
     """A `--data-dir` holding the real MNIST, unpacked once per session (read-only by convention)."""
     return unpack_mnist(tmp_path_factory.mktemp("mnist"))
+
+
+def learned_above(labels: torch.Tensor) -> float:
+    """The accuracy on test examples with these `labels` above which a net has learned: chance,
+    p0 = the most common label's share (what a constant guess scores), plus 3 standard errors
+    of an accuracy on n = len(labels) examples at chance: p0 + 3 * sqrt(p0 * (1 - p0) / n).
+    A net at chance passes it about once in 700 runs; a net that learned, by a wide margin."""
+    n = len(labels)
+    p0 = torch.bincount(labels).max().item() / n
+    return p0 + 3 * math.sqrt(p0 * (1 - p0) / n)
 
 
 @pytest.fixture
@@ -109,6 +120,13 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 240.0, every: float
             pass
         time.sleep(every)
     raise AssertionError("timed out waiting for the search")
+
+
+def wartune_lines(err: str, kind: str = "") -> list[str]:
+    """The lines of captured stderr that wartune printed itself, "wartune: ..." (with `kind`
+    "warning", `warn`'s: "wartune: warning: ..."), so a library's log line never changes a count."""
+    prefix = f"wartune: {kind}: " if kind else "wartune: "
+    return [line for line in err.splitlines() if line.startswith(prefix)]
 
 
 def search_in_background(space: Path, out: Path, *extra: str) -> subprocess.Popen:
@@ -225,28 +243,35 @@ def war_search(tmp_path_factory) -> dict:
 E2E_FIXTURES = frozenset({"war_search", "mlflow_server", "calibrated"})
 
 
-# Shared fixtures cheap enough to build once per xdist worker.
-CHEAP_SHARED = frozenset({"digits", "mnist_dir"})
+# The costly shared fixtures, each with the xdist group of the tests that use it (directly or
+# through another fixture): `pytest -n 2 --dist loadgroup` runs a group on one worker, which
+# then builds the fixture once. A session fixture's group is its own name; a module fixture's
+# is its module, and only that module's tests join it (elsewhere the name is another fixture).
+# A new costly session or module fixture belongs here; the cheap ones (`digits`, `mnist_dir`)
+# are built once per worker instead, so their users may run anywhere.
+SHARED_FIXTURE_GROUPS: dict[str, str] = {
+    "war_search": "war_search",
+    "trained_state": "tests.test_attacks",
+    "optuna_search": "tests.test_ecosystem",
+    "trainer": "tests.test_evaluate",
+    "trained": "tests.test_evaluate",
+    "registered": "tests.test_mlflow_models",
+    "tiny_model": "tests.test_robustbench",
+    "mlflow_server": "tests.test_tracking",
+    "calibrated": "tests.test_transfer",
+}
 
 
 def _shared_fixture_group(item: pytest.Item) -> str | None:
-    """The xdist group of a test that uses a costly shared fixture, so `--dist loadgroup` runs
-    every user of it on one worker and builds it once: a session fixture's name, else the
-    module of a module-scoped one. None: the test may run on any worker."""
-    info = getattr(item, "_fixtureinfo", None)
-    if info is None:
-        return None
-    session, module = [], []
-    for name, defs in info.name2fixturedefs.items():
-        if name in CHEAP_SHARED or not defs or not defs[-1].baseid:  # baseid "": pytest's own
-            continue
-        if defs[-1].scope == "session":
-            session.append(name)
-        elif defs[-1].scope == "module":
-            module.append(name)
-    if session:
-        return min(session)
-    return item.module.__name__ if module and item.module else None
+    """The xdist group of a test that uses a costly shared fixture: a session fixture's name
+    before a module's. None: the test may run on any worker."""
+    module = item.module.__name__ if isinstance(item, pytest.Function) and item.module else None
+    names = set(getattr(item, "fixturenames", ())) & SHARED_FIXTURE_GROUPS.keys()
+    used = {(name, SHARED_FIXTURE_GROUPS[name]) for name in names}
+    sessions = sorted(group for name, group in used if group == name)
+    if sessions:
+        return sessions[0]
+    return module if any(group == module for _, group in used) else None
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -6,6 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from tests.conftest import learned_above
 from tests.test_cli import _error_line, _run
 from wartune.engine.attack_suite import ATTACKS, evaluate_attacks
 from wartune.engine.attacks import PGDConfig, cw_margin, pgd_linf
@@ -72,7 +73,7 @@ def test_attacks_agree_on_natural_accuracy_and_rank_by_strength(trained, digits)
     model, _ = trained
     results = {r.attack: r for r in evaluate_attacks(model, digits, PGD20, ["pgd20", "cw", "apgd-ce", "fab", "square"], 60)}
     nat = {r.nat_acc for r in results.values()}
-    assert len(nat) == 1 and nat.pop() > 0.5
+    assert len(nat) == 1 and nat.pop() > learned_above(digits.test_y[:60])
     for r in results.values():
         assert r.n == 60 and r.eps == 0.2 and r.rob_acc <= min(r.nat_acc, r.stability) + 1e-9
     assert results["pgd20"].rob_acc < results["pgd20"].nat_acc  # the attack finds something

@@ -130,7 +130,7 @@ def test_autoattack_figures_reach_the_trials_mlflow_runs(tmp_path):
 )  # fmt: skip
 def test_a_bad_final_attack_flag_is_one_line_and_exit_2(tmp_path, capsys, flags, expected):
     out = tmp_path / "runs"
-    code, stdout, err, _ = run_cli(["search", "--space", str(write_space(tmp_path)), "--out", str(out), "--no-mlflow", *flags], capsys)
+    code, stdout, err = run_cli(["search", "--space", str(write_space(tmp_path)), "--out", str(out), "--no-mlflow", *flags], capsys)
     assert_one_line_error(code, stdout, err)
     assert expected in err and not out.exists()
 

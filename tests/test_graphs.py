@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.conftest import wartune_lines
 from wartune.engine.config import TrainConfig
 from wartune.engine.data import load_dataset
 from wartune.engine.graphs import GraphedCall, TensorLR, graphs_plan
@@ -86,7 +87,7 @@ def test_a_failed_capture_says_so_in_one_line_and_the_trial_runs_on_eagerly(tiny
     for call in trainer.graphed():
         call.warmup = 0  # a warm-up runs on a CUDA side stream: capture at the first call
     result = trainer.fit()
-    lines = [line for line in capfd.readouterr().err.splitlines() if "capture" in line]
+    lines = [line for line in wartune_lines(capfd.readouterr().err) if "capture" in line]
     assert len(lines) == 2  # one for the training step, one for the evaluation attack, never repeated
     assert "training step failed" in lines[0] and "evaluation attack failed" in lines[1]
     assert trainer.graph_mode.startswith("failed: ")

@@ -21,7 +21,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import free_port, write_space
+from tests.conftest import free_port, wartune_lines, write_space
 from tests.test_cli import _error_line, _run
 from wartune.cli import main
 from wartune.engine.data import to_float
@@ -129,11 +129,12 @@ def test_registered_version_is_tagged_with_its_setting_and_figures(registered):
     best = best_trial(registered["trials"])
     assert best is not None
     version = MlflowClient(registered["uri"]).get_model_version(NAME, "1")
-    assert version.tags == {
+    ours = {
         "search": "tiny", "trial_id": best["trial_id"], "model": best["model"], "dataset": "digits",
         "lambda": str(best["lambda_setting"]), "eps": str(best["eps"]), "rob_acc": str(best["rob_acc"]),
         "nat_acc": str(best["nat_acc"]),
     }  # fmt: skip
+    assert version.tags.items() >= ours.items()  # MLflow may add tags of its own
 
 
 @pytest.mark.e2e
@@ -141,13 +142,15 @@ def test_best_and_best_per_width_are_models_of_their_trial_runs(registered):
     client = MlflowClient(registered["uri"])
     exp = client.get_experiment_by_name("tiny")
     runs = {r.data.params["trial_id"]: r.info.run_id for r in client.search_runs([exp.experiment_id]) if "trial_id" in r.data.params}
-    models = client.search_logged_models([exp.experiment_id])
+    # the models wartune logged, by its tags: MLflow may keep models of its own in the experiment
+    logged = client.search_logged_models([exp.experiment_id])
+    models = [m for m in logged if m.tags.get("search") == "tiny" and "trial_id" in m.tags]
     expected = {t["trial_id"] for t, _ in models_to_log(registered["trials"])}
     assert len(expected) == 2  # the best of cnn-4 and of cnn-8, one of them the search's best
-    assert {m.source_run_id for m in models} == {runs[t] for t in expected} and len(models) == len(expected)
+    assert sorted((m.tags["trial_id"], m.source_run_id) for m in models) == sorted((t, runs[t]) for t in expected)
     assert all(client.get_run(runs[t]).info.status == "FINISHED" for t in expected)  # logging kept the run's status
     for m in models:
-        assert m.name == "model" and m.tags["search"] == "tiny"
+        assert m.name == "model"
         with tracking_at(registered["uri"]):
             info = mlflow.models.get_model_info(m.model_uri)
         (spec,) = info.signature.inputs.inputs  # float images (N, C, H, W) in, logits (N, classes) out
@@ -175,6 +178,7 @@ def test_compare_registers_the_best_of_its_rows_trials(registered, digits, tmp_p
 def test_unreachable_store_at_the_end_warns_in_one_line(registered, digits, capsys):
     uri = f"http://127.0.0.1:{free_port()}"
     assert publish_search_models(registered["folder"], uri, "tiny", digits, register_as=NAME) is None
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"wartune: warning: MLflow model not registered as {NAME!r}")
+    err = capsys.readouterr().err
+    lines = wartune_lines(err)  # wartune's own: MLflow may log beside them
+    assert len(lines) == 1 and lines[0].startswith(f"wartune: warning: MLflow model not registered as {NAME!r}"), err
 

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import psutil
 import pytest
@@ -18,7 +17,8 @@ from wartune.tune import reaper
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="the watchdog reads /proc (Linux)")
 
 # A stand-in driver: starts a "ray" process with a grandchild (adopted by init once its parent
-# goes, like Ray's agents), and an unrelated child; then the watchdog over the "ray" one only.
+# goes, like Ray's agents), and an unrelated child; then, once the grandchild is there, the
+# watchdog over the "ray" one only.
 DRIVER = textwrap.dedent(
     """
     import subprocess, sys, time
@@ -27,7 +27,9 @@ DRIVER = textwrap.dedent(
     before = children(__import__("os").getpid())
     ray = subprocess.Popen([sys.executable, "-c",
         "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"])
-    time.sleep(1.0)
+    deadline = time.monotonic() + 60
+    while not children(ray.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
     keeper = start_reaper(children(__import__("os").getpid()) - before - {other.pid})
     print(other.pid, ray.pid, flush=True)
     time.sleep(60)
@@ -41,7 +43,8 @@ def test_killed_driver_takes_the_named_family_and_spares_the_rest():
     ray = psutil.Process(ray_pid)
     family = [ray, *ray.children(recursive=True)]
     assert len(family) == 2
-    time.sleep(1.5)  # the watchdog has noted the family at least once
+    # No wait for the watchdog's first look: the kill ends the driver alone, so "ray" and its
+    # child stay as they are until the watchdog ends them, whenever it first notes them.
     os.kill(driver.pid, signal.SIGKILL)
     driver.wait(timeout=10)
     wait_gone(family, timeout=10)

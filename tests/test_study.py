@@ -17,6 +17,7 @@ from wartune.tune.spaces import SearchSpace
 from wartune.tune.strategies import param_space
 from wartune.tune.study import (
     OPTUNA_FILE,
+    SEARCH_METRIC,
     FolderStudyStorage,
     NSGAIISampler,
     search_algorithm,
@@ -89,3 +90,27 @@ def test_nsga2_sampler_of_an_older_optuna_gains_its_lock_when_adopted():
     assert type(loaded) is NSGAIISampler and loaded.population_size == 4
     with loaded._thread_lock:  # a working lock, not the one left behind
         pass
+
+
+def test_a_study_ahead_of_rays_snapshot_takes_the_replayed_results_of_its_finished_trial(tmp_path):
+    """Killed after the study was told a trial finished but before Ray saved the searcher:
+    the resumed searcher gets the trial's last results again. They are not told twice, and
+    Optuna's refusal to update a finished trial no longer stops the resume."""
+    space = SearchSpace.model_validate(
+        {"name": "tiny", "strategy": "optuna", "lambda": {"low": 0.5, "high": 24}, "trials": 4, "seed": 0}
+    )
+    result = {SEARCH_METRIC: 0.5, "training_iteration": 3}
+    with running(RunningSearch(tmp_path)):
+        first = search_algorithm(space, tmp_path)
+        first.set_search_properties(None, None, param_space(space))
+        first.suggest("t0")
+        first.save(str(tmp_path / "snapshot.pkl"))  # Ray's last snapshot: t0 still running
+        first.on_trial_complete("t0", result)  # the study file is told
+        resumed = search_algorithm(space, tmp_path)
+        resumed.set_search_properties(None, None, param_space(space))
+        resumed.restore(str(tmp_path / "snapshot.pkl"))
+        resumed.on_trial_result("t0", result)  # Ray replays the trial's last result
+        resumed.on_trial_complete("t0", result)
+        assert resumed.suggest("t1") is not None  # the search goes on
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / OPTUNA_FILE}")
+    assert [(t.state, t.value) for t in study.trials if t.state.is_finished()] == [(optuna.trial.TrialState.COMPLETE, 0.5)]

@@ -25,7 +25,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from tests.conftest import free_port
+from tests.conftest import free_port, wartune_lines
 from tests.test_cli import _run
 from wartune.errors import WartuneError
 from wartune.results.tracking import (
@@ -182,7 +182,7 @@ def test_unreachable_server_warns_once_and_never_raises(war_search, capsys):
     sink.close()
     assert time.monotonic() - start < 30
     err = capsys.readouterr().err
-    warnings = [line for line in err.splitlines() if "warning" in line]
+    warnings = wartune_lines(err, "warning")
     assert len(warnings) == 1, err
     assert warnings[0].startswith(f"wartune: warning: MLflow logging paused: cannot reach {uri} (")
     assert "Traceback" not in err and sink.disabled
@@ -280,9 +280,8 @@ def test_cli_search_with_unreachable_tracking_completes_and_warns_once(tmp_path,
     uri = f"http://127.0.0.1:{free_port()}"
     code, _, err = _run(["search", "--space", str(space), "--out", str(tmp_path / "runs"), "--tracking-uri", uri], capsys)
     assert code == 0, err
-    assert [ln for ln in err.splitlines() if "warning" in ln] == [
-        next(ln for ln in err.splitlines() if ln.startswith(f"wartune: warning: MLflow logging paused: cannot reach {uri}"))
-    ]
+    warnings = wartune_lines(err, "warning")
+    assert len(warnings) == 1 and warnings[0].startswith(f"wartune: warning: MLflow logging paused: cannot reach {uri}"), err
     trials, epochs = _tables(tmp_path / "runs" / "tiny")
     assert len(trials) == 2 and len(epochs) == 4 and all(t["status"] == "finished" for t in trials)
 
@@ -360,7 +359,7 @@ def test_mlflow_server_stopped_and_restarted_mid_search_loses_nothing(tmp_path, 
         outcome = run_search(space, tmp_path / "runs", lam=tune.grid_search([1.0, 6.0]), num_cpus=2,
                              extra_sinks=[outage, mlflow])  # fmt: skip
         err = capsys.readouterr().err
-        warnings = [ln for ln in err.splitlines() if "warning" in ln]
+        warnings = wartune_lines(err, "warning")
         assert len(warnings) == 2, err
         assert warnings[0].startswith(f"wartune: warning: MLflow logging paused: cannot reach {uri}")
         assert warnings[1].startswith("wartune: warning: MLflow logging resumed after") and "caught up" in warnings[1]

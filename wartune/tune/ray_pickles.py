@@ -14,8 +14,9 @@ resume, and both are fixed here before `Tuner.restore` reads them:
   new one.
 - **Classes.** A search wartune 0.1.0 started holds Ray's own PBT scheduler, which hangs on
   resume (`pbt.ResumablePBT`), and one started under Optuna 4 holds Optuna's NSGA-II sampler,
-  which has no lock to restore under Optuna 5 (`study.NSGAIISampler`); `mend` names wartune's
-  class in their place.
+  which has no lock to restore under Optuna 5 (`study.NSGAIISampler`), and Ray's Optuna
+  searcher, which stops when the study is ahead of it (`study.FolderOptunaSearch`); `mend`
+  names wartune's class in their place.
 
 The pickles are edited opcode by opcode and never loaded: nothing in them runs, nothing
 connects to the old study. A file that needs no change is not written.
@@ -46,10 +47,12 @@ EXPERIMENT_STATE = "experiment_state-*.json"
 HEX_PICKLE = "CLOUDPICKLE_FALLBACK"
 ROOT_KEY = "storage_fs_path"  # the field of Ray's StorageContext that holds the storage root
 # Classes a search started by an older wartune holds, and wartune's class in their place: Ray's
-# PBT (hangs on resume) and Optuna's NSGA-II sampler (unpicklable since Optuna 5).
+# PBT (hangs on resume), Optuna's NSGA-II sampler (unpicklable since Optuna 5) and Ray's Optuna
+# searcher (stops a resume whose study is ahead of Ray's snapshot of it).
 ADOPTED = {
     ("ray.tune.schedulers.pbt", "PopulationBasedTraining"): ("wartune.tune.pbt", "ResumablePBT"),
     ("optuna.samplers.nsgaii._sampler", "NSGAIISampler"): ("wartune.tune.study", "NSGAIISampler"),
+    ("ray.tune.search.optuna.optuna_search", "OptunaSearch"): ("wartune.tune.study", "FolderOptunaSearch"),
 }
 
 STRING_OPS = frozenset({"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE"})

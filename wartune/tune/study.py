@@ -15,6 +15,7 @@ from typing import Any
 
 import optuna
 from optuna.storages import RDBStorage
+from ray.tune.search.optuna import OptunaSearch
 
 from wartune.results.pareto import directions
 from wartune.tune.running import current
@@ -50,6 +51,36 @@ class FolderStudyStorage(RDBStorage):
             self.__dict__.update(state)  # not opened: no search runs in this process
             return
         super().__setstate__({**state, "url": study_url(folder)})
+
+
+class FolderOptunaSearch(OptunaSearch):
+    """Ray's Optuna searcher, for a study that outlives Ray's snapshots of it.
+
+    The study is a file (`FolderStudyStorage`), written the moment a trial is told; Ray saves
+    the searcher's own record of finished trials only now and then. A search killed between
+    the two resumes with the study ahead: Ray replays the trial's last results, and Optuna
+    refuses to update a finished trial (`UpdateFinishedTrialError`), which stopped the resume.
+    A trial the study has finished already is taken as finished here too, and its replayed
+    results (the same records) are not told twice.
+    """
+
+    def _finished_in_study(self, trial_id: str) -> bool:
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is None or trial_id in self._completed_trials:
+            return False
+        trials = self._ot_study.get_trials(deepcopy=False)
+        if ot_trial.number >= len(trials) or not trials[ot_trial.number].state.is_finished():
+            return False
+        self._completed_trials.add(trial_id)
+        return True
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if not self._finished_in_study(trial_id):
+            super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        if not self._finished_in_study(trial_id):
+            super().on_trial_complete(trial_id, result, error)
 
 
 def search_metrics(space: SearchSpace) -> list[str]:
@@ -102,7 +133,6 @@ def search_algorithm(space: SearchSpace, folder: Path) -> Any:
     if space.strategy != "optuna":
         return None
     from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     metrics = search_metrics(space)
@@ -112,7 +142,7 @@ def search_algorithm(space: SearchSpace, folder: Path) -> Any:
         metric, mode = metrics, directions(space.objectives)
     else:  # a single metric stays a plain name
         metric, mode = metrics[0], "max"
-    searcher = OptunaSearch(
+    searcher = FolderOptunaSearch(
         sampler=optuna_sampler(space), metric=metric, mode=mode, study_name=space.name,
         storage=FolderStudyStorage(folder),
     )  # fmt: skip

@@ -69,7 +69,9 @@ def adversarial_training_trial(params: dict[str, Any], data: TensorDataset) -> N
     trainer = Trainer(train_config_of(params), data)
     registered = tune.get_checkpoint()
     point = resume(trainer, trial_checkpoints(registered))
-    node_id = ray.get_runtime_context().get_node_id()
+    runtime = ray.get_runtime_context()
+    node_id = runtime.get_node_id()
+    gpus_assigned = runtime.get_assigned_resources().get("GPU", 0.0)  # a fraction where trials share a GPU
 
     def report(record: EpochRecord, t: Trainer, checkpoint: bool = True) -> None:
         best = best_epoch_upto(t.history, record.epoch)
@@ -86,6 +88,7 @@ def adversarial_training_trial(params: dict[str, Any], data: TensorDataset) -> N
             "reported_at": time.time(),
             "pid": os.getpid(),
             "node_id": node_id,
+            "gpus_assigned": gpus_assigned,
             "resumed_from_epoch": point.epoch,
             "resume_note": point.note,
             "steps": asdict(t.step_traces[record.epoch - 1]),
