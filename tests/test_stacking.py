@@ -184,3 +184,26 @@ def test_a_member_stopped_by_a_scheduler_leaves_the_others_as_they_were(digits, 
         t.fit()
     for a, b in zip(_histories(stack.members), _histories(lone), strict=True):
         torch.testing.assert_close(torch.tensor(a), torch.tensor(b), rtol=1e-9, atol=1e-12)
+
+
+def test_train_stack_returns_each_configs_train_result_in_order(digits, float64_batches, monkeypatch):
+    """The plain-Python entry point: one result per config, as `train` gives it (float64 here,
+    through the trainers the stack builds)."""
+    from wartune import train, train_stack
+    from wartune.engine import stacked_trainer, trainer
+
+    for module in (stacked_trainer, trainer):  # every Trainer built in float64
+        built = module.Trainer
+
+        class Float64Trainer(built):  # type: ignore[misc, valid-type]
+            def __init__(self, *args, **kwargs) -> None:
+                super().__init__(*args, **kwargs)
+                self.model.double()
+
+        monkeypatch.setattr(module, "Trainer", Float64Trainer)
+    configs = [_config(lam, seed, "madry", "cnn-8", epochs=2) for lam, seed in MEMBERS[:3]]
+    stacked = train_stack(configs, digits)
+    for config, result in zip(configs, stacked, strict=True):
+        alone = train(config, data=digits)
+        assert result.config == config and result.best_epoch == alone.best_epoch
+        assert [(r.nat_acc, r.rob_acc) for r in result.history] == [(r.nat_acc, r.rob_acc) for r in alone.history]

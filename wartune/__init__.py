@@ -5,6 +5,9 @@ The plain-Python API mirrors the CLI:
     from wartune import TrainConfig, train
     result = train(TrainConfig(model="wrn10-1", lam=6.0, epochs=5))
     result.best.rob_acc, result.best.stability
+
+    # λ-trials of one model trained as one grouped network, each member its lone run
+    results = train_stack([TrainConfig(model="wrn10-0.5", lam=lam, epochs=5) for lam in (3, 6, 9)])
 """
 
 # The release, written here only (pyproject.toml reads it). Set before the imports below: a
@@ -23,6 +26,7 @@ from wartune.engine import (
     create_model,
     load_dataset,
     train,
+    train_stack,
 )
 from wartune.errors import WartuneError
 from wartune.results.model_files import load_model
@@ -45,4 +49,5 @@ __all__ = [
     "load_space",
     "load_dataset",
     "train",
+    "train_stack",
 ]

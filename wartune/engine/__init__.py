@@ -8,6 +8,7 @@ from wartune.engine.data import load_dataset
 from wartune.engine.evaluation import evaluate_model
 from wartune.engine.lambdas import WAR, Fixed
 from wartune.engine.models import create_model
+from wartune.engine.stacked_trainer import StackedTrainer, train_stack
 from wartune.engine.trainer import EpochRecord, Trainer, TrainResult, train
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "EpochRecord",
     "Fixed",
     "FixedLambda",
+    "StackedTrainer",
     "TrainConfig",
     "TrainResult",
     "Trainer",
@@ -24,4 +26,5 @@ __all__ = [
     "evaluate_model",
     "load_dataset",
     "train",
+    "train_stack",
 ]

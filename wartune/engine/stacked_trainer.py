@@ -35,11 +35,12 @@ import torch
 from wartune.engine.attacks import pgd_from, start_noise
 from wartune.engine.batches import train_batches
 from wartune.engine.config import TrainConfig
+from wartune.engine.data import TensorDataset, load_dataset
 from wartune.engine.evaluation import eval_seed, evaluate_stacked
 from wartune.engine.metrics import RobustnessMetrics
 from wartune.engine.optimizer import build_sgd
 from wartune.engine.precision import model_call
-from wartune.engine.records import EpochRecord, StepLog, StepTrace
+from wartune.engine.records import EpochRecord, StepLog, StepTrace, TrainResult
 from wartune.engine.stacking import (
     StackedNet,
     member_tensor,
@@ -224,3 +225,20 @@ class StackedTrainer:
             outcomes = self.run_epoch()
             if on_epoch is not None:
                 on_epoch(outcomes, self)
+
+
+def train_stack(configs: Sequence[TrainConfig], data: TensorDataset | None = None) -> list[TrainResult | DivergedError]:
+    """Train several configs that differ only in λ and seed as one stack; the plain-Python
+    counterpart of `train` (no Ray needed). Each result is what `train(config)` returns for
+    that config, in order, or the `DivergedError` of a member whose loss diverged."""
+    if data is None:
+        data = load_dataset(configs[0].dataset, configs[0].data_dir)
+    members = [Trainer(config, data) for config in configs]
+    stack = StackedTrainer(members)
+    errors: dict[int, DivergedError] = {}
+
+    def keep_errors(outcomes: dict[int, EpochOutcome], _: StackedTrainer) -> None:
+        errors.update({i: o for i, o in outcomes.items() if isinstance(o, DivergedError)})
+
+    stack.fit(keep_errors)
+    return [errors.get(i) or member.result() for i, member in enumerate(members)]
