@@ -31,6 +31,7 @@ from common import device_name, median_seconds, record
 
 from wartune.engine.config import TrainConfig
 from wartune.engine.data import TensorDataset, load_dataset, training_subset
+from wartune.engine.devices import resolve_device
 from wartune.engine.stacked_trainer import StackedTrainer
 from wartune.engine.trainer import Trainer
 
@@ -45,22 +46,28 @@ def configs(model: str, dataset: str, data_dir: Path | None, k: int, device: str
     ]
 
 
-def sides(cfgs: list[TrainConfig], data: TensorDataset, train_only: bool = False) -> dict[str, object]:
-    """The K trials' epoch one after another, and the stack's; `train_only` leaves out the lr
-    step and the evaluation (the epoch counter then stays put, so any number of rounds fit)."""
-    lone = [Trainer(c.model_copy(update={"epochs": 10_000}), data) for c in cfgs]
-    stack = StackedTrainer([Trainer(c.model_copy(update={"epochs": 10_000}), data) for c in cfgs])
+def sides(cfgs: list[TrainConfig], data: TensorDataset, train_only: bool = False, only: str | None = None) -> dict[str, object]:
+    """The K trials' epoch one after another, and the stack's (`only`: that side alone is built);
+    `train_only` leaves out the lr step and the evaluation."""
+    trials = [c.model_copy(update={"epochs": 10_000}) for c in cfgs]  # any number of rounds fit
+    built: dict[str, object] = {}
+    if only in (None, "one after another"):
+        lone = [Trainer(c, data) for c in trials]
 
-    def one_after_another() -> None:
-        for trainer in lone:
-            trainer.train_epoch() if train_only else trainer.run_epoch()
+        def one_after_another() -> None:
+            for trainer in lone:
+                trainer.train_epoch() if train_only else trainer.run_epoch()
 
-    stacked = stack.train_epoch if train_only else stack.run_epoch
-    return {"one after another": one_after_another, "stacked": stacked, "device": lone[0].device}
+        built["one after another"] = one_after_another
+    if only in (None, "stacked"):
+        stack = StackedTrainer([Trainer(c, data) for c in trials])
+        built["stacked"] = stack.train_epoch if train_only else stack.run_epoch
+    built["device"] = resolve_device(cfgs[0].device)
+    return built
 
 
-def _peak_child(cfgs: list[TrainConfig], side: str, queue: multiprocessing.Queue) -> None:
-    run = sides(cfgs, load_dataset(cfgs[0].dataset, cfgs[0].data_dir))
+def _peak_child(cfgs: list[TrainConfig], side: str, train_only: bool, queue: multiprocessing.Queue) -> None:
+    run = sides(cfgs, load_dataset(cfgs[0].dataset, cfgs[0].data_dir), train_only, only=side)
     device = run["device"]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -71,12 +78,12 @@ def _peak_child(cfgs: list[TrainConfig], side: str, queue: multiprocessing.Queue
         queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
-def peak_mib(cfgs: list[TrainConfig], side: str) -> float:
+def peak_mib(cfgs: list[TrainConfig], side: str, train_only: bool) -> float:
     """The side's peak memory in MiB, in a fresh process: on a GPU what PyTorch allocated; on a
     CPU the whole process's peak resident set (Python, torch, the data and the side)."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    child = context.Process(target=_peak_child, args=(cfgs, side, queue))
+    child = context.Process(target=_peak_child, args=(cfgs, side, train_only, queue))
     child.start()
     value = queue.get()
     child.join()
@@ -122,7 +129,7 @@ def main() -> None:
             figures[f"{model} K={k}"] = {"speedup": round(serial / stacked, 3), "stacked_ips": round(images / stacked),
                                          "serial_ips": round(images / serial)}  # fmt: skip
             if args.memory:
-                mem = {side: peak_mib(cfgs, side) for side in ("one after another", "stacked")}
+                mem = {side: peak_mib(cfgs, side, args.train_only) for side in ("one after another", "stacked")}
                 line += f"   peak MiB {mem['one after another']:.0f} / {mem['stacked']:.0f}"
                 figures[f"{model} K={k}"]["peak_mib"] = [round(v) for v in mem.values()]
             print(line, flush=True)

@@ -18,6 +18,7 @@ from wartune.engine.lambdas import (
     WarRule,
     WarRuleState,
     WarState,
+    ratio_defined,
     war_ema_step,
     war_rule_step,
     war_step,
@@ -402,3 +403,70 @@ def test_a_window_of_another_length_is_refused_on_load():
 def test_war_variant_settings_are_checked(kwargs):
     with pytest.raises(ValueError):
         WAR(6.0, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: WAR(0.0), "ζ must be a finite number > 0, got 0.0"),
+        (lambda: WAR(6.0, alpha=0.0), "α must be a finite number > 0, got 0.0"),
+        (lambda: WAR(6.0, ratio="mean"), "ratio must be 'step', 'ema' or 'window', got 'mean'"),
+        (lambda: WAR(6.0, ema_beta=1.0), r"ema_beta must be in \[0, 1\), got 1.0"),
+        (lambda: WAR(6.0, window=0), "window must be a whole number of steps >= 1, got 0"),
+        (lambda: WAR(6.0, max_step=0.0), "max_step must be a finite number > 0, got 0.0"),
+        (lambda: WAR(6.0, min_l_rob=0.0), "min_l_rob must be > 0, got 0.0"),
+        (lambda: WAR(6.0, lambda0=-1.0), "λ0 must be a finite number >= 0, got -1.0"),
+        (lambda: Fixed(-1.0), "λ must be a finite number >= 0, got -1.0"),
+    ],
+)  # fmt: skip
+def test_a_refused_setting_is_named_with_its_bound_and_value(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_the_bounds_themselves_are_allowed():
+    """λ = 0 (no robust term) and λ below 1, ζ below 1, and an l_rob exactly at the floor."""
+    assert [Fixed(v).value for v in (0.0, 0.5)] == [0.0, 0.5]
+    assert WAR(0.5).zeta == 0.5
+    floor = 0.125  # exact in float32 and float64
+    war = WAR(8.0, alpha=0.1, min_l_rob=floor)
+    _update(war, 1.0, floor)  # ratio 8 = ζ: defined, and λ stays 0
+    assert war.skipped_steps == 0 and war.value == 0.0
+    assert ratio_defined(1.0, floor, floor)
+
+
+def test_hold_ends_on_a_ratio_exactly_at_zeta_in_the_reference_and_the_controller():
+    rule = WarRule(8.0, 0.1, hold=True)
+    war = WAR.from_rule(rule, 6.0)
+    _update(war, 1.0, 0.125)  # ratio exactly 8
+    state = war_rule_step(WarRuleState(6.0, holding=True), 1.0, 0.125, rule)
+    assert not war.holding and not state.holding
+
+
+def test_the_default_window_of_a_controller_is_one_step():
+    """`ratio: window` without a window is the step's own ratio (the engine passes the epoch's)."""
+    pairs = [(1.0, 0.1), (0.8, 0.02), (0.6, 0.3), (0.5, 0.05)]
+    windowed, plain = WAR(10.0, alpha=0.1, ratio="window"), WAR(10.0, alpha=0.1)
+    assert [_update(windowed, *p) for p in pairs] == [_update(plain, *p) for p in pairs]
+
+
+@pytest.mark.parametrize("ratio", ["ema", "window"])
+def test_a_checkpoint_without_the_ratios_memory_starts_it_afresh(ratio):
+    """A resume point written before the averages, window and skip count were kept holds λ
+    alone: the controller continues as a new one started from that λ."""
+    used = WAR(10.0, alpha=0.1, ratio=ratio, window=3)  # a trial resumed: a new controller, then its state
+    used.load_state_dict({"value": 2.0})
+    fresh = WAR(10.0, alpha=0.1, ratio=ratio, window=3, lambda0=2.0)
+    assert used.skipped_steps == 0
+    pairs = [(0.9, 0.3), (1.1, 0.07), (0.3, 0.2), (0.7, 0.11)]
+    assert [_update(used, *p) for p in pairs] == [_update(fresh, *p) for p in pairs]
+
+
+def test_the_windows_losses_come_back_in_double_precision():
+    """0.1 and 0.3 are not float32 numbers: a window reloaded in float32 would move λ differently."""
+    a = WAR(10.0, alpha=0.1, ratio="window", window=2)
+    for pair in [(0.1, 0.3), (0.3, 0.1)]:
+        a.update(torch.tensor(pair[0], dtype=torch.float64), torch.tensor(pair[1], dtype=torch.float64))
+    b = WAR(10.0, alpha=0.1, ratio="window", window=2)
+    b.load_state_dict(a.state_dict())
+    assert b.state_dict() == a.state_dict()

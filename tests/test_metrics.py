@@ -31,5 +31,5 @@ def test_robust_iff_correct_and_stable_for_every_example(seed):
 
 def test_summarize_refuses_empty_sets():
     empty = torch.zeros(0, dtype=torch.long)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no examples to summarise"):
         summarize(example_flags(empty, empty, empty), torch.zeros(0))
