@@ -13,6 +13,7 @@ projection and the gradient's sign stay fp32; only the model call is cast.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -66,6 +67,15 @@ def start_noise(x: torch.Tensor, cfg: PGDConfig, generator: torch.Generator | No
     else:
         noise = (torch.rand(shape, generator=generator, dtype=dtype) * 2 - 1) * cfg.eps
     return host_to_device(noise, x.device)
+
+
+def stacked_start_noise(
+    batches: Sequence[torch.Tensor], cfg: PGDConfig, generators: Sequence[torch.Generator]
+) -> torch.Tensor | None:
+    """The random starts of a stack's member-major batch: each member's `start_noise` for its
+    own batch from its own generator, in member order (None for `start: none`)."""
+    noises = [start_noise(x, cfg, g) for x, g in zip(batches, generators, strict=True)]
+    return None if noises[0] is None else torch.cat([n for n in noises if n is not None])
 
 
 def _attack_loss(model: nn.Module, x_adv: torch.Tensor, target: torch.Tensor, loss: AttackLoss) -> torch.Tensor:

@@ -14,7 +14,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from wartune.engine.attacks import PGDConfig, pgd_from, start_noise
+from wartune.engine.attacks import PGDConfig, pgd_from, stacked_start_noise, start_noise
 from wartune.engine.batches import eval_batches
 from wartune.engine.data import TensorDataset
 from wartune.engine.metrics import ExampleFlags, RobustnessMetrics, example_flags, summarize
@@ -93,10 +93,9 @@ def evaluate_stacked(
     net.eval()
     flags: list[list[ExampleFlags]] = [[] for _ in seeds]
     grads: list[list[torch.Tensor]] = [[] for _ in seeds]
+    members = len(seeds)
     for x, y in eval_batches(data, max_examples, batch_size, device):
-        noises = [start_noise(x, attack, g) for g in generators]
-        noise = None if noises[0] is None else torch.cat([n for n in noises if n is not None])
-        members = len(seeds)
+        noise = stacked_start_noise([x] * members, attack, generators)
         parts = attack_batch(net, attack, x.repeat(members, *([1] * (x.dim() - 1))), y.repeat(members), noise)
         for k, (correct, stable, robust, grad_l1_max) in enumerate(zip(*(p.chunk(members) for p in parts), strict=True)):
             flags[k].append(ExampleFlags(correct, stable, robust))

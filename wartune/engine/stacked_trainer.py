@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from wartune.engine.attacks import pgd_from, start_noise
+from wartune.engine.attacks import pgd_from, stacked_start_noise
 from wartune.engine.batches import train_batches
 from wartune.engine.config import TrainConfig
 from wartune.engine.data import TensorDataset, load_dataset
@@ -43,6 +43,7 @@ from wartune.engine.precision import model_call
 from wartune.engine.records import EpochRecord, StepLog, StepTrace, TrainResult
 from wartune.engine.stacking import (
     StackedNet,
+    member_state,
     member_tensor,
     stack_models,
     stack_tensors,
@@ -127,10 +128,7 @@ class StackedTrainer:
         """Write each member's weights, BN statistics and momentum back into its Trainer."""
         stacked = list(self.model.parameters())
         for k, member in enumerate(self.members):
-            state = member.model.state_dict()
-            with torch.no_grad():
-                for key, value in self.model.state_dict().items():
-                    state[key].copy_(member_tensor(value, k, state[key]))
+            member.model.load_state_dict(member_state(self.model, k, member.model.state_dict()))
             for param, lone in zip(stacked, member.model.parameters(), strict=True):
                 buffer = self.optimizer.state.get(param, {}).get("momentum_buffer")
                 if buffer is not None:
@@ -162,8 +160,7 @@ class StackedTrainer:
         for batches in zip(*feeds, strict=True):
             x = torch.cat([b[0] for b in batches])
             y = torch.cat([b[1] for b in batches])
-            noises = [start_noise(b[0], m.train_attack, m.generator) for b, m in zip(batches, self.members, strict=True)]
-            noise = None if noises[0] is None else torch.cat([n for n in noises if n is not None])
+            noise = stacked_start_noise([b[0] for b in batches], self.train_attack, [m.generator for m in self.members])
             l_nat, l_rob, lambda_t, grad_l1 = self.step_on(x, y, noise)
             for k, (log, grads) in enumerate(zip(logs, grad_l1.chunk(self.size), strict=True)):
                 log.append(l_nat[k], l_rob[k], lambda_t[k], grads)

@@ -15,7 +15,7 @@ without parameters (DenseNet's concatenation) or draw randomness (dropout) canno
 stacked; `stackable` names them. The input is member-major, `[K·B, C, H, W]` (member k's
 batch is rows k·B to (k+1)·B), as are the logits (`StackedNet`), so the training attack and
 the losses see an ordinary batch. docs/architecture.md says why grouped layers and not
-`torch.func.vmap` (measured slower here: `benchmarks/stack_speed.py`).
+`torch.func.vmap` (measured slower here: `benchmarks/stack_layout.py`).
 
 Every stacked tensor is the members' tensors stacked along a new first axis and reshaped
 (`stack_tensors`), so a member's weights, BN statistics and momentum come back out with one
