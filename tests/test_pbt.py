@@ -92,3 +92,85 @@ def test_pbt_scheduler_follows_the_space():
     assert (pbt._perturbation_interval, pbt._quantile_fraction, pbt._synch) == (2, 0.5, True)  # a quarter of 10 epochs
     clip = pbt._custom_explore_fn
     assert clip({"lam": 30.0})["lam"] == 12 and clip({"lam": 0.2})["lam"] == 1 and clip({"lam": 5.0})["lam"] == 5
+
+
+def _stub_trial(storage_path, trial_id, lam):
+    from ray.train._internal.storage import StorageContext
+    from ray.tune.experiment import Trial
+
+    storage = StorageContext(storage_path=str(storage_path), experiment_dir_name="tune", trial_dir_name=trial_id)
+    return Trial("adversarial_training_trial", config={"lam": lam}, trial_id=trial_id, storage=storage, stub=True)
+
+
+class _Controller:
+    """What PBT asks of Ray's controller when a trial is added (no search algorithm here)."""
+
+    search_alg = None
+
+
+def test_an_exploit_is_journaled_and_a_restored_trial_whose_snapshot_predates_it_gets_it_back(tmp_path):
+    # The driver dies after an exploit and before Ray's next snapshot: the restored trial must
+    # train with the exploit's λ from the donor's checkpoint, in the folder's new place too.
+    from ray import tune
+    from ray.tune.experiment import Trial
+
+    from wartune.tune.pbt import EXPLOITS_FILE, latest_exploits, population_based_training
+    from wartune.tune.running import RunningSearch, running
+    from wartune.tune.spaces import SearchSpace
+
+    space = SearchSpace.model_validate({"strategy": "pbt", "model": "cnn-8", "trials": 2, "epochs": 4,
+                                        "lambda": {"low": 1, "high": 12}, "pbt": {"interval": 1, "resample": 0.0}})  # fmt: skip
+    folder = tmp_path / "search"
+    folder.mkdir()
+    with running(RunningSearch(folder)):
+        pbt = population_based_training(space)
+        pbt._log_config = False  # Ray's own log of perturbations needs a Ray session
+        weak, strong = _stub_trial(folder / "ray", "t_00000", 2.0), _stub_trial(folder / "ray", "t_00001", 5.0)
+        for trial in (weak, strong):
+            pbt.on_trial_add(_Controller(), trial)
+            trial.set_status(Trial.PAUSED)
+        donor = tune.Checkpoint(str(folder / "ray" / "tune" / "t_00001" / "checkpoint_000001"))
+        state = pbt._trial_state[strong]
+        state.last_checkpoint, state.last_train_time, state.last_score = donor, 2, 0.5
+        pbt._trial_state[weak].last_score = 0.1
+        state.last_result = {"epoch": 2, "rob_acc": 0.5, "training_iteration": 2, "steps": {"l_nat": [1.0]}}
+        pbt._exploit(None, weak, strong)
+    new_lam = weak.config["lam"]
+    assert new_lam in (pytest.approx(4.0), pytest.approx(6.0))  # the donor's 5 × 0.8 or × 1.2
+    exploit = latest_exploits(folder)["t_00000"]
+    assert (exploit["lam"], exploit["epoch"], exploit["donor"], exploit["checkpoint"]) == (new_lam, 2, "t_00001", "t_00001/checkpoint_000001")
+    assert exploit["metrics"] == {"epoch": 2, "rob_acc": 0.5, "training_iteration": 2}  # the scalars only
+    with open(folder / EXPLOITS_FILE, "a") as journal:
+        journal.write('{"trial": "t_00000", "lam"')  # a line cut short by a kill is skipped
+
+    moved = tmp_path / "elsewhere" / "search"
+    moved.parent.mkdir()
+    folder.rename(moved)
+    with running(RunningSearch(moved)):
+        restored = population_based_training(space)
+        stale, current = _stub_trial(moved / "ray", "t_00000", 2.0), _stub_trial(moved / "ray", "t_00001", 5.0)
+        for trial in (stale, current):
+            restored.on_trial_add(_Controller(), trial)
+    assert stale.config["lam"] == new_lam and current.config["lam"] == 5.0  # the never-exploited one untouched
+    assert stale.checkpoint.path == str(moved / "ray" / "tune" / "t_00001" / "checkpoint_000001")
+    assert stale.run_metadata.checkpoint_manager.latest_checkpoint_result.metrics["training_iteration"] == 2
+    assert current.checkpoint is None
+
+
+def test_a_checkpoints_lineage_names_where_the_trials_own_epochs_begin(tmp_path):
+    # After an exploit a trial's history starts with the donor's epochs: only later ones are its own.
+    from ray import tune
+
+    from wartune.tune.resume import checkpoint_epoch, lineage_from, write_progress
+
+    own, donor = tmp_path / "t_00000", tmp_path / "t_00001"
+    (own / "checkpoint_000003").mkdir(parents=True)
+    (donor / "checkpoint_000001").mkdir(parents=True)
+    (own / "checkpoint_000000").mkdir()
+    write_progress(own / "checkpoint_000003", 3, lineage_from=2)
+    write_progress(donor / "checkpoint_000001", 2, lineage_from=1)
+    (own / "checkpoint_000000" / "progress.json").write_text('{"epoch": 1}')  # written by 0.2.0
+    assert checkpoint_epoch(tune.Checkpoint(str(own / "checkpoint_000003"))) == 3
+    assert lineage_from(tune.Checkpoint(str(own / "checkpoint_000003")), str(own)) == 2  # its own: the lineage it recorded
+    assert lineage_from(tune.Checkpoint(str(donor / "checkpoint_000001")), str(own)) == 2  # a donor's: its epoch
+    assert lineage_from(tune.Checkpoint(str(own / "checkpoint_000000")), str(own)) == 0

@@ -14,16 +14,61 @@ sync to that very epoch, so no paused trial is behind it and none is ever run ag
 hung). `ResumablePBT` keeps the next sync at or past the furthest epoch any trial reported,
 and lets a trial behind it train on to it first. `ray_pickles.mend` puts it in place of
 Ray's class in a search that wartune 0.1.0 started.
+
+Nor is Ray's snapshot of the trials current: an exploit changes a trial's λ and checkpoint
+in the driver's memory, and the exploited trial trains on with them before Ray next writes
+its experiment state. A driver killed in between restores the trial with its old λ and
+checkpoint, and its next epochs would be recorded (and trained) with a λ they never had. So
+each exploit is written to the search folder (`pbt_exploits.jsonl`) before the trial trains
+again, and a restored trial whose λ is not its latest exploit's gets that λ and the donor's
+checkpoint back (`on_trial_add`); the trainable then continues from the newest checkpoint of
+the trial's own (`resume.py`).
 """
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ray import tune
+from ray.train._internal.checkpoint_manager import _TrainingResult
 from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
+from ray.tune.schedulers.pbt import _make_experiment_tag
 
+from wartune.tune.running import current
 from wartune.tune.spaces import LambdaRange, SearchSpace
+
+EXPLOITS_FILE = "pbt_exploits.jsonl"  # one line per exploit: the trial, its new λ, the donor's checkpoint
+
+
+def record_exploit(folder: Path, exploit: dict[str, Any]) -> None:
+    """Append one exploit to the search's journal, on disk before the trial trains again."""
+    with open(folder / EXPLOITS_FILE, "a", encoding="utf-8") as journal:
+        journal.write(json.dumps(exploit) + "\n")
+        journal.flush()
+        os.fsync(journal.fileno())
+
+
+def latest_exploits(folder: Path) -> dict[str, dict[str, Any]]:
+    """Each exploited trial's latest exploit (a line cut short by a kill is skipped)."""
+    latest: dict[str, dict[str, Any]] = {}
+    try:
+        lines = (folder / EXPLOITS_FILE).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return latest
+    for line in lines:
+        try:
+            exploit = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        latest[exploit["trial"]] = exploit
+    return latest
+
+
+def _scalars(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in result.items() if isinstance(v, int | float | str | bool)}
 
 
 class ResumablePBT(PopulationBasedTraining):
@@ -36,6 +81,33 @@ class ResumablePBT(PopulationBasedTraining):
             if time < self._next_perturbation_sync:  # behind the population: train on to it
                 return TrialScheduler.CONTINUE
         return super().on_trial_result(tune_controller, trial, result)
+
+    def _exploit(self, tune_controller: Any, trial: Any, trial_to_clone: Any) -> None:
+        super()._exploit(tune_controller, trial, trial_to_clone)
+        checkpoint = trial.run_metadata.checkpoint_manager.latest_checkpoint_result.checkpoint
+        path = PurePosixPath(checkpoint.path)
+        experiment = PurePosixPath(trial.storage.experiment_fs_path)
+        record_exploit(current().folder, {
+            "trial": trial.trial_id, "donor": trial_to_clone.trial_id, "lam": trial.config["lam"],
+            "epoch": self._trial_state[trial_to_clone].last_train_time,
+            "checkpoint": str(path.relative_to(experiment)) if path.is_relative_to(experiment) else str(path),
+            "metrics": _scalars(self._trial_state[trial_to_clone].last_result or {}),
+        })  # fmt: skip
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        """A restored trial gets its latest exploit back where Ray's snapshot predates it."""
+        super().on_trial_add(tune_controller, trial)
+        exploit = latest_exploits(current().folder).get(trial.trial_id)
+        if exploit is None or trial.config.get("lam") == exploit["lam"]:
+            return
+        config = {**trial.config, "lam": exploit["lam"]}
+        trial.set_experiment_tag(_make_experiment_tag(self._trial_state[trial].orig_tag, config, self._hyperparam_mutations))
+        trial.set_config(config)
+        path = PurePosixPath(trial.storage.experiment_fs_path) / exploit["checkpoint"]
+        donor = tune.Checkpoint(str(path), filesystem=trial.storage.storage_filesystem)
+        trial.run_metadata.checkpoint_manager._latest_checkpoint_result = _TrainingResult(
+            checkpoint=donor, metrics=exploit["metrics"]
+        )
 
 
 def lambda_domain(space: SearchSpace) -> Any:

@@ -10,6 +10,12 @@ of its result, so the trial continues from its newest readable checkpoint folder
 reports the epochs after Ray's registered one again, from the history the checkpoint
 holds (the tables replace those rows with the same values). A truncated or unreadable
 checkpoint falls back to the one before it (Ray keeps two), else to epoch 0.
+
+A PBT exploit restarts a trial from its donor's checkpoint, so the history in the trial's
+later checkpoints begins with the donor's epochs. Each checkpoint therefore names the epoch
+its lineage became this trial's own (`lineage_from` in its progress file): only the epochs
+after it are this trial's, and only those may be reported again; the donor's earlier
+epochs would replace this trial's recorded rows with the donor's.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ from __future__ import annotations
 import json
 import pickle
 import zipfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -28,7 +35,7 @@ from wartune.engine.state import load_state
 from wartune.engine.trainer import Trainer
 
 TRAINER_FILE = "trainer.pt"
-PROGRESS_FILE = "progress.json"  # {"epoch": n}: read without loading the trainer state
+PROGRESS_FILE = "progress.json"  # {"epoch": n, "lineage_from": s}: read without loading the trainer state
 CHECKPOINT_PREFIX = "checkpoint_"
 # What torch.load raises on a truncated or garbled file.
 UNREADABLE = (RuntimeError, OSError, EOFError, ValueError, KeyError, pickle.UnpicklingError, zipfile.BadZipFile)
@@ -36,17 +43,27 @@ UNREADABLE = (RuntimeError, OSError, EOFError, ValueError, KeyError, pickle.Unpi
 
 @dataclass(frozen=True)
 class ResumePoint:
-    """The epoch a trial continues from, and a note when that was not the newest checkpoint."""
+    """The epoch a trial continues from, and a note when that was not the newest checkpoint.
+
+    `lineage_from`: the epoch from which the loaded weights are this trial's own training
+    (a PBT donor's checkpoint: its epoch; one of this trial's: the lineage it recorded).
+    """
 
     epoch: int
     checkpoint: str | None
     note: str | None
+    lineage_from: int = 0
+
+
+def storage_of_trial() -> tuple[pafs.FileSystem, str]:
+    """The running trial's storage filesystem and its folder there."""
+    storage = tune.get_context().get_storage()
+    return storage.storage_filesystem, storage.trial_fs_path
 
 
 def trial_checkpoints(registered: tune.Checkpoint | None) -> list[tune.Checkpoint]:
     """This trial's checkpoint folders on storage, newest first (Ray's own names sort by index)."""
-    storage = tune.get_context().get_storage()
-    fs, trial_path = storage.storage_filesystem, storage.trial_fs_path
+    fs, trial_path = storage_of_trial()
     infos = fs.get_file_info(pafs.FileSelector(trial_path, allow_not_found=True))
     paths = sorted(
         (i.path for i in infos if i.type == pafs.FileType.Directory and PurePosixPath(i.path).name.startswith(CHECKPOINT_PREFIX)),
@@ -62,38 +79,65 @@ def trial_checkpoints(registered: tune.Checkpoint | None) -> list[tune.Checkpoin
     return found
 
 
-def write_progress(folder: Path, epoch: int) -> None:
-    (folder / PROGRESS_FILE).write_text(json.dumps({"epoch": epoch}))
+def write_progress(folder: Path, epoch: int, lineage_from: int = 0) -> None:
+    (folder / PROGRESS_FILE).write_text(json.dumps({"epoch": epoch, "lineage_from": lineage_from}))
+
+
+def _progress(checkpoint: tune.Checkpoint) -> dict[str, Any]:
+    try:
+        with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{PROGRESS_FILE}") as stream:
+            progress = json.loads(stream.read())
+        return progress if isinstance(progress, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _epoch_field(checkpoint: tune.Checkpoint | None, key: str) -> int:
+    try:
+        return int(_progress(checkpoint)[key]) if checkpoint is not None else 0
+    except (KeyError, ValueError, TypeError):
+        return 0
 
 
 def checkpoint_epoch(checkpoint: tune.Checkpoint | None) -> int:
     """The epoch a checkpoint holds (0 for none, or one without a readable progress file)."""
-    if checkpoint is None:
-        return 0
-    try:
-        with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{PROGRESS_FILE}") as stream:
-            return int(json.loads(stream.read())["epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0
+    return _epoch_field(checkpoint, "epoch")
 
 
-def _read(checkpoint: tune.Checkpoint, trainer: Trainer) -> dict[str, Any]:
-    with checkpoint.as_directory() as folder:
-        return load_state(f"{folder}/{TRAINER_FILE}", trainer.device)
+def lineage_from(checkpoint: tune.Checkpoint, own_folder: str | None) -> int:
+    """The epoch from which `checkpoint`'s weights are the training of the trial whose folder
+    is `own_folder`: a checkpoint of another trial (a PBT donor's) hands over its epoch; one of
+    the trial's own, the lineage it recorded (0: a 0.2.0 checkpoint, or never exploited)."""
+    if own_folder is not None and PurePosixPath(checkpoint.path).parent != PurePosixPath(own_folder):
+        return checkpoint_epoch(checkpoint)
+    return _epoch_field(checkpoint, "lineage_from")
 
 
-def resume(trainer: Trainer, candidates: list[tune.Checkpoint]) -> ResumePoint:
-    """Load the newest readable checkpoint of `candidates` into `trainer` (nothing: epoch 0)."""
+def _newest_readable(candidates: list[tune.Checkpoint], load: Callable[[str], int]) -> tuple[ResumePoint, tune.Checkpoint | None]:
+    """Load the first of `candidates` that `load` reads whole (it gets the local folder and
+    returns the epoch it restored); a note names any skipped as unreadable."""
     skipped: list[str] = []
     for checkpoint in candidates:
         name = PurePosixPath(checkpoint.path).name
         try:
-            state = _read(checkpoint, trainer)
+            with checkpoint.as_directory() as folder:
+                epoch = load(folder)
         except UNREADABLE as err:
             skipped.append(f"{name} unreadable ({type(err).__name__})")
             continue
-        trainer.load_state_dict(state)
-        note = f"{'; '.join(skipped)}; resumed from {name} (epoch {trainer.epoch})" if skipped else None
-        return ResumePoint(trainer.epoch, name, note)
+        note = f"{'; '.join(skipped)}; resumed from {name} (epoch {epoch})" if skipped else None
+        return ResumePoint(epoch, name, note), checkpoint
     note = f"{'; '.join(skipped)}; restarted from epoch 0" if skipped else None
-    return ResumePoint(0, None, note)
+    return ResumePoint(0, None, note), None
+
+
+def resume(trainer: Trainer, candidates: list[tune.Checkpoint], own_folder: str | None = None) -> ResumePoint:
+    """Load the newest readable checkpoint of `candidates` into `trainer` (nothing: epoch 0);
+    `own_folder` (the trial's) tells its own checkpoints from a PBT donor's."""
+
+    def load(folder: str) -> int:
+        trainer.load_state_dict(load_state(f"{folder}/{TRAINER_FILE}", trainer.device))
+        return trainer.epoch
+
+    point, checkpoint = _newest_readable(candidates, load)
+    return point if checkpoint is None else replace(point, lineage_from=lineage_from(checkpoint, own_folder))

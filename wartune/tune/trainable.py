@@ -29,6 +29,7 @@ from wartune.tune.resume import (
     TRAINER_FILE,
     checkpoint_epoch,
     resume,
+    storage_of_trial,
     trial_checkpoints,
     write_progress,
 )
@@ -68,7 +69,7 @@ def adversarial_training_trial(params: dict[str, Any], data: TensorDataset) -> N
     started_at = time.time()
     trainer = Trainer(train_config_of(params), data)
     registered = tune.get_checkpoint()
-    point = resume(trainer, trial_checkpoints(registered))
+    point = resume(trainer, trial_checkpoints(registered), storage_of_trial()[1])
     runtime = ray.get_runtime_context()
     node_id = runtime.get_node_id()
     gpus_assigned = runtime.get_assigned_resources().get("GPU", 0.0)  # a fraction where trials share a GPU
@@ -101,13 +102,14 @@ def adversarial_training_trial(params: dict[str, Any], data: TensorDataset) -> N
         with tempfile.TemporaryDirectory() as folder:
             t.save(Path(folder) / TRAINER_FILE)
             save_model_files(t.best_state, best_model_meta(t), Path(folder))
-            write_progress(Path(folder), t.epoch)
+            write_progress(Path(folder), t.epoch, point.lineage_from)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
     # Epochs trained and persisted after the last checkpoint Ray registered: the driver may
-    # have died before recording them. Report them again (the same records) before going on;
-    # a trial that had finished is then done, without training its last epoch again.
-    for record in trainer.history[checkpoint_epoch(registered) : trainer.epoch]:
+    # have died before recording them. Report them again (the same records) before going on,
+    # those of this trial's own lineage only (`resume.py`); a trial that had finished is then
+    # done, without training its last epoch again.
+    for record in trainer.history[max(checkpoint_epoch(registered), point.lineage_from) : trainer.epoch]:
         report(record, trainer, checkpoint=record.epoch == trainer.epoch)
     if trainer.finished:
         return
