@@ -94,6 +94,9 @@ class SearchFlags:
     max_concurrent: Annotated[int | None, typer.Option(help="At most this many trials at once.")] = field(
         default=None, metadata=space_key("max_concurrent")
     )
+    stack: Annotated[int | None, typer.Option(help="Train up to K trials of one model (differing in λ and seed) as one grouped network; 1: each alone.")] = field(
+        default=None, metadata=space_key("stack")
+    )
     resume: Annotated[bool, typer.Option(help="Continue an interrupted search of the same name.")] = field(default=False, metadata=RUN)
     overwrite: Annotated[bool, typer.Option(help="Delete an earlier search of the same name first.")] = field(default=False, metadata=RUN)
     address: Annotated[str | None, typer.Option(help="Ray cluster to join, e.g. auto.")] = field(default=None, metadata=RUN)

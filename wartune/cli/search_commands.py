@@ -47,9 +47,16 @@ def run_and_report(spec: Any, flags: SearchFlags, *, calibration: ZetaEntry | No
     )
     from wartune.results.seeds import repeated
     from wartune.results.store import EPOCHS_FILE, PLOTS_DIR, TRIALS_FILE
-    from wartune.tune.strategies import check_folder, run_search
+    from wartune.tune.strategies import (
+        check_folder,
+        check_stack_fits,
+        param_space,
+        run_search,
+        stack_size,
+    )
 
     check_data_dir(spec.dataset, spec.data_dir)
+    check_stack_fits(spec, stack_size(param_space(spec, calibration, lam)))
     check_register_model(flags.register_model, flags.no_mlflow)
     check_folder(flags.out / spec.name, flags.resume, flags.overwrite, flags.storage)
     data = load_dataset(spec.dataset, spec.data_dir)  # a missing or corrupt dataset fails before any output

@@ -54,11 +54,17 @@ class GroupedLinear(nn.Module):
         return out.transpose(0, 1).reshape(x.shape[0], -1)
 
 
+def unstackable_family(model_name: str) -> str | None:
+    """Why a model of this family cannot be stacked, known from its name alone (None: it may be)."""
+    if model_name.split("-")[0].rstrip("0123456789") in UNSTACKABLE_MODELS:
+        return f"{model_name} cannot be stacked: its layers mix members' channels or draw dropout masks"
+    return None
+
+
 def stackable(model_name: str, model: nn.Module) -> str | None:
     """Why `model` cannot be stacked (None when it can)."""
-    family = model_name.split("-")[0]
-    if family.rstrip("0123456789") in UNSTACKABLE_MODELS:
-        return f"{model_name} cannot be stacked: its layers mix members' channels or draw dropout masks"
+    if why := unstackable_family(model_name):
+        return why
     for name, module in model.named_modules():
         if not isinstance(module, STACKABLE_LAYERS + PER_CHANNEL_LAYERS) and module is not model:
             if any(True for _ in module.parameters(recurse=False)) or isinstance(module, nn.Dropout):

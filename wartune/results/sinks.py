@@ -93,6 +93,7 @@ class ParquetSink:
         epoch = int(result["epoch"])
         row = meta.key_columns()
         row["lambda_setting"] = meta.lambda_setting
+        row["stack"] = meta.stack
         row.update({name: _nan_to_none(result[name]) for name in EPOCH_SCHEMA.names if name not in row})
         self.epochs[(trial_id, epoch)] = row
         trace = result.get("steps") or {}
@@ -149,6 +150,7 @@ class ParquetSink:
             "status": status,
             "error": error,
             "checkpoint": meta.checkpoint,
+            "stack": meta.stack,
             "wartune_version": __version__,  # this driver ran it: a search resumed after an upgrade shows which
             **final_attack_of(self.trials.get(meta.trial_id)),  # written after the trials, kept by every rewrite
         }

@@ -62,6 +62,7 @@ EPOCH_SCHEMA = pa.schema(
         ("wall_seconds", pa.float64()),
         ("eval_examples", pa.int64()),  # test examples this epoch was evaluated on (the per-epoch subset)
         ("war_skipped_steps", pa.int64()),  # WAR steps with l_rob vanished (λ_t kept); 0 for fixed λ
+        ("stack", pa.string()),  # the Ray trial whose stack trained it (tune/stacks.py); null: trained alone
     ]
 )
 
@@ -113,6 +114,7 @@ TRIAL_SCHEMA = pa.schema(
         ("status", pa.string()),
         ("error", pa.string()),
         ("checkpoint", pa.string()),
+        ("stack", pa.string()),  # the Ray trial whose stack trained it (tune/stacks.py); null: trained alone
         # standard AutoAttack on the best weights at the search's end (final_attack; tune/final_verdict.py):
         # robust accuracy, test examples and device-seconds; null for a trial it did not attack
         ("aa_rob_acc", pa.float64()),
@@ -191,9 +193,10 @@ COMPARE_SCHEMA = pa.schema(
 TRIAL_KEY_COLUMNS = tuple(name for name, _ in _TRIAL_KEY)
 
 # The tables' layout, one number: 1 is what wartune 0.1.0 (and a folder without `wartune.json`)
-# wrote; 2 (0.2.0) added trials.parquet's `wartune_version`. A search folder records it
+# wrote; 2 (0.2.0) added trials.parquet's `wartune_version`; 3 added trials.parquet's and
+# epochs.parquet's `stack` (stacked λ-trials, tune/stacks.py). A search folder records it
 # (`results/manifest.py`); a newer release resumes an older folder by filling in `ADDED_COLUMNS`.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Columns a table gained after wartune first wrote it, each with its documented empty value:
 # what a row written before holds. Such a table reads with them filled in, and a resumed search
@@ -206,6 +209,7 @@ ADDED_COLUMNS: dict[str, Any] = {
     "aa_seconds": None,
     "graphs": None,  # null: run by a release before 0.2.0, which had no CUDA graphs
     "wartune_version": None,  # null: last run by a release before 0.2.0, which did not record it
+    "stack": None,  # null: trained alone (no table before schema 3 held a stacked trial)
 }
 
 # The files of a search folder (`runs/<name>/`) and of the output root (`runs/`).

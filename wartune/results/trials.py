@@ -43,6 +43,7 @@ class TrialMeta:
     checkpoint: str | None = None  # the best model's folder, relative to the search folder
     model_dir: str | None = None  # the same folder, absolute, on the driver
     restarts: int = 0
+    stack: str | None = None  # the Ray trial that trained it as a member of a stack (tune/stacks.py); None: alone
 
     def key_columns(self) -> dict[str, Any]:
         """The columns every per-trial table starts with (`store.TRIAL_KEY_COLUMNS`)."""
@@ -71,6 +72,7 @@ class TrialMeta:
             graphs=row.get("graphs"),
             checkpoint=row.get("checkpoint"),
             restarts=int(row.get("restarts") or 0),
+            stack=row.get("stack"),
         )
 
 
@@ -80,13 +82,15 @@ def is_finite(value: Any) -> bool:
 
 
 def trial_label(t: Mapping[str, Any], seed: bool = False) -> str:
-    """`e20d8 wrn10-1 λ=6` or `e20d8 wrn10-2 WAR ζ=4.21`: how progress, plots and MLflow name a
-    trial; with `seed`, `e20d8 wrn10-1 λ=6 seed 1` (a search that repeats each setting)."""
+    """`00003 wrn10-1 λ=6` or `00004 wrn10-2 WAR ζ=4.21`: how progress, plots and MLflow name a
+    trial (`00001-2`: member 2 of stack 00001); with `seed`, `00003 wrn10-1 λ=6 seed 1` (a
+    search that repeats each setting)."""
     if t.get("lambda_setting") is not None:
         lam = f"λ={t['lambda_setting']:g}"
     else:
         lam = f"WAR ζ={t.get('zeta_used') or 0:g}"
-    return f"{t['trial_id'][-5:]} {t['model']} {lam}" + (f" seed {t['seed']}" if seed else "")
+    short = t["trial_id"].rsplit("_", 1)[-1][-7:]  # Ray's trial number, and a stack member's place (`00001-2`)
+    return f"{short} {t['model']} {lam}" + (f" seed {t['seed']}" if seed else "")
 
 
 def trial_status(reported: str, error: str | None, epochs_done: int, epochs_planned: int) -> str:

@@ -11,14 +11,16 @@ from typing import Any
 
 from ray import tune
 
-from wartune.results.model_files import copy_model_files
+from wartune.results.model_files import WEIGHTS_FILE, copy_model_files
 from wartune.results.progress import ProgressSink
 from wartune.results.sinks import ParquetSink, Sink
 from wartune.results.store import MODELS_DIR
 from wartune.results.trials import TrialMeta
 from wartune.tune import ray_state
 from wartune.tune.params import TrialParams
+from wartune.tune.resume import member_folder
 from wartune.tune.running import current
+from wartune.tune.stacks import MEMBERS, is_stack, member_count, member_id, member_params, trial_ids
 
 # Search folders the driver could not write to (disk full, read-only), with the reason: the
 # callback records it and aborts the experiment, `run_search` reports it in one line.
@@ -90,20 +92,31 @@ class SinkCallback(tune.Callback):
     def models_dir(self) -> Path:
         return self.folder / MODELS_DIR
 
-    def _meta(self, trial: Any, result: dict | None = None) -> TrialMeta:
-        """The trial's meta, from the config it ran with when it reported `result` (else its
-        last epoch's). Not `trial.config`: PBT may already have put the next λ there, before
-        this result's row or the trial's end is written."""
+    def _config(self, trial: Any, result: dict | None = None) -> dict[str, Any]:
+        """The config the trial ran with when it reported `result` (else its last result's).
+        Not `trial.config`: PBT may already have put the next λ there, before this result's
+        row or the trial's end is written."""
         if result is not None and result.get("config"):
             self._ran_with[trial.trial_id] = result["config"]
-        config = self._ran_with.get(trial.trial_id) or trial.config
+        return self._ran_with.get(trial.trial_id) or trial.config
+
+    def _meta(self, trial: Any, unit: str, config: dict[str, Any]) -> TrialMeta:
+        """The meta of `unit`: the Ray trial itself, or (`unit` not its id) one member of the
+        stack it trains, with `config` the member's."""
         return TrialParams.parse(config).meta(
-            trial.trial_id,
-            **self._ran_on.get(trial.trial_id, {"device": "cpu"}),
-            checkpoint=str(Path(MODELS_DIR) / trial.trial_id),
-            model_dir=str(self.models_dir / trial.trial_id),
+            unit,
+            **self._ran_on.get(unit, {"device": "cpu"}),
+            checkpoint=str(Path(MODELS_DIR) / unit),
+            model_dir=str(self.models_dir / unit),
             restarts=int(getattr(trial, "num_failures", 0) or 0),
+            stack=trial.trial_id if unit != trial.trial_id else None,
         )
+
+    def _units(self, trial: Any, config: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        """The trials a Ray trial stands for (a stack's members, `stacks.py`), each with its config."""
+        if not is_stack(config):
+            return [(trial.trial_id, config)]
+        return [(member_id(trial.trial_id, i), member_params(config, i)) for i in range(member_count(config))]
 
     def _writing(self, write: Any, *args: Any) -> None:
         """Run a step that writes the search folder; a failure aborts the experiment.
@@ -122,34 +135,52 @@ class SinkCallback(tune.Callback):
             raise
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        ran_on = self._ran_on.setdefault(trial.trial_id, {"device": "cpu"})
-        ran_on.update({k: result[k] for k in ("device", "precision", "graphs") if result.get(k)})
-        self._writing(self._each, "on_epoch", self._meta(trial, result), result)
+        config = self._config(trial, result)
+        if is_stack(config):  # one result per member (a member that diverged, or was dropped, has none)
+            units = dict(self._units(trial, config))
+            reports = [(member_id(trial.trial_id, m["member"]), m) for m in result.get(MEMBERS, [])]
+            each = [(unit, units[unit], report) for unit, report in reports]
+        else:
+            each = [(trial.trial_id, config, result)]
+        for unit, unit_config, report in each:
+            ran_on = self._ran_on.setdefault(unit, {"device": "cpu"})
+            ran_on.update({k: report[k] for k in ("device", "precision", "graphs") if report.get(k)})
+            self._writing(self._each, "on_epoch", self._meta(trial, unit, unit_config), report)
         if self.ray_state_dir is not None:
             ray_state.backup(self.ray_state_dir)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._writing(self._export_best_model, trial)
-        self._writing(self._each, "on_trial_end", self._meta(trial), "finished", None)
+        self._end(trial, "finished", None)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._writing(self._export_best_model, trial)
-        self._writing(self._each, "on_trial_end", self._meta(trial), "error", _error_line(trial))
+        self._end(trial, "error", _error_line(trial))
+
+    def _end(self, trial: Any, status: str, error: str | None) -> None:
+        config = self._config(trial)
+        self._writing(self._export_best_models, trial, config)
+        for unit, unit_config in self._units(trial, config):
+            self._writing(self._each, "on_trial_end", self._meta(trial, unit, unit_config), status, error)
 
     def _each(self, method: str, *args: Any) -> None:
         for sink in self.sinks:
             getattr(sink, method)(*args)
 
-    def _export_best_model(self, trial: Any) -> None:
-        """Copy the best-so-far weights out of the trial's latest checkpoint (each file atomically)."""
+    def _export_best_models(self, trial: Any, config: dict[str, Any]) -> None:
+        """Copy the best-so-far weights out of the trial's latest checkpoint (each file
+        atomically); a stack's checkpoint holds each member's in its own folder."""
         checkpoint = trial.checkpoint
         if checkpoint is None:
             return
         with checkpoint.as_directory() as folder:
-            copy_model_files(Path(folder), self.models_dir / trial.trial_id)
+            if not is_stack(config):
+                copy_model_files(Path(folder), self.models_dir / trial.trial_id)
+                return
+            for i in range(member_count(config)):
+                if (Path(folder) / member_folder(i) / WEIGHTS_FILE).is_file():  # none: diverged in its first epoch
+                    copy_model_files(Path(folder) / member_folder(i), self.models_dir / member_id(trial.trial_id, i))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        known = {t.trial_id for t in trials}
+        known = {unit for t in trials for unit in trial_ids(t.trial_id, t.config)}
         for sink in self.sinks:
             if isinstance(sink, ParquetSink):
                 self._writing(sink.forget_except, known)

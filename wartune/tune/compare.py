@@ -36,11 +36,13 @@ from wartune.results.trials import best_trial
 from wartune.results.zeta import ZetaEntry, ZetaRegistry, best_trial_entry
 from wartune.tune.params import fixed_lambda, war_lambda
 from wartune.tune.spaces import COMPARE_STRATEGIES, SearchSpace
+from wartune.tune.stacks import largest_chunk
 from wartune.tune.strategies import (
     EXPERIMENT,
     SearchData,
     SearchOutcome,
     check_folder,
+    check_stack_fits,
     claim_folder,
     lock_path,
     prepare_folder,
@@ -265,6 +267,11 @@ def check_compare(space: SearchSpace, out: Path, resume: bool = False, overwrite
         manifest.check_not_newer(root)
     else:
         check_folder(root, resume=False, overwrite=overwrite, kind="compare")
+    if space.stack > 1:  # the calibration's grid, then the wide part's untuned λ, grid and WAR runs
+        assert space.thin_model is not None
+        wide = (len(space.lambdas) + 2 + len(space.war_variants)) * space.seeds
+        check_stack_fits(space, largest_chunk(len(space.lambdas) * space.seeds, space.stack), [space.thin_model])
+        check_stack_fits(space, largest_chunk(wide, space.stack))
     return root
 
 
@@ -313,7 +320,7 @@ def run_compare(space: SearchSpace, out: Path, *, resume: bool = False, overwrit
                 parts += [
                     _run_part(
                         _part(space, name=sampled_name(sampled, model, seed, space.seeds), strategy=sampled, model=model,
-                              trials=len(grid), seed=seed, seeds=1, strategies=None, war_variants={},
+                              trials=len(grid), seed=seed, seeds=1, strategies=None, war_variants={}, stack=1,
                               **{"lambda": {"low": min(grid), "high": max(grid), "log": min(grid) > 0}}),
                         root, resume, sinks_for, storage, data_ref,
                     )  # fmt: skip

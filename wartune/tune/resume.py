@@ -141,3 +141,27 @@ def resume(trainer: Trainer, candidates: list[tune.Checkpoint], own_folder: str 
 
     point, checkpoint = _newest_readable(candidates, load)
     return point if checkpoint is None else replace(point, lineage_from=lineage_from(checkpoint, own_folder))
+
+
+def member_folder(index: int) -> str:
+    """Where a stack's checkpoint keeps member `index`'s files: exactly its lone trial's."""
+    return f"member-{index}"
+
+
+def resume_stack(trainers: list[Trainer], candidates: list[tune.Checkpoint]) -> tuple[ResumePoint, dict[int, str]]:
+    """Load the newest checkpoint of a stack whose members all read into `trainers` (each
+    member's whole state is read before any is loaded); also the members it had dropped, each
+    with why (they resume at their last good epoch and are not stacked again)."""
+    dropped: dict[int, str] = {}
+
+    def load(folder: str) -> int:
+        states = [load_state(f"{folder}/{member_folder(i)}/{TRAINER_FILE}", t.device) for i, t in enumerate(trainers)]
+        progress = json.loads(Path(folder, PROGRESS_FILE).read_text())
+        for trainer, state in zip(trainers, states, strict=True):
+            trainer.load_state_dict(state)
+        dropped.clear()
+        dropped.update({int(i): str(why) for i, why in progress.get("dropped", {}).items()})
+        return int(progress["epoch"])
+
+    point, _ = _newest_readable(candidates, load)
+    return point, dropped

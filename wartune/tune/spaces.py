@@ -29,6 +29,7 @@ from wartune.engine.config import (
     check_model_fits,
     validate,
 )
+from wartune.engine.stacking import unstackable_family
 from wartune.errors import ConfigError
 from wartune.results.pareto import OBJECTIVES, objective_name
 
@@ -123,6 +124,7 @@ class WarSettings(WARRule):
 
 Strategy = Literal["grid", "optuna", "pbt", "war", "fixed", "compare"]
 SAMPLED = ("optuna", "pbt")  # strategies that draw λ from a range, `trials` times
+STACKED_STRATEGIES = ("grid", "fixed", "war")  # their trials are known before the search starts: they may stack
 # The ways of choosing λ a compare can run side by side (`strategies:`), in table order.
 CompareStrategy = Literal["untuned", "grid", "optuna", "pbt", "war"]
 COMPARE_STRATEGIES: tuple[str, ...] = ("untuned", "grid", "optuna", "pbt", "war")
@@ -175,6 +177,9 @@ class SearchSpace(TrainingSettings):
     seeds: PositiveInt = 1  # every setting is trained with seeds seed .. seed+seeds-1
     trials: PositiveInt | None = None
     max_concurrent: PositiveInt | None = None
+    # train up to this many trials of one model (differing in λ and seed) as one grouped network
+    # (tune/stacks.py); 1: every trial alone
+    stack: PositiveInt = 1
     resources: Resources = Resources()
     scheduler: Literal["none", "asha"] = "none"
     pbt: PbtSettings = PbtSettings()
@@ -263,7 +268,24 @@ class SearchSpace(TrainingSettings):
             raise ValueError("'war_variants' and 'strategies' are compare keys (strategy 'compare')")
         if self.war_variants and "war" not in self.compare_strategies:
             raise ValueError("'war_variants' run beside WAR: add war to 'strategies'")
+        if self.stack > 1:
+            self._check_stackable()
         return self
+
+    def _check_stackable(self) -> None:
+        """What `stack` > 1 needs: trials known before the search starts, kept to the end, stackable."""
+        if self.strategy not in (*STACKED_STRATEGIES, "compare"):
+            raise ValueError(
+                f"strategy {self.strategy!r} draws its trials one by one: 'stack' groups those known before the "
+                f"search starts ({', '.join(STACKED_STRATEGIES)}, compare); use stack 1"
+            )
+        if self.scheduler == "asha":
+            raise ValueError("scheduler 'asha' stops trials one by one: use stack 1 with it")
+        if self.precision == "fp16":
+            raise ValueError("fp16 cannot be stacked (one loss scaler would skip every member's step): use stack 1 or bf16")
+        for model in [*self.models, *([self.thin_model] if self.thin_model else [])]:
+            if why := unstackable_family(model):
+                raise ValueError(f"{why}: use stack 1")
 
     @property
     def seed_values(self) -> list[int]:

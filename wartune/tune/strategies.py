@@ -25,7 +25,8 @@ from typing import Any
 import ray
 from ray import tune
 
-from wartune.engine.data import TensorDataset, load_dataset
+from wartune.engine.data import TensorDataset, dataset_info, load_dataset
+from wartune.engine.stack_memory import free_bytes, largest_stack, member_bytes
 from wartune.errors import WartuneError, warn
 from wartune.results import manifest
 from wartune.results.locks import check_unlocked, exclusive
@@ -39,7 +40,8 @@ from wartune.tune.pbt import lambda_domain, population_based_training
 from wartune.tune.reaper import children, start_reaper, stop_reaper
 from wartune.tune.result_logs import result_loggers
 from wartune.tune.running import RunningSearch, running
-from wartune.tune.spaces import SAMPLED, SearchSpace, WarSettings
+from wartune.tune.spaces import SAMPLED, STACKED_STRATEGIES, SearchSpace, WarSettings
+from wartune.tune.stacks import MEMBERS, stacked_params
 from wartune.tune.study import search_algorithm
 from wartune.tune.trainable import adversarial_training_trial
 
@@ -94,17 +96,46 @@ def _grid_size(value: Any) -> int:
 
 
 def count_trials(space: SearchSpace, params: dict[str, Any]) -> int:
-    """Trials the search will run: the grid's product, times the sample budget (Optuna)."""
+    """Trials the search will run: the grid's product, times the sample budget (Optuna); a
+    stacked search counts its members (each a trial where users look)."""
+    if MEMBERS in params:
+        return _grid_size(params["model"]) * sum(len(stack) for stack in params[MEMBERS]["grid_search"])
     samples = (space.trials or 1) if space.strategy in SAMPLED else 1
     return _grid_size(params["model"]) * _grid_size(params["lam"]) * _grid_size(params["seed"]) * samples
 
 
 def param_space(space: SearchSpace, calibration: ZetaEntry | None = None, lam: Any = None) -> dict[str, Any]:
-    """Ray's param space; `lam` replaces the strategy's λ parameter when given."""
+    """Ray's param space; `lam` replaces the strategy's λ parameter when given. With `stack` > 1
+    the trials of each model are grouped into stacks (`stacks.py`)."""
     models, seeds = space.models, space.seed_values
     model = models[0] if len(models) == 1 else tune.grid_search(models)
     seed = seeds[0] if len(seeds) == 1 else tune.grid_search(seeds)
-    return trial_params(space, model, lam if lam is not None else lambda_param(space, calibration), space.zeta_from, seed)
+    params = trial_params(space, model, lam if lam is not None else lambda_param(space, calibration), space.zeta_from, seed)
+    return stacked_params(params, space.stack) if space.strategy in STACKED_STRATEGIES else params
+
+
+def stack_size(params: dict[str, Any]) -> int:
+    """The largest stack of a param space (1: trials alone)."""
+    return max(len(stack) for stack in params[MEMBERS]["grid_search"]) if MEMBERS in params else 1
+
+
+def check_stack_fits(space: SearchSpace, size: int, models: list[str] | None = None) -> None:
+    """Refuse, in one line, stacks of `size` members larger than the memory they would run in
+    (`stack_memory.py`: this machine's free memory, or the GPU share of a trial)."""
+    if size <= 1:
+        return
+    device = "cuda" if space.resources.gpu > 0 else "cpu"
+    room = free_bytes(device, space.resources.gpu)
+    info = dataset_info(space.dataset)
+    for model in models or space.models:
+        fits = largest_stack(model, info, space.batch_size, room)
+        if fits < size:
+            need = size * member_bytes(model, info, space.batch_size) / 2**30
+            advice = f"use --stack {fits} or less" if fits else "it does not fit even alone"
+            raise WartuneError(
+                f"a stack of {size} {model} trials needs at least {need:.1f} GiB, more than the "
+                f"{room / 2**30:.1f} GiB free for it on this machine's {device}: {advice}"
+            )
 
 
 @contextmanager
@@ -212,6 +243,7 @@ def run_search(
     """
     folder = out / space.name
     params = param_space(space, calibration, lam)  # fails before anything is written
+    check_stack_fits(space, stack_size(params))
     if data is None:
         data = load_dataset(space.dataset, space.data_dir)
     with claim_folder(folder):

@@ -1,0 +1,100 @@
+"""The stacked trainable: one Ray trial trains a stack of λ-trials as one grouped network.
+
+Its config is a stack's (`stacks.py`): each member's config is what its lone trial's would
+be, so each member is built as a lone `Trainer` and the `StackedTrainer` trains them
+together. Every epoch it reports one result holding every member's report (`members`, each
+exactly what the lone trainable reports for that trial, plus its place `member`), which
+the driver callback fans out into one trial per member. `rob_acc` and `best_rob_acc` at the
+top are the best member's, for Ray's own progress tables only.
+
+A stack's checkpoint holds each member's lone checkpoint files in `member-<i>/` (trainer
+state, best model, progress) and the stack's progress: its epoch and the members it dropped
+(diverged), with why. A restarted stack loads every member from its newest readable
+checkpoint, reports each dropped member's error again, re-reports the epochs Ray had not
+registered (as the lone trainable does) and stacks the others again.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from wartune.engine.data import TensorDataset
+from wartune.engine.stacked_trainer import EpochOutcome, StackedTrainer
+from wartune.engine.trainer import DivergedError, Trainer
+from wartune.tune.params import train_config_of
+from wartune.tune.resume import (
+    PROGRESS_FILE,
+    checkpoint_epoch,
+    member_folder,
+    resume_stack,
+    trial_checkpoints,
+)
+from wartune.tune.stacks import MEMBERS, member_count, member_params
+from wartune.tune.trial_reports import TrialPlace, diverged_metrics, epoch_metrics, save_trial_files
+
+
+class StackReporter:
+    """Reports a stack's epochs and writes its checkpoints; remembers which members it dropped."""
+
+    def __init__(self, trainers: list[Trainer], dropped: dict[int, str], place: TrialPlace) -> None:
+        self.trainers, self.dropped, self.place = trainers, dropped, place
+        # dropped before this (re)start: their errors go out again with the first report
+        self.unreported = {i: DivergedError(why) for i, why in dropped.items()}
+
+    def report(self, epoch: int, outcomes: dict[int, EpochOutcome], checkpoint: bool = True) -> None:
+        outcomes = {**self.unreported, **outcomes}
+        self.unreported = {}
+        members = []
+        for i, outcome in sorted(outcomes.items()):
+            if isinstance(outcome, DivergedError):
+                self.dropped[i] = str(outcome)
+                members.append({**diverged_metrics(self.trainers[i], outcome), "member": i})
+            else:
+                members.append({**epoch_metrics(outcome, self.trainers[i], self.place), "member": i})
+        trained = [m for m in members if "error" not in m]
+        metrics = {
+            "epoch": epoch,
+            "rob_acc": max((m["rob_acc"] for m in trained), default=0.0),
+            "best_rob_acc": max((m["best_rob_acc"] for m in trained), default=0.0),
+            MEMBERS: members,
+        }
+        if not checkpoint:
+            tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            for i, trainer in enumerate(self.trainers):
+                save_trial_files(Path(folder) / member_folder(i), trainer)
+            (Path(folder) / PROGRESS_FILE).write_text(json.dumps({"epoch": epoch, "dropped": self.dropped}))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def stacked_training_trial(params: dict[str, Any], data: TensorDataset) -> None:
+    """Train a stack's members as one network; report every epoch with a checkpoint."""
+    started_at = time.time()
+    trainers = [Trainer(train_config_of(member_params(params, i)), data) for i in range(member_count(params))]
+    registered = tune.get_checkpoint()
+    point, dropped = resume_stack(trainers, trial_checkpoints(registered))
+    reporter = StackReporter(trainers, dropped, TrialPlace.here(started_at, point))
+    live = [i for i in range(len(trainers)) if i not in dropped]
+
+    # Epochs persisted after the checkpoint Ray registered, reported again (see trainable.py).
+    for epoch in range(checkpoint_epoch(registered) + 1, point.epoch + 1):
+        reporter.report(epoch, {i: trainers[i].history[epoch - 1] for i in live}, checkpoint=epoch == point.epoch)
+    if not live or trainers[live[0]].finished:
+        if reporter.unreported:
+            reporter.report(point.epoch, {})
+        return
+    stack = StackedTrainer([trainers[i] for i in live])
+    epochs = iter(range(point.epoch + 1, stack.config.epochs + 1))
+
+    def on_epoch(outcomes: dict[int, EpochOutcome], _: StackedTrainer) -> None:
+        # the stack names members by their place among `live`
+        reporter.report(next(epochs), {live[k]: o for k, o in outcomes.items()})
+
+    stack.fit(on_epoch)
