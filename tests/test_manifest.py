@@ -23,13 +23,13 @@ from tests.test_store import _meta, _result
 from wartune import __version__
 from wartune.results.manifest import MANIFEST_FILE, upgrade, written_by
 from wartune.results.sinks import ParquetSink
-from wartune.results.store import SCHEMA_VERSION, TRIAL_SCHEMA, TRIALS_FILE, read_rows
+from wartune.results.store import ADDED_COLUMNS, EPOCHS_FILE, SCHEMA_VERSION, TRIAL_SCHEMA, TRIALS_FILE, read_rows
 from wartune.tune.ray_pickles import stored_root
 from wartune.tune.study import OPTUNA_FILE
 
 OLD_RELEASE = Path(__file__).parent / "data" / "wartune-0.1.0-searches.tar.gz"
 UPGRADED = (f"was written by wartune 0.1.0 or before (schema 1); upgraded for wartune {__version__} (schema {SCHEMA_VERSION}): "
-            "trials.parquet gained graphs, wartune_version (empty: null)")  # fmt: skip
+            "trials.parquet gained graphs, stack, wartune_version (empty: null); epochs.parquet gained stack (empty: null)")  # fmt: skip
 
 
 def _older_trials_table(folder: Path) -> None:
@@ -39,8 +39,9 @@ def _older_trials_table(folder: Path) -> None:
         sink.on_epoch(_meta("a_00000"), _result(epoch, 2))
     sink.on_trial_end(_meta("a_00000"), "finished", None)
     pq.write_table(
-        pq.read_table(folder / TRIALS_FILE).drop_columns(["graphs", "wartune_version"]), folder / TRIALS_FILE
+        pq.read_table(folder / TRIALS_FILE).drop_columns(["graphs", "stack", "wartune_version"]), folder / TRIALS_FILE
     )
+    pq.write_table(pq.read_table(folder / EPOCHS_FILE).drop_columns(["stack"]), folder / EPOCHS_FILE)
     (folder / MANIFEST_FILE).unlink(missing_ok=True)
 
 
@@ -149,8 +150,10 @@ def test_searches_the_previous_release_left_half_done_resume_with_this_one(tmp_p
         assert pq.read_table(folder / TRIALS_FILE).schema.equals(TRIAL_SCHEMA, check_metadata=False)
         assert trials and {(t["status"], t["epochs"]) for t in trials} == {("finished", epochs)}
         assert {t["wartune_version"] for t in trials} <= {None, __version__}
-        # nothing retrained, nothing lost; nothing written where the search ran
-        assert all(e in rows_of(folder) for e in finished[name]), name
+        # nothing retrained, nothing lost (each 0.1.0 row kept as it was, beside the columns added
+        # since, which hold their empty values); nothing written where the search ran
+        now = rows_of(folder)
+        assert all({**e, **{k: ADDED_COLUMNS[k] for k in now[0].keys() - e.keys()}} in now for e in finished[name]), name
         assert made_in[name] is not None and not Path(made_in[name]).exists()
         assert json.loads((folder / MANIFEST_FILE).read_text())["wartune_version"] == __version__
     # 0.1.0's study, continued: every trial told its result
