@@ -320,7 +320,8 @@ def run_compare(space: SearchSpace, out: Path, *, resume: bool = False, overwrit
                 parts += [
                     _run_part(
                         _part(space, name=sampled_name(sampled, model, seed, space.seeds), strategy=sampled, model=model,
-                              trials=len(grid), seed=seed, seeds=1, strategies=None, war_variants={}, stack=1,
+                              trials=len(grid), seed=seed, seeds=1, strategies=None, war_variants={},
+                              stack=space.stack if sampled == "optuna" else 1,  # PBT moves trials one by one
                               **{"lambda": {"low": min(grid), "high": max(grid), "log": min(grid) > 0}}),
                         root, resume, sinks_for, storage, data_ref,
                     )  # fmt: skip

@@ -124,7 +124,7 @@ class WarSettings(WARRule):
 
 Strategy = Literal["grid", "optuna", "pbt", "war", "fixed", "compare"]
 SAMPLED = ("optuna", "pbt")  # strategies that draw λ from a range, `trials` times
-STACKED_STRATEGIES = ("grid", "fixed", "war")  # their trials are known before the search starts: they may stack
+STACKED_STRATEGIES = ("grid", "fixed", "war")  # their trials are known before the search starts: the param space stacks them
 # The ways of choosing λ a compare can run side by side (`strategies:`), in table order.
 CompareStrategy = Literal["untuned", "grid", "optuna", "pbt", "war"]
 COMPARE_STRATEGIES: tuple[str, ...] = ("untuned", "grid", "optuna", "pbt", "war")
@@ -273,12 +273,9 @@ class SearchSpace(TrainingSettings):
         return self
 
     def _check_stackable(self) -> None:
-        """What `stack` > 1 needs: trials known before the search starts, kept to the end, stackable."""
-        if self.strategy not in (*STACKED_STRATEGIES, "compare"):
-            raise ValueError(
-                f"strategy {self.strategy!r} draws its trials one by one: 'stack' groups those known before the "
-                f"search starts ({', '.join(STACKED_STRATEGIES)}, compare); use stack 1"
-            )
+        """What `stack` > 1 needs: trials that run to their end side by side, and stackable ones."""
+        if self.strategy == "pbt":
+            raise ValueError("strategy 'pbt' moves each trial's weights and λ on its own: use stack 1 with it")
         if self.scheduler == "asha":
             raise ValueError("scheduler 'asha' stops trials one by one: use stack 1 with it")
         if self.precision == "fp16":

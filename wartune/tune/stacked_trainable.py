@@ -4,8 +4,9 @@ Its config is a stack's (`stacks.py`): each member's config is what its lone tri
 be, so each member is built as a lone `Trainer` and the `StackedTrainer` trains them
 together. Every epoch it reports one result holding every member's report (`members`, each
 exactly what the lone trainable reports for that trial, plus its place `member`), which
-the driver callback fans out into one trial per member. `rob_acc` and `best_rob_acc` at the
-top are the best member's, for Ray's own progress tables only.
+the driver callback (and a stacked Optuna search, `stacked_search.py`) fans out into one
+trial per member. The figures at the top (`TOP_LEVEL`) are the best member's, for Ray's own
+tables and checks only.
 
 A stack's checkpoint holds each member's lone checkpoint files in `member-<i>/` (trainer
 state, best model, progress) and the stack's progress: its epoch and the members it dropped
@@ -39,6 +40,10 @@ from wartune.tune.stacks import MEMBERS, member_count, member_params
 from wartune.tune.trial_reports import TrialPlace, diverged_metrics, epoch_metrics, save_trial_files
 
 
+# The best member's figures at the top of a stack's result: for Ray's own tables and checks only.
+TOP_LEVEL = ("rob_acc", "best_rob_acc", "best_nat_acc", "best_stability")
+
+
 class StackReporter:
     """Reports a stack's epochs and writes its checkpoints; remembers which members it dropped."""
 
@@ -58,12 +63,9 @@ class StackReporter:
             else:
                 members.append({**epoch_metrics(outcome, self.trainers[i], self.place), "member": i})
         trained = [m for m in members if "error" not in m]
-        metrics = {
-            "epoch": epoch,
-            "rob_acc": max((m["rob_acc"] for m in trained), default=0.0),
-            "best_rob_acc": max((m["best_rob_acc"] for m in trained), default=0.0),
-            MEMBERS: members,
-        }
+        metrics: dict[str, Any] = {"epoch": epoch, MEMBERS: members}
+        for name in TOP_LEVEL:  # Ray checks that a searcher's metrics are in every result
+            metrics[name] = max((m[name] for m in trained), default=0.0)
         if not checkpoint:
             tune.report(metrics)
             return

@@ -9,7 +9,8 @@ row per member (its `stack` column names the Ray trial that trained it), MLflow 
 member and models/ a folder per member; each member's cost is its share of the stack's time.
 
 A stack's Ray config is a trial's config whose `lam` and `seed` are replaced by `members`,
-the list of each member's {"lam", "seed"}: grid search sweeps `model` and `members`, so the
+the list of each member's {"lam", "seed"}: grid search sweeps `model` and `members` (grid,
+fixed, WAR, compare's parts), or Optuna asks for each member (`stacked_search.py`), so the
 members of one stack always share their model, schedule and every other setting.
 Stacks are balanced (8 trials at K = 6 make two stacks of 4, not 6 and 2): the stacks of a
 search run side by side, so the largest one sets the search's time.

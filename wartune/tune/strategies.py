@@ -41,7 +41,7 @@ from wartune.tune.reaper import children, start_reaper, stop_reaper
 from wartune.tune.result_logs import result_loggers
 from wartune.tune.running import RunningSearch, running
 from wartune.tune.spaces import SAMPLED, STACKED_STRATEGIES, SearchSpace, WarSettings
-from wartune.tune.stacks import MEMBERS, stacked_params
+from wartune.tune.stacks import MEMBERS, balanced_chunks, stacked_params
 from wartune.tune.study import search_algorithm
 from wartune.tune.trainable import adversarial_training_trial
 
@@ -93,6 +93,14 @@ def war_and_untuned(war: WarSettings, calibration: ZetaEntry) -> Any:
 
 def _grid_size(value: Any) -> int:
     return len(value["grid_search"]) if isinstance(value, dict) and "grid_search" in value else 1
+
+
+def ray_samples(space: SearchSpace) -> int:
+    """Ray's `num_samples`: Optuna's and PBT's budget (in stacks when Optuna's trials stack), else 1 (grids)."""
+    if space.strategy not in SAMPLED:
+        return 1
+    trials = space.trials or 1
+    return len(balanced_chunks(list(range(trials)), space.stack)) if space.strategy == "optuna" else trials
 
 
 def count_trials(space: SearchSpace, params: dict[str, Any]) -> int:
@@ -311,7 +319,7 @@ def _new_tuner(space: SearchSpace, folder: Path, params: dict[str, Any], experim
         trainable,
         param_space=params,
         tune_config=tune.TuneConfig(
-            num_samples=(space.trials or 1) if space.strategy in SAMPLED else 1,
+            num_samples=ray_samples(space),
             max_concurrent_trials=space.max_concurrent,
             reuse_actors=True,  # a new trial keeps the worker (torch imported, data loaded)
             search_alg=search_algorithm(space, folder),

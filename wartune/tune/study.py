@@ -20,6 +20,7 @@ from ray.tune.search.optuna import OptunaSearch
 from wartune.results.pareto import directions
 from wartune.tune.running import current
 from wartune.tune.spaces import SearchSpace
+from wartune.tune.stacked_search import StackedSearch
 
 SEARCH_METRIC = "best_rob_acc"  # the searcher ranks a trial by its best epoch, as the tables do
 OPTUNA_FILE = "optuna.db"  # the Optuna study of an optuna search, beside its Parquet tables
@@ -128,7 +129,8 @@ def search_algorithm(space: SearchSpace, folder: Path) -> Any:
 
     With `objectives` the study is multi-objective, each objective in its own direction
     (`pareto.OBJECTIVES`), and its Pareto front is the search's result; otherwise it
-    maximises the best robust accuracy.
+    maximises the best robust accuracy. With `stack` > 1 its trials train in stacks
+    (`stacked_search.py`); `max_concurrent` then counts stacks.
     """
     if space.strategy != "optuna":
         return None
@@ -142,10 +144,12 @@ def search_algorithm(space: SearchSpace, folder: Path) -> Any:
         metric, mode = metrics, directions(space.objectives)
     else:  # a single metric stays a plain name
         metric, mode = metrics[0], "max"
-    searcher = FolderOptunaSearch(
+    searcher: Any = FolderOptunaSearch(
         sampler=optuna_sampler(space), metric=metric, mode=mode, study_name=space.name,
         storage=FolderStudyStorage(folder),
     )  # fmt: skip
+    if space.stack > 1:  # each Ray trial a stack; Optuna still asks for and is told of each member
+        searcher = StackedSearch.for_budget(searcher, space.trials or 1, space.stack, space.seed)
     return (
         ConcurrencyLimiter(searcher, max_concurrent=space.max_concurrent)
         if space.max_concurrent
