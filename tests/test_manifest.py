@@ -23,7 +23,14 @@ from tests.test_store import _meta, _result
 from wartune import __version__
 from wartune.results.manifest import MANIFEST_FILE, upgrade, written_by
 from wartune.results.sinks import ParquetSink
-from wartune.results.store import ADDED_COLUMNS, EPOCHS_FILE, SCHEMA_VERSION, TRIAL_SCHEMA, TRIALS_FILE, read_rows
+from wartune.results.store import (
+    ADDED_COLUMNS,
+    EPOCHS_FILE,
+    SCHEMA_VERSION,
+    TRIAL_SCHEMA,
+    TRIALS_FILE,
+    read_rows,
+)
 from wartune.tune.ray_pickles import stored_root
 from wartune.tune.study import OPTUNA_FILE
 
