@@ -1,5 +1,6 @@
-"""Figures from a real search's Parquet files: which PNGs appear, that they are images, and
-that a figure without data is skipped rather than failed."""
+"""Figures from a real search's Parquet files: which PNGs appear, that they are images, that
+each line plots the tables' figures (read back from the figure), and that a figure without
+data is skipped rather than failed."""
 
 from __future__ import annotations
 
@@ -103,3 +104,37 @@ def test_pareto_front_draws_a_panel_per_width_from_a_hand_made_table(tmp_path):
     assert width > 1.5 * height  # two panels side by side
     pq.write_table(pa.Table.from_pylist(rows[:1]), folder / "trials.parquet")  # one trial: nothing to trade off
     assert "pareto_front.png" not in {p.name for p in write_plots(folder)}
+
+
+def _xy(line: Any) -> list[tuple[float, float]]:
+    return [(float(x), float(y)) for x, y in line.get_xydata()]
+
+
+def test_the_figures_plot_the_tables_figures(war_search, tmp_path):
+    # The data behind each line, read back from the figure: a plot that drew the wrong column,
+    # the wrong trial or unscaled fractions fails here, whatever its file looks like.
+    from wartune.results.plots import figures
+
+    folder = _copy(war_search["folder"], tmp_path / "search")
+    trials = pq.read_table(folder / "trials.parquet").to_pylist()
+    epochs = pq.read_table(folder / "epochs.parquet").to_pylist()
+    drawn = figures(folder)
+
+    robust, natural, stable = drawn["lambda_metrics.png"].axes
+    for panel, key in ((robust, "rob_acc"), (natural, "nat_acc"), (stable, "stability")):
+        lines = {line.get_label().split()[0]: _xy(line) for line in panel.lines}
+        expected = {t["model"]: [(t["lambda_setting"], 100 * t[key])] for t in trials if t["lambda_setting"] is not None}
+        assert lines == expected, key  # one λ per model in this search: one point per line
+
+    robust_per_epoch = drawn["epoch_curves.png"].axes[0]
+    assert len(robust_per_epoch.lines) == len(trials)
+    labels = {line.get_label(): _xy(line) for line in robust_per_epoch.lines}
+    for t in trials:
+        from wartune.results.trials import trial_label
+
+        rows = sorted((e for e in epochs if e["trial_id"] == t["trial_id"]), key=lambda e: e["epoch"])
+        assert labels[trial_label(t)] == [(e["epoch"], 100 * e["rob_acc"]) for e in rows]
+
+    (by_width,) = drawn["stability_vs_width.png"].axes
+    (line,) = by_width.lines  # the one fixed λ, across the two widths
+    assert _xy(line) == sorted((t["width"], 100 * t["stability"]) for t in trials if t["lambda_setting"] is not None)

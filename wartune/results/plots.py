@@ -130,7 +130,7 @@ def _figure(panels: int, title: str) -> tuple[Figure, list[Axes]]:
     return fig, axes
 
 
-def lambda_metrics(data: SearchData, out: Path) -> Path | None:
+def lambda_metrics(data: SearchData) -> Figure | None:
     """Robust / natural / stability against λ, one line per model: Table 1 as a figure."""
     fixed = data.finished_fixed
     if not fixed:
@@ -146,10 +146,10 @@ def lambda_metrics(data: SearchData, out: Path) -> Path | None:
         ax.set_xlabel("λ (robust-regularisation weight)")
         ax.set_ylabel(label)
     axes[0].legend(title="model", fontsize="small")
-    return _save(fig, out, "lambda_metrics.png")
+    return fig
 
 
-def stability_vs_width(data: SearchData, out: Path) -> Path | None:
+def stability_vs_width(data: SearchData) -> Figure | None:
     """Perturbation stability against width at each fixed λ (the paper's width effect)."""
     fixed = data.finished_fixed
     widths = sorted({t["width"] for t in fixed})
@@ -162,10 +162,10 @@ def stability_vs_width(data: SearchData, out: Path) -> Path | None:
     _width_axis(ax, widths)
     ax.set_ylabel("perturbation stability (%)")
     ax.legend(fontsize="small")
-    return _save(fig, out, "stability_vs_width.png")
+    return fig
 
 
-def epoch_curves(data: SearchData, out: Path) -> Path | None:
+def epoch_curves(data: SearchData) -> Figure | None:
     """Natural, robust accuracy and stability per epoch, one line per trial (Fig. 3)."""
     if not data.epochs:
         return None
@@ -182,10 +182,10 @@ def epoch_curves(data: SearchData, out: Path) -> Path | None:
         ax.set_ylabel(label)
         ax.xaxis.get_major_locator().set_params(integer=True)
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right center", fontsize="small", title="trial")
-    return _save(fig, out, "epoch_curves.png")
+    return fig
 
 
-def war_lambda(data: SearchData, out: Path) -> Path | None:
+def war_lambda(data: SearchData) -> Figure | None:
     """λ_t over training for each WAR run (Algorithm 1's trace, from steps.parquet).
 
     One panel per model, one line per WAR strategy (`war`, `war-<variant>`): the mean over
@@ -224,10 +224,10 @@ def war_lambda(data: SearchData, out: Path) -> Path | None:
         ax.set_xlabel("training step (all epochs)")
         ax.set_ylabel("λ_t")
         ax.legend(fontsize="small")
-    return _save(fig, out, "war_lambda.png")
+    return fig
 
 
-def lipschitz_vs_width(data: SearchData, out: Path) -> Path | None:
+def lipschitz_vs_width(data: SearchData) -> Figure | None:
     """The Lipschitz estimate at each trial's best epoch against width, per λ (Fig. 4)."""
     done = [t for t in data.trials if t.get("status") == "finished" and t.get("lipschitz") is not None]
     widths = sorted({t["width"] for t in done})
@@ -244,10 +244,10 @@ def lipschitz_vs_width(data: SearchData, out: Path) -> Path | None:
     _width_axis(ax, widths)
     ax.set_ylabel("Lipschitz estimate\n(mean input-gradient ℓ1 norm under PGD)")
     ax.legend(fontsize="small")
-    return _save(fig, out, "lipschitz_vs_width.png")
+    return fig
 
 
-def robust_vs_cost(data: SearchData, out: Path) -> Path | None:
+def robust_vs_cost(data: SearchData) -> Figure | None:
     """Robust accuracy against compute per strategy, from compare.parquet (Table 3's trade-off)."""
     cost_key = "total_seconds" if any(r.get("total_seconds") is not None for r in data.compare) else "device_seconds"
     rows = [r for r in data.compare if r.get(cost_key) is not None and r.get("rob_acc") is not None]
@@ -279,10 +279,10 @@ def robust_vs_cost(data: SearchData, out: Path) -> Path | None:
     ax.set_xlabel(f"compute ({unit}{included})")
     ax.set_ylabel("robust accuracy (%)")
     ax.legend(title="strategy", fontsize="small")
-    return _save(fig, out, "robust_vs_cost.png")
+    return fig
 
 
-def pareto_front(data: SearchData, out: Path) -> Path | None:
+def pareto_front(data: SearchData) -> Figure | None:
     """The trade-off front per model: every finished trial at (second objective, first), its λ
     beside it; filled: trials.parquet's `pareto` marks; the step line: the front on these axes.
 
@@ -311,16 +311,21 @@ def pareto_front(data: SearchData, out: Path) -> Path | None:
         ax.set_xlabel(labels.get(x_key, x_key))
         ax.set_ylabel(labels.get(y_key, y_key))
     axes[0].legend(fontsize="small")
-    return _save(fig, out, "pareto_front.png")
+    return fig
 
 
-PLOTS: tuple[Callable[[SearchData, Path], Path | None], ...] = (
+PLOTS: tuple[Callable[[SearchData], Figure | None], ...] = (
     lambda_metrics, stability_vs_width, epoch_curves, war_lambda, lipschitz_vs_width, robust_vs_cost, pareto_front,
 )  # fmt: skip
 
 
+def figures(folder: Path) -> dict[str, Figure]:
+    """Every figure the folder's data supports, by file name (`lambda_metrics.png`…): what
+    `write_plots` saves, and what a test reads the plotted data back from."""
+    data = load(folder)
+    return {f"{plot.__name__}.png": fig for plot in PLOTS if (fig := plot(data)) is not None}
+
+
 def write_plots(folder: Path) -> list[Path]:
     """Every figure the folder's data supports, as PNGs in `folder/plots/`; the written paths."""
-    data = load(folder)
-    out = Path(folder) / PLOTS_DIR
-    return [path for plot in PLOTS if (path := plot(data, out)) is not None]
+    return [_save(fig, Path(folder) / PLOTS_DIR, name) for name, fig in figures(folder).items()]
