@@ -305,3 +305,33 @@ def test_diverging_trial_is_marked_failed_while_the_others_finish(tmp_path, caps
     trials = {t["lambda_setting"]: t for t in _trials(tmp_path / "runs" / "tiny")}
     assert trials[1.0]["status"] == "finished" and trials[1.0]["epochs"] == 2
     assert trials[1e30]["status"] == "failed" and "diverged" in trials[1e30]["error"]
+
+
+def test_asha_stops_the_trials_that_lag_at_a_rung_and_lets_the_best_train_on():
+    # The search's ASHA (Ray's own), fed the epochs a search reports: eight trials, 8 epochs,
+    # so rungs at epochs 2 and 4 (grace a quarter of the epochs, halving). Trials arrive in
+    # order of rising robust accuracy, then the worst of them come again: at a rung, a trial
+    # below the best half of those recorded there stops; the best trains on.
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import TrialScheduler
+
+    from wartune.tune.spaces import SearchSpace
+    from wartune.tune.strategies import trial_scheduler
+
+    space = SearchSpace.model_validate({"strategy": "grid", "model": "cnn-8", "lambda": [1, 2], "epochs": 8, "scheduler": "asha"})
+    asha = trial_scheduler(space)
+    assert (asha._time_attr, asha._metric, asha._mode, asha._max_t) == ("epoch", "rob_acc", "max", 8)
+    trials = [Trial("adversarial_training_trial", config={}, trial_id=f"t_{i}", stub=True) for i in range(8)]
+    for trial in trials:
+        asha.on_trial_add(None, trial)
+    decisions = {t.trial_id: asha.on_trial_result(None, t, {"epoch": 2, "rob_acc": 0.1 * (i + 1)}) for i, t in enumerate(trials)}
+    # each arrives better than all before it: none lags, all go on
+    assert set(decisions.values()) == {TrialScheduler.CONTINUE}
+    late = [Trial("adversarial_training_trial", config={}, trial_id=f"late_{i}", stub=True) for i in range(3)]
+    for trial, rob in zip(late, (0.05, 0.95, 0.6), strict=True):
+        asha.on_trial_add(None, trial)
+        decisions[trial.trial_id] = asha.on_trial_result(None, trial, {"epoch": 2, "rob_acc": rob})
+    assert decisions["late_0"] == TrialScheduler.STOP  # worse than every trial at the rung
+    assert decisions["late_1"] == TrialScheduler.CONTINUE  # the best at the rung
+    assert decisions["late_2"] == TrialScheduler.CONTINUE  # in the best half (halving), not the best quarter
+    assert asha.on_trial_result(None, trials[-1], {"epoch": 8, "rob_acc": 0.9}) == TrialScheduler.STOP  # max_t: done
