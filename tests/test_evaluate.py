@@ -69,7 +69,7 @@ def test_cw_is_the_same_pgd_on_the_margin_loss(trained, digits):
     assert torch.equal(ATTACKS["cw"](model, x, y, PGD20, torch.Generator().manual_seed(5)), expected)
 
 
-def test_attacks_agree_on_natural_accuracy_and_rank_by_strength(trained, digits):
+def test_attacks_agree_on_natural_accuracy_and_stay_within_it(trained, digits):
     model, _ = trained
     results = {r.attack: r for r in evaluate_attacks(model, digits, PGD20, ["pgd20", "cw", "apgd-ce", "fab", "square"], 60)}
     nat = {r.nat_acc for r in results.values()}
@@ -77,6 +77,46 @@ def test_attacks_agree_on_natural_accuracy_and_rank_by_strength(trained, digits)
     for r in results.values():
         assert r.n == 60 and r.eps == 0.2 and r.rob_acc <= min(r.nat_acc, r.stability) + 1e-9
     assert results["pgd20"].rob_acc < results["pgd20"].nat_acc  # the attack finds something
+
+
+def _two_class_linear_model(digits):
+    """A nearest-class-mean linear model telling digit 0 from 1 (every other logit far below),
+    and the digits test images of those two classes."""
+    from torch import nn
+
+    from wartune.engine.data import TensorDataset
+
+    x, y = digits.train_x.flatten(1).float(), digits.train_y
+    means = torch.stack([x[y == c].mean(0) for c in (0, 1)])
+    model = nn.Sequential(nn.Flatten(), nn.Linear(x.shape[1], 10))
+    with torch.no_grad():
+        model[1].weight.zero_()
+        model[1].bias.fill_(-1e4)
+        model[1].weight[:2] = means
+        model[1].bias[:2] = -0.5 * (means**2).sum(1)
+    keep = (digits.test_y == 0) | (digits.test_y == 1)
+    return model.eval(), TensorDataset(digits.info, digits.train_x, digits.train_y, digits.test_x[keep], digits.test_y[keep])
+
+
+def test_attacks_rank_against_the_exact_worst_case_of_a_linear_two_class_model(digits):
+    # For a linear model of two classes the worst perturbation in the ε-ball ∩ [0, 1] is known
+    # per example: each pixel moves to whichever end of its interval lowers the margin most. No
+    # attack can find less robustness than that optimum; PGD on CE and on the margin (CW) follow
+    # the sign of w_other − w_true at every step, so 20 steps of ε/4 reach it exactly.
+    model, data = _two_class_linear_model(digits)
+    x, y = data.test_x.flatten(1).float(), data.test_y
+    w, b = model[1].weight[:2].detach(), model[1].bias[:2].detach()
+    c = w[1 - y] - w[y]  # how each pixel moves the other class's logit against the true one
+    lo, hi = torch.clamp(-x, min=-PGD20.eps), torch.clamp(1 - x, max=PGD20.eps)
+    gain = torch.maximum(c * lo, c * hi).sum(1)
+    margin = (x * (w[y] - w[1 - y])).sum(1) + b[y] - b[1 - y]
+    exact = ((margin > 0) & (margin - gain > 0)).float().mean().item()
+    results = {r.attack: r for r in evaluate_attacks(model, data, PGD20, ["pgd20", "cw", "apgd-ce", "fab", "square"])}
+    n = len(y)
+    assert 0 < exact < results["pgd20"].nat_acc  # some examples stand, some fall: a ranking to make
+    for r in results.values():
+        assert r.rob_acc >= exact - 1e-9, r.attack  # nothing beats the optimum
+    assert results["pgd20"].rob_acc == pytest.approx(exact, abs=1 / n) and results["cw"].rob_acc == pytest.approx(exact, abs=1 / n)
 
 
 def test_autoattack_is_at_least_as_strong_as_pgd20(trained, digits):
