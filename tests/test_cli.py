@@ -147,3 +147,23 @@ def test_a_search_on_synthetic_data_needs_no_folder_and_says_its_figures_are_cha
     assert row["dataset"] == "synthetic-mnist" and row["status"] == "finished" and row["eval_examples"] == 10_000
     assert "Synthetic data (synthetic-mnist: random images and labels)" in (folder / "summary.md").read_text()
     assert "random images and labels" in " ".join(out.split())  # the terminal table's caption
+
+
+@pytest.mark.e2e
+def test_resume_with_other_settings_is_refused_naming_each_and_the_same_settings_resume(tmp_path, capsys):
+    # A finished 2-epoch search: --epochs 3 and another grid would be ignored by Ray's pickled
+    # experiment, so they are refused in one line; --data-dir may change (the data moved too).
+    space = write_space(tmp_path)
+    out = tmp_path / "runs"
+    code, _, err = _run(["search", "--space", str(space), "--out", str(out), "--no-mlflow"], capsys)
+    assert code == 0, err
+    before = (out / "tiny" / "trials.parquet").read_bytes()
+    code, _, err = _run(["search", "--space", str(space), "--out", str(out), "--no-mlflow", "--resume", "--epochs", "3",
+                         "--lambdas", "1,6,12"], capsys)  # fmt: skip
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert "changes epochs 2 → 3; lambda [1.0, 6.0] → [1.0, 6.0, 12.0]:" in lines[0]
+    assert (out / "tiny" / "trials.parquet").read_bytes() == before  # nothing ran
+    code, _, err = _run(["search", "--space", str(space), "--out", str(out), "--no-mlflow", "--resume",
+                         "--data-dir", str(tmp_path)], capsys)  # fmt: skip
+    assert code == 0, err

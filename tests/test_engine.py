@@ -85,6 +85,21 @@ def test_train_with_checkpoint_file_resumes_instead_of_restarting(tiny_config, d
     assert _metrics(again.history) == _metrics(resumed.history)
 
 
+def test_train_refuses_a_checkpoint_another_config_wrote(tiny_config, digits, tmp_path):
+    # λ 6's checkpoint continued with λ 9 gave a history of λ 6, 6, 9 without a word (issue 28).
+    from wartune.errors import ConfigError
+
+    path = tmp_path / "run.pt"
+    interrupted = Trainer(tiny_config, digits)
+    interrupted.run_epoch()
+    interrupted.save(path)
+    other = _changed(tiny_config, lam=9.0, epochs=3)
+    with pytest.raises(ConfigError, match=r"was trained with other settings \(epochs 2 → 3; lam .*6\.0.* → .*9\.0.*\)"):
+        train(other, checkpoint=path, data=digits)
+    assert torch.load(path, weights_only=True)["epoch"] == 1  # untouched
+    train(_changed(tiny_config, threads=2), checkpoint=path, data=digits)  # how it runs may change
+
+
 def test_best_model_round_trips_through_safetensors(tiny_config, digits, tmp_path):
     trainer = Trainer(tiny_config, digits)
     trainer.fit()

@@ -185,7 +185,7 @@ def test_a_killed_stacked_search_resumes_every_member_where_it_stopped(tmp_path,
               "--stack", "2")  # fmt: skip
     recorded = rows_of(out / "tiny")
     assert recorded and all(r["stack"] for r in recorded)
-    code, _, err = _run(["search", "--space", str(space), "--out", str(out), "--no-mlflow", "--resume"], capsys)
+    code, _, err = _run(["search", "--space", str(space), "--out", str(out), "--no-mlflow", "--resume", "--stack", "2"], capsys)
     assert code == 0, err
     trials = rows_of(out / "tiny", "trials.parquet")
     assert len(trials) == 4 and all(t["status"] == "finished" and t["epochs"] == 5 for t in trials)
@@ -227,7 +227,7 @@ def test_a_killed_stacked_optuna_search_resumes_its_stacks_and_its_study(tmp_pat
     kill_when(space, out, lambda trials: len(trials) >= 2 and all(t["status"] == "running" and t["epochs"] >= 2 for t in trials),
               "--stack", "2")  # fmt: skip
     recorded = rows_of(out / "tiny")
-    code, _, err = _run(["search", "--space", str(space), "--out", str(out), "--no-mlflow", "--resume"], capsys)
+    code, _, err = _run(["search", "--space", str(space), "--out", str(out), "--no-mlflow", "--resume", "--stack", "2"], capsys)
     assert code == 0, err
     trials = rows_of(out / "tiny", "trials.parquet")
     assert len(trials) == 4 and all(t["status"] == "finished" and t["epochs"] == 4 for t in trials)

@@ -58,7 +58,7 @@ def run_and_report(spec: Any, flags: SearchFlags, *, calibration: ZetaEntry | No
     check_data_dir(spec.dataset, spec.data_dir)
     check_stack_fits(spec, stack_size(param_space(spec, calibration, lam)))
     check_register_model(flags.register_model, flags.no_mlflow)
-    check_folder(flags.out / spec.name, flags.resume, flags.overwrite, flags.storage)
+    check_folder(flags.out / spec.name, flags.resume, flags.overwrite, flags.storage, space=spec)
     data = load_dataset(spec.dataset, spec.data_dir)  # a missing or corrupt dataset fails before any output
     err_console.print(
         f"search [bold]{spec.name}[/bold]: strategy {spec.strategy}, {spec.objective} on {spec.dataset}, "

@@ -9,9 +9,10 @@ nothing from `trainer.py`.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import nn
@@ -19,12 +20,19 @@ from torch import nn
 from wartune.engine.lambdas import Fixed, LambdaController
 from wartune.engine.records import EpochRecord, StepTrace
 
+if TYPE_CHECKING:
+    from wartune.engine.config import TrainConfig
+
+# How a run is executed, not what it trains: a checkpoint may go on under other values.
+RUNTIME_FIELDS = frozenset({"device", "threads", "data_dir", "compile"})
+
 FORMAT = 1
 
 
 class TrainerParts(Protocol):
     """What a resume point is made of: the state a `Trainer` holds."""
 
+    config: TrainConfig
     epoch: int
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -42,6 +50,7 @@ def trainer_state(trainer: TrainerParts) -> dict[str, Any]:
     """Everything `restore_trainer` needs to put a fresh Trainer of the same config where this one is."""
     state: dict[str, Any] = {
         "format": FORMAT,
+        "config": trainer.config.model_dump_json(),  # what trained it: `train` refuses to go on with another
         "epoch": trainer.epoch,
         "model": trainer.model.state_dict(),
         "optimizer": trainer.optimizer.state_dict(),
@@ -96,3 +105,13 @@ def save_state(state: dict[str, Any], path: Path | str) -> None:
 def load_state(path: Path | str, device: torch.device) -> dict[str, Any]:
     """Read a resume point with `weights_only=True`, its tensors mapped onto `device`."""
     return torch.load(path, map_location=device, weights_only=True)
+
+
+def config_changes(state: dict[str, Any], config: TrainConfig) -> list[str]:
+    """What `config` changes against the config that wrote `state` (`key before → now`), the
+    runtime fields aside; none for a checkpoint written before configs were stored."""
+    if not isinstance(state.get("config"), str):
+        return []
+    before, now = json.loads(state["config"]), json.loads(config.model_dump_json())
+    keys = sorted((before.keys() | now.keys()) - RUNTIME_FIELDS)
+    return [f"{key} {json.dumps(before.get(key))} → {json.dumps(now.get(key))}" for key in keys if before.get(key) != now.get(key)]

@@ -54,7 +54,14 @@ from wartune.engine.records import (
     zeta_of,
 )
 from wartune.engine.schedules import make_scheduler
-from wartune.engine.state import load_state, restore_trainer, save_state, trainer_state
+from wartune.engine.state import (
+    config_changes,
+    load_state,
+    restore_trainer,
+    save_state,
+    trainer_state,
+)
+from wartune.errors import ConfigError
 
 __all__ = [
     "DivergedError",
@@ -309,11 +316,18 @@ def train(config: TrainConfig, checkpoint: Path | str | None = None, data: Tenso
     """Train one model from a config; the plain-Python entry point (no Ray needed).
 
     With `checkpoint`, the run resumes from that file when it exists and rewrites it
-    after every epoch, so an interrupted notebook cell picks up where it stopped.
+    after every epoch, so an interrupted notebook cell picks up where it stopped; a file
+    that another config wrote (another λ, more epochs) is refused, never continued.
     """
     trainer = Trainer(config, data)
     if checkpoint is not None and Path(checkpoint).exists():
-        trainer.load(checkpoint)
+        state = load_state(checkpoint, trainer.device)
+        if changes := config_changes(state, config):
+            raise ConfigError(
+                f"checkpoint {str(checkpoint)!r} was trained with other settings ({'; '.join(changes)}): "
+                "train with the config that wrote it, or give another checkpoint file"
+            )
+        trainer.load_state_dict(state)
     on_epoch = None
     if checkpoint is not None:
         path = Path(checkpoint)

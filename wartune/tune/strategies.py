@@ -40,6 +40,7 @@ from wartune.tune.pbt import lambda_domain, population_based_training
 from wartune.tune.reaper import children, start_reaper, stop_reaper
 from wartune.tune.result_logs import result_loggers
 from wartune.tune.running import RunningSearch, running
+from wartune.tune.space_changes import check_resume_matches
 from wartune.tune.spaces import SAMPLED, STACKED_STRATEGIES, SearchSpace, WarSettings
 from wartune.tune.stacks import MEMBERS, balanced_chunks, stacked_params
 from wartune.tune.study import search_algorithm
@@ -198,13 +199,16 @@ def claim_folder(folder: Path, kind: str = "search") -> AbstractContextManager[N
     return exclusive(lock_path(folder), f"{kind} {folder.name!r} in {str(folder.parent)!r}")
 
 
-def check_folder(folder: Path, resume: bool, overwrite: bool, storage: str | None = None, kind: str = "search") -> None:
+def check_folder(folder: Path, resume: bool, overwrite: bool, storage: str | None = None, kind: str = "search",
+                 space: SearchSpace | None = None) -> None:  # fmt: skip
     """Refuse early: a search of this name running now, a folder that does not fit the flags,
-    or one to resume that a newer wartune wrote."""
+    or one to resume that a newer wartune wrote or that `space` would change."""
     check_unlocked(lock_path(folder), f"{kind} {folder.name!r} in {str(folder.parent)!r}")
     _check_contents(folder, resume, overwrite, storage)
     if resume:
         manifest.check_not_newer(folder)
+        if space is not None:
+            check_resume_matches(folder, space)
 
 
 def _check_contents(folder: Path, resume: bool, overwrite: bool, storage: str | None) -> None:
@@ -256,6 +260,8 @@ def run_search(
         data = load_dataset(space.dataset, space.data_dir)
     with claim_folder(folder):
         prepare_folder(folder, resume, overwrite, storage)
+        if resume:
+            check_resume_matches(folder, space)
         _fit(space, folder, params, resume, address, num_cpus, num_gpus, storage, extra_sinks, data)
     return SearchOutcome(folder, space, read_rows(folder / TRIALS_FILE, TRIAL_SCHEMA))
 
