@@ -10,8 +10,9 @@ from wartune.errors import WartuneError
 from wartune.results.zeta import PAPER_ENTRY, ZetaEntry, ZetaRegistry, best_trial_entry
 
 
-def _entry(model="wrn10-0.5", dataset="digits", objective="trades", eps=0.2, zeta=10.0, lam=6.0) -> ZetaEntry:
-    return ZetaEntry(model, dataset, objective, eps, lam, zeta, 0.5, 0.6, 0.9, 0.7, "s", "calibrated", "2026-01-01")
+def _entry(model="wrn10-0.5", dataset="digits", objective="trades", eps=0.2, zeta=10.0, lam=6.0, search="s",
+           created_at="2026-01-01") -> ZetaEntry:  # fmt: skip
+    return ZetaEntry(model, dataset, objective, eps, lam, zeta, 0.5, 0.6, 0.9, 0.7, search, "calibrated", created_at)
 
 
 def test_zeta_is_the_ratio_of_epoch_means():
@@ -33,6 +34,26 @@ def test_put_then_lookup_and_upsert_replaces_same_key(tmp_path):
     assert reg.lookup("wrn10-0.5", "digits", "trades", 0.2).zeta == 12.5
     assert reg.lookup("wrn10-0.5", "digits", "madry", 0.2).zeta == 3.0
     assert len(reg.entries()) == 3  # paper + two
+
+
+def test_another_searchs_calibration_is_kept_beside_and_a_lookup_must_name_one(tmp_path):
+    # A user's calibration, then a compare's of the same thin net: compare overwrote the user's
+    # ζ in 0.2.0 without a word (issue 28). Both stay; the run names which one it uses.
+    reg = ZetaRegistry(tmp_path / "zeta.parquet")
+    reg.put(_entry(zeta=161.47, search="calibrate-wrn10-0.5", created_at="2026-12-06T10:00:00+00:00"))
+    reg.put(_entry(zeta=33.73, lam=6.0, search="table3/calibrate", created_at="2026-12-06T11:00:00+00:00"))
+    reg.put(_entry(zeta=34.0, lam=6.0, search="table3/calibrate", created_at="2026-12-06T12:00:00+00:00"))  # resumed: its own replaced
+    assert len(reg.entries()) == 3  # paper + the two searches'
+    with pytest.raises(WartuneError, match=r"2 ζ calibrations of 'wrn10-0\.5' for digits, trades, ε 0\.2: "
+                                           r"wrn10-0\.5@calibrate-wrn10-0\.5 \(ζ 161\.5.*wrn10-0\.5@table3/calibrate \(ζ 34"):
+        reg.lookup("wrn10-0.5", "digits", "trades", 0.2)
+    assert reg.lookup("wrn10-0.5@calibrate-wrn10-0.5", "digits", "trades", 0.2).zeta == 161.47
+    assert reg.lookup("wrn10-0.5@table3/calibrate", "digits", "trades", 0.2).zeta == 34.0
+    assert reg.lookup("wrn10-0.5@latest", "digits", "trades", 0.2).search == "table3/calibrate"
+    with pytest.raises(WartuneError, match=r"no ζ for 'wrn10-0\.5' from search 'other' \(its searches: calibrate-wrn10-0\.5, table3/calibrate\)"):
+        reg.lookup("wrn10-0.5@other", "digits", "trades", 0.2)
+    reg.put(_entry(objective="madry", zeta=3.0, search="calibrate-wrn10-0.5"))
+    assert reg.lookup("wrn10-0.5", "digits", "madry", 0.2).zeta == 3.0  # one calibration for that setting: no name needed
 
 
 @pytest.mark.parametrize(

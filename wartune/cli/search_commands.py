@@ -146,7 +146,7 @@ def calibrate(
 def transfer(
     *,
     flags: SearchFlags,
-    zeta_from: Annotated[str, typer.Option("--zeta-from", help="ζ registry key: the thin model, e.g. wrn34-0.5.")],
+    zeta_from: Annotated[str, typer.Option("--zeta-from", help="ζ registry entry: the thin model (e.g. wrn34-0.5) where it has one calibration for this setting, else MODEL@SEARCH or MODEL@latest (wartune zeta list).")],
     compare_untuned: Annotated[bool, typer.Option(help="Also train with the thin net's best λ fixed (the paper's N/A row).")] = False,
     force: ForceOpt = False,
     space: SpaceOpt = "war",
@@ -157,10 +157,14 @@ def transfer(
     from wartune.tune.spaces import load_space
     from wartune.tune.strategies import war_and_untuned
 
-    overrides = flags.space_overrides(name=flags.name or f"transfer-{zeta_from}", strategy="war", zeta_from=zeta_from, **{"war.alpha": alpha})
+    thin = zeta_from.partition("@")[0]
+    overrides = flags.space_overrides(name=flags.name or f"transfer-{thin}", strategy="war", zeta_from=zeta_from, **{"war.alpha": alpha})
     spec = load_space(space, overrides)
     entry = registry_at(flags.registry, flags.out).lookup(zeta_from, spec.dataset, spec.objective, spec.eps, force)
-    err_console.print(f"ζ {num(entry.zeta, ZETA)} from {entry.describe()} (best λ {entry.best_lambda:g}, {entry.source})")
+    err_console.print(
+        f"ζ {num(entry.zeta, ZETA)} from {entry.reference}: {entry.describe()} (best λ {entry.best_lambda:g}, "
+        f"{entry.source} {entry.created_at})"
+    )
     err_console.print(f"controller: {spec.war.describe()}", highlight=False, markup=False)
     lam = war_and_untuned(spec.war, entry) if compare_untuned else None
     run_and_report(spec, flags, calibration=entry, lam=lam)

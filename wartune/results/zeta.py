@@ -1,8 +1,12 @@
 """The ζ registry: what a thin network's best λ and its ζ = l_nat / l_rob were.
 
 WAR (Algorithm 1) needs ζ measured once on a cheap, thin network at its best λ; the
-registry keeps it, keyed by (model, dataset, objective, ε), so any later run on a wider
-network can look it up by the thin model's name. It is a Parquet table (default
+registry keeps it, so any later run on a wider network can look it up by the thin model's
+name. It keeps every calibration: one entry per (model, dataset, objective, ε) and search
+that measured it, never overwritten by another search (a compare's calibration beside the
+user's own); the same search calibrating again (a resumed compare) replaces its own entry.
+Where one model has several entries for a run's setting, `lookup` refuses to guess: the
+run names one, `MODEL@SEARCH` or `MODEL@latest`. It is a Parquet table (default
 `runs/zeta.parquet`); one built-in row from the paper (WRN-34-0.5, CIFAR-10, TRADES,
 ε = 8/255: λ 6, ζ 30) is always present with `source=paper`.
 
@@ -53,6 +57,15 @@ class ZetaEntry:
     def describe(self) -> str:
         return f"{self.model} on {self.dataset}, {self.objective}, ε {self.eps:g}"
 
+    def identity(self) -> tuple[str, str, str, float, str]:
+        """One calibration: its setting and the search that measured it."""
+        return (*self.key(), self.search)
+
+    @property
+    def reference(self) -> str:
+        """How a run names this entry: `MODEL@SEARCH`."""
+        return f"{self.model}@{self.search}"
+
 
 PAPER_ENTRY = ZetaEntry(
     model="wrn34-0.5",
@@ -82,10 +95,10 @@ class ZetaRegistry:
         self.path = Path(path)
 
     def entries(self) -> list[ZetaEntry]:
-        """Stored rows, plus the paper's row unless a stored row has the same key."""
+        """Stored rows, plus the paper's row unless a stored row is the paper's."""
         stored = [ZetaEntry(**row) for row in self._rows()]
-        keys = {e.key() for e in stored}
-        return ([] if PAPER_ENTRY.key() in keys else [PAPER_ENTRY]) + stored
+        identities = {e.identity() for e in stored}
+        return ([] if PAPER_ENTRY.identity() in identities else [PAPER_ENTRY]) + stored
 
     def _rows(self) -> list[dict[str, Any]]:
         try:
@@ -108,20 +121,24 @@ class ZetaRegistry:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def put(self, entry: ZetaEntry) -> None:
-        """Insert or replace the entry with the same (model, dataset, objective, ε)."""
+        """Add a calibration; it replaces only the entry of the same setting and search."""
         if not (math.isfinite(entry.zeta) and entry.zeta > 0):
             raise WartuneError(f"ζ of {entry.describe()} is {entry.zeta}: it must be a finite number > 0")
         with self._locked():
-            rows = {ZetaEntry(**r).key(): r for r in self._rows()}
-            rows[entry.key()] = asdict(entry)
-            write_table(sorted(rows.values(), key=lambda r: (r["model"], r["dataset"])), ZETA_SCHEMA, self.path)
+            rows = {ZetaEntry(**r).identity(): r for r in self._rows()}
+            rows[entry.identity()] = asdict(entry)
+            ordered = sorted(rows.values(), key=lambda r: (r["model"], r["dataset"], r["created_at"]))
+            write_table(ordered, ZETA_SCHEMA, self.path)
 
-    def lookup(self, model: str, dataset: str, objective: str, eps: float, force: bool = False) -> ZetaEntry:
-        """The entry for `model` matching the run's dataset, objective and ε.
+    def lookup(self, ref: str, dataset: str, objective: str, eps: float, force: bool = False) -> ZetaEntry:
+        """The entry `ref` names for a run on `dataset`, `objective`, ε: `MODEL` (its one entry
+        for that setting), `MODEL@SEARCH` (that search's) or `MODEL@latest` (the newest).
 
-        A mismatch is refused unless `force` (then the newest entry of that model is used);
-        a model with no entry at all is an error that says how to calibrate it.
+        Several entries for `MODEL` alone are refused, naming each; a setting mismatch is
+        refused unless `force` (then the newest entry closest to the run's is used); a model
+        with no entry at all is an error that says how to calibrate it.
         """
+        model, _, which = ref.partition("@")
         candidates = [e for e in self.entries() if e.model == model]
         if not candidates:
             known = ", ".join(sorted({e.model for e in self.entries()}))
@@ -129,9 +146,20 @@ class ZetaRegistry:
                 f"no ζ for {model!r} in {str(self.path)!r} (known: {known}); "
                 f"calibrate it first: wartune calibrate --model {model} --space lambda_grid"
             )
-        for e in candidates:
-            if e.dataset == dataset and e.objective == objective and math.isclose(e.eps, eps, rel_tol=1e-6):
-                return e
+        if which and which != "latest":
+            candidates = [e for e in candidates if e.search == which]
+            if not candidates:
+                searches = ", ".join(sorted({e.search for e in self.entries() if e.model == model}))
+                raise WartuneError(f"no ζ for {model!r} from search {which!r} (its searches: {searches})")
+        matching = [e for e in candidates if e.dataset == dataset and e.objective == objective and math.isclose(e.eps, eps, rel_tol=1e-6)]
+        if len(matching) > 1 and which != "latest":
+            listed = "; ".join(f"{e.reference} (ζ {e.zeta:.4g}, best λ {e.best_lambda:g}, {e.created_at})" for e in matching)
+            raise WartuneError(
+                f"{len(matching)} ζ calibrations of {model!r} for {dataset}, {objective}, ε {eps:g}: {listed}; "
+                f"name one (--zeta-from {matching[-1].reference}) or the newest ({model}@latest)"
+            )
+        if matching:
+            return max(matching, key=lambda e: e.created_at)
         if force:
             return max(candidates, key=lambda e: (e.dataset == dataset, e.objective == objective, e.created_at))
         have = "; ".join(c.describe() for c in candidates)
