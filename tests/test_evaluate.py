@@ -125,18 +125,26 @@ def test_autoattack_is_at_least_as_strong_as_pgd20(trained, digits):
     assert aa.rob_acc <= pgd.rob_acc + 0.05
 
 
-def test_cli_evaluate_pgd20_reproduces_the_best_epochs_robust_accuracy(trainer, trained, capsys):
-    # model.json's train_config gives the same PGD; the best epoch's seed gives the same starts
+def test_cli_evaluate_repeats_the_best_epochs_figure_by_default_and_appends_each_run(trainer, trained, capsys):
+    # model.json's train_config gives the same PGD and its best epoch the same random starts:
+    # with no --seed, PGD-20 repeats the recorded figure (issue 28: seed 0 did not). A second
+    # run with another seed is appended beside the first, each row naming its seed.
     _, folder = trained
     seed = eval_seed(trainer.config.seed, trainer.best_epoch)
-    argv = ["evaluate", str(folder), "--attacks", "pgd20,cw", "--max-examples", "60", "--seed", str(seed)]
-    code, out, err = _run(argv, capsys)
+    code, out, err = _run(["evaluate", str(folder), "--attacks", "pgd20,cw", "--max-examples", "60"], capsys)
     assert code == 0, err
+    assert f"attack seed {seed}: the best epoch's (epoch {trainer.best_epoch})" in out
     table = pq.read_table(folder / "evaluation.parquet").to_pylist()
     assert [row["attack"] for row in table] == ["pgd20", "cw"] and "pgd20" in out and "cw" in out
     best = trainer.history[trainer.best_epoch - 1]
     assert (table[0]["nat_acc"], table[0]["rob_acc"], table[0]["stability"]) == (best.nat_acc, best.rob_acc, best.stability)
-    assert table[0]["eps"] == trainer.eps == 0.2
+    assert table[0]["eps"] == trainer.eps == 0.2 and {r["attack_seed"] for r in table} == {seed}
+    assert (table[0]["pgd_steps"], table[0]["pgd_step"]) == (trainer.eval_attack.steps, trainer.eval_attack.step_size)
+    code, out, err = _run(["evaluate", str(folder), "--attacks", "pgd20", "--max-examples", "60", "--seed", str(seed + 1)], capsys)
+    assert code == 0, err
+    assert "another draw of the random starts" in out
+    again = pq.read_table(folder / "evaluation.parquet").to_pylist()
+    assert again[:2] == table and [(r["attack"], r["attack_seed"]) for r in again[2:]] == [("pgd20", seed + 1)]
 
 
 def test_cli_evaluate_refuses_unknown_attacks_and_folders(trained, tmp_path, capsys):

@@ -58,7 +58,7 @@ def evaluate(
     max_examples: Annotated[int | None, typer.Option(help="Evaluate on the first N test examples.")] = None,
     eps: Annotated[float | None, typer.Option(help="L∞ radius (default: the model's training ε).")] = None,
     data_dir: DataDirOpt = None,
-    seed: Annotated[int, typer.Option(help="Seed of the attacks' randomness.")] = 0,
+    seed: Annotated[int | None, typer.Option(help="Seed of the attacks' randomness (default: the best epoch's evaluation seed, with which PGD-20 repeats the search's figure).")] = None,
     robustbench_json: Annotated[Path | None, typer.Option(
         help="Also write the result as a RobustBench model-zoo entry (JSON); adds autoattack to --attacks.")] = None,
 ) -> None:
@@ -69,9 +69,11 @@ def evaluate(
     from wartune.engine.attack_suite import check_attacks, evaluate_attacks
     from wartune.engine.config import TrainConfig, validate
     from wartune.engine.data import load_dataset
+    from wartune.engine.evaluation import eval_seed
     from wartune.results.model_files import META_FILE, load_model
     from wartune.results.robustbench import AUTOATTACK, write_robustbench_json
-    from wartune.results.store import EVAL_SCHEMA, write_table
+    from wartune.results.store import EVAL_SCHEMA, read_rows, write_table
+    from wartune.results.zeta import now
 
     names = [a.strip() for a in attacks.split(",") if a.strip()]
     check_attacks(names)
@@ -86,7 +88,13 @@ def evaluate(
     model.to("cuda" if torch.cuda.is_available() else "cpu")
     data = load_dataset(meta["dataset"], data_dir or meta["train_config"].get("data_dir"))
     pgd = validate(TrainConfig, meta["train_config"], source=str(model_dir / META_FILE)).eval_pgd(eps)
+    if seed is None:  # the best epoch's own evaluation: PGD-20 on it repeats the recorded figure
+        seed = eval_seed(int(meta["train_config"]["seed"]), int(meta["epoch"]))
+        out_console.print(f"attack seed {seed}: the best epoch's (epoch {meta['epoch']}), as the search evaluated it")
+    else:
+        out_console.print(f"attack seed {seed} (--seed): another draw of the random starts than the search's")
     results = evaluate_attacks(model, data, pgd, names, max_examples, seed=seed)
+    evaluated_at = now()
     table = Table(title=f"{meta['model']} on {meta['dataset']}, L∞ ε = {pgd.eps:g} (%)")
     for col in ("attack", "natural", "robust", "stability", "examples"):
         table.add_column(col, justify="left" if col == "attack" else "right")
@@ -94,8 +102,11 @@ def evaluate(
     for r in results:
         table.add_row(r.attack, f"{100 * r.nat_acc:.2f}", f"{100 * r.rob_acc:.2f}", f"{100 * r.stability:.2f}", str(r.n))
         rows.append({"model": meta["model"], "dataset": meta["dataset"], "attack": r.attack, "eps": r.eps,
-                     "nat_acc": r.nat_acc, "rob_acc": r.rob_acc, "stability": r.stability, "examples": r.n})  # fmt: skip
-    write_table(rows, EVAL_SCHEMA, model_dir / "evaluation.parquet")
+                     "nat_acc": r.nat_acc, "rob_acc": r.rob_acc, "stability": r.stability, "examples": r.n,
+                     "attack_seed": seed, "pgd_steps": pgd.steps, "pgd_step": pgd.step_size, "evaluated_at": evaluated_at})  # fmt: skip
+    # appended: an earlier evaluation (another seed, ε or attack) stays beside this one
+    evaluation = model_dir / "evaluation.parquet"
+    write_table(read_rows(evaluation, EVAL_SCHEMA) + rows, EVAL_SCHEMA, evaluation)
     out_console.print(table)
     out_console.print(f"written: {model_dir / 'evaluation.parquet'}")
     if robustbench_json is not None:

@@ -146,6 +146,10 @@ EVAL_SCHEMA = pa.schema(
         ("rob_acc", pa.float64()),
         ("stability", pa.float64()),
         ("examples", pa.int64()),
+        ("attack_seed", pa.int64()),  # the attacks' seed: the best epoch's evaluation seed by default
+        ("pgd_steps", pa.int64()),  # the evaluation PGD the attacks were bounded and sized by
+        ("pgd_step", pa.float64()),
+        ("evaluated_at", pa.string()),  # when (UTC): each `evaluate` appends its rows
     ]
 )
 
@@ -210,6 +214,10 @@ ADDED_COLUMNS: dict[str, Any] = {
     "graphs": None,  # null: run by a release before 0.2.0, which had no CUDA graphs
     "wartune_version": None,  # null: last run by a release before 0.2.0, which did not record it
     "stack": None,  # null: trained alone (no table before schema 3 held a stacked trial)
+    "attack_seed": None,  # evaluation.parquet before schema 3: its seed was not recorded
+    "pgd_steps": None,
+    "pgd_step": None,
+    "evaluated_at": None,
 }
 
 # The files of a search folder (`runs/<name>/`) and of the output root (`runs/`).
