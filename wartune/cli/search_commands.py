@@ -150,7 +150,7 @@ def transfer(
     compare_untuned: Annotated[bool, typer.Option(help="Also train with the thin net's best λ fixed (the paper's N/A row).")] = False,
     force: ForceOpt = False,
     space: SpaceOpt = "war",
-    alpha: Annotated[float | None, typer.Option(help="WAR's step size α, the space's war.alpha (paper: 0.1, needs no tuning).")] = None,
+    alpha: Annotated[float | None, typer.Option(help="WAR's step size α, the space's war.alpha (default controller: 0.3 per epoch; the paper's Algorithm 1, war: paper, 0.1 per step).")] = None,
 ) -> None:
     """Train wider models once each with WAR, using the ζ calibrated on a thin one."""
     from wartune.results.formatting import num
