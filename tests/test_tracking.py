@@ -370,3 +370,20 @@ def test_mlflow_server_stopped_and_restarted_mid_search_loses_nothing(tmp_path, 
         _check_trials(uri, runs, trials, epochs)
     finally:
         _end_group(_OUTAGE_SERVERS.pop("outage")["proc"])
+
+
+def test_report_to_mlflow_twice_or_after_the_live_search_logs_nothing_twice(war_search, tmp_path, capsys):
+    # 0.2.0 logged a second parent run of the same search without a word (issue 28).
+    from tests.test_cli import _run
+
+    folder = war_search["folder"]
+    uri = default_tracking_uri(tmp_path)
+    code, out, err = _run(["report", str(folder), "--to-mlflow", "--tracking-uri", uri], capsys)
+    assert code == 0, err
+    parent, runs = _structure(uri, "tiny")
+    code, _, err = _run(["report", str(folder), "--to-mlflow", "--tracking-uri", uri], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and f"search 'tiny' is in MLflow at {uri} already (parent run {parent.info.run_id}, logged by this report)" in lines[0]
+    assert _structure(uri, "tiny")[0].info.run_id == parent.info.run_id  # still one parent, the same runs
+    with pytest.raises(WartuneError, match=r"logged by the search itself"):
+        log_search(folder, war_search["live_uri"])  # the search logged itself live there

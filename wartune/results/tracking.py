@@ -174,8 +174,9 @@ def log_search(folder: Path, tracking_uri: str, experiment: str | None = None) -
     """Log a finished search from its Parquet files alone; returns the parent run id.
 
     The same layout as the live sink, fed with the stored rows, so the metric histories
-    equal epochs.parquet. Each call makes a new parent run. Failures raise `WartuneError`
-    (an explicit request should fail loudly, unlike the live sink).
+    equal epochs.parquet. A search already in that store (logged live, or by an earlier
+    call) is refused rather than logged twice. Failures raise `WartuneError` (an explicit
+    request should fail loudly, unlike the live sink).
     """
     folder = Path(folder)
     if not (folder / TRIALS_FILE).is_file():
@@ -187,6 +188,17 @@ def log_search(folder: Path, tracking_uri: str, experiment: str | None = None) -
     first = trials[0] if trials else {}
     name = experiment or space.get("name") or first.get("search") or folder.name
     tags = {k: str(space.get(k) or first.get(k)) for k in ("strategy", "dataset", "objective") if space.get(k) or first.get(k)}
+    try:
+        logged = logged_parent(tracking_uri, name)
+    except TRACKING_ERRORS as err:
+        raise WartuneError(f"cannot log {str(folder)!r} to MLflow at {tracking_uri}: {short_reason(err)}") from err
+    if logged is not None:
+        run_id, source = logged
+        raise WartuneError(
+            f"search {name!r} is in MLflow at {tracking_uri} already (parent run {run_id}, logged by "
+            f"{'this report' if source == 'parquet' else 'the search itself'}): nothing logged twice; "
+            "delete that run to log the folder again"
+        )
     tracker = MlflowTracker(tracking_uri, name, space, tags, source="parquet")
     try:
         tracker.replay(folder)
@@ -196,6 +208,22 @@ def log_search(folder: Path, tracking_uri: str, experiment: str | None = None) -
         raise WartuneError(f"cannot log {str(folder)!r} to MLflow at {tracking_uri}: {short_reason(err)}") from err
     assert tracker.parent_id is not None
     return tracker.parent_id
+
+
+def logged_parent(tracking_uri: str, experiment: str) -> tuple[str, str] | None:
+    """The parent run an earlier log of search `experiment` left there (its id and source:
+    `parquet` for `report --to-mlflow`, else the live search), or None."""
+    for key, value in FAST_FAIL_ENV.items():
+        os.environ.setdefault(key, value)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    runs = client.search_runs([found.experiment_id], filter_string=f"tags.search = '{experiment}'", max_results=1000)
+    parents = [r for r in runs if MLFLOW_PARENT_RUN_ID not in r.data.tags]
+    if not parents:
+        return None
+    return parents[0].info.run_id, parents[0].data.tags.get("wartune.source", "")
 
 
 def log_final_attack(tracking_uri: str, experiment: str, figures: dict[str, dict[str, float]]) -> None:
