@@ -187,6 +187,12 @@ def test_compare_runs_every_strategy_per_width_and_seed_with_cost(tmp_path, caps
     sd = abs(grid8[0]["rob_acc"] - grid8[1]["rob_acc"]) / 2**0.5
     assert "| cnn-8 | grid | " in md and f"{100 * mean:.2f} ± {100 * sd:.2f}" in md
     assert md.count("| cnn-8 |") == 6 + 12  # mean rows, then every seed
+    # `report` on the compare folder rebuilds compare.md (0.2.0 left it missing) and each part's summary
+    (root / "compare.md").unlink()
+    (root / "calibrate" / "summary.md").unlink()
+    code, out, err = _run(["report", str(root)], capsys)
+    assert code == 0, err
+    assert (root / "compare.md").read_text() == md and (root / "calibrate" / "summary.md").is_file()
 
 
 def _max_overlap(trials: list[dict]) -> int:

@@ -27,7 +27,7 @@ def report(
     to_mlflow: Annotated[bool, typer.Option(help="Also log the search to MLflow from its Parquet files.")] = False,
     tracking_uri: TrackingOpt = None,
 ) -> None:
-    """Regenerate summary.md and the plots from the Parquet files alone."""
+    """Regenerate summary.md and the plots (a compare's compare.md too) from the Parquet files alone."""
     from wartune.results.plots import write_plots
     from wartune.results.report import rich_table, write_summary
     from wartune.results.store import COMPARE_FILE, TRIAL_SCHEMA, TRIALS_FILE, read_rows
@@ -35,15 +35,20 @@ def report(
     has_trials = (folder / TRIALS_FILE).is_file()
     if not has_trials and not (folder / COMPARE_FILE).is_file():
         raise WartuneError(f"{str(folder)!r} holds neither {TRIALS_FILE} nor {COMPARE_FILE}: not a wartune result folder")
-    if has_trials:
-        trials = read_rows(folder / TRIALS_FILE, TRIAL_SCHEMA)
-        out_console.print(rich_table(trials, f"{folder.name}: metrics at each trial's best epoch (%)"))
-        out_console.print(f"summary: {write_summary(folder, folder.name, trials)}")
+    if not has_trials:  # a compare: compare.md, its plots, and each part's summary and plots
+        from wartune.tune.compare import rebuild_compare_reports
+
+        if to_mlflow:
+            raise WartuneError(f"--to-mlflow logs a search folder; {str(folder)!r} is a compare folder: log its parts")
+        for path in rebuild_compare_reports(folder):
+            out_console.print(f"written: {path}")
+        return
+    trials = read_rows(folder / TRIALS_FILE, TRIAL_SCHEMA)
+    out_console.print(rich_table(trials, f"{folder.name}: metrics at each trial's best epoch (%)"))
+    out_console.print(f"summary: {write_summary(folder, folder.name, trials)}")
     for path in write_plots(folder):
         out_console.print(f"plot: {path}")
     if to_mlflow:
-        if not has_trials:
-            raise WartuneError(f"--to-mlflow logs a search folder; {str(folder)!r} is a compare folder: log its parts")
         from wartune.results.tracking import default_tracking_uri, log_search
 
         uri = tracking_uri or default_tracking_uri(folder.parent)

@@ -31,7 +31,16 @@ from wartune.results.locks import check_unlocked
 from wartune.results.plots import write_plots
 from wartune.results.report import write_summary
 from wartune.results.seeds import MeanSd, group, seeds_of
-from wartune.results.store import COMPARE_FILE, COMPARE_MD, COMPARE_SCHEMA, ZETA_FILE, write_table
+from wartune.results.store import (
+    COMPARE_FILE,
+    COMPARE_MD,
+    COMPARE_SCHEMA,
+    TRIAL_SCHEMA,
+    TRIALS_FILE,
+    ZETA_FILE,
+    read_rows,
+    write_table,
+)
 from wartune.results.trials import best_trial
 from wartune.results.zeta import ZetaEntry, ZetaRegistry, best_trial_entry
 from wartune.tune.params import fixed_lambda, war_lambda
@@ -283,6 +292,37 @@ def write_reports(root: Path, name: str, parts: list[SearchOutcome]) -> None:
         write_plots(part.folder)
 
 
+CALIBRATE_PART, WIDE_PART = "calibrate", "grid-untuned-war"
+
+
+def write_compare_markdown(root: Path, name: str, rows: list[dict[str, Any]], calibration: dict[str, Any]) -> Path:
+    path = root / COMPARE_MD
+    path.write_text(compare_markdown(name, rows, calibration, totals(rows, calibration["seconds"])))
+    return path
+
+
+def rebuild_compare_reports(root: Path) -> list[Path]:
+    """compare.md, the compare's plots and each part's summary.md and plots, from the Parquet
+    files alone (`wartune report` on a compare folder): what `run_compare` wrote at its end."""
+    rows = read_rows(root / COMPARE_FILE, COMPARE_SCHEMA)
+    if not rows:
+        raise WartuneError(f"{str(root / COMPARE_FILE)!r} holds no rows: the compare did not finish")
+    name = rows[0]["compare"]
+    calib = read_rows(root / CALIBRATE_PART / TRIALS_FILE, TRIAL_SCHEMA)
+    if not calib:
+        raise WartuneError(f"{str(root)!r} has no {CALIBRATE_PART}/{TRIALS_FILE}: not a finished compare folder")
+    entry = best_trial_entry(calib, f"{name}/{CALIBRATE_PART}")
+    wide = {t["trial_id"]: t for t in read_rows(root / WIDE_PART / TRIALS_FILE, TRIAL_SCHEMA)}
+    borrowed = any(r["strategy"] == "untuned" and wide.get(r["best_trial"], {}).get("strategy") == "grid" for r in rows)
+    calibration = {"model": entry.model, "best_lambda": entry.best_lambda, "zeta": entry.zeta,
+                   "seconds": _cost(calib), "untuned_in_grid": borrowed}  # fmt: skip
+    written = [write_compare_markdown(root, name, rows, calibration), *write_plots(root)]
+    for part in sorted(p for p in root.iterdir() if (p / TRIALS_FILE).is_file()):
+        written.append(write_summary(part, f"{name}/{part.name}", read_rows(part / TRIALS_FILE, TRIAL_SCHEMA)))
+        written += write_plots(part)
+    return written
+
+
 def run_compare(space: SearchSpace, out: Path, *, resume: bool = False, overwrite: bool = False,
                 registry: Path | None = None, address: str | None = None, num_cpus: int | None = None,
                 num_gpus: float | None = None, storage: str | None = None,
@@ -307,14 +347,14 @@ def run_compare(space: SearchSpace, out: Path, *, resume: bool = False, overwrit
             from ray import tune
 
             data_ref = ray.put(data)  # one copy in the object store for every part's trials
-            calib = _run_part(_part(space, name="calibrate", strategy="grid", model=space.thin_model, strategies=None, war_variants={},
+            calib = _run_part(_part(space, name=CALIBRATE_PART, strategy="grid", model=space.thin_model, strategies=None, war_variants={},
                                     final_attack="none"),  # it only picks λ and ζ, by PGD-20
                               root, resume, sinks_for, storage, data_ref)  # fmt: skip
             entry = best_trial_entry(calib.trials, f"{space.name}/calibrate", space.thin_model)
             ZetaRegistry(registry or out / ZETA_FILE).put(entry)
             parts = []
             if specs := wide_lambdas(space, entry):
-                wide = _part(space, name="grid-untuned-war", strategy="grid", strategies=None, war_variants={})
+                wide = _part(space, name=WIDE_PART, strategy="grid", strategies=None, war_variants={})
                 parts.append(_run_part(wide, root, resume, sinks_for, storage, data_ref, lam=tune.grid_search(specs)))
             for sampled in (s for s in ("optuna", "pbt") if s in chosen):
                 parts += [
@@ -332,7 +372,7 @@ def run_compare(space: SearchSpace, out: Path, *, resume: bool = False, overwrit
         write_table(rows, COMPARE_SCHEMA, root / COMPARE_FILE)
         calibration = {"model": space.thin_model, "best_lambda": entry.best_lambda, "zeta": entry.zeta,
                        "seconds": _cost(calib.trials), "untuned_in_grid": untuned_in_grid(space, entry)}  # fmt: skip
-        (root / COMPARE_MD).write_text(compare_markdown(space.name, rows, calibration, totals(rows, calibration["seconds"])))
+        write_compare_markdown(root, space.name, rows, calibration)
         write_reports(root, space.name, [calib, *parts])
         return CompareOutcome(root, rows)
 
