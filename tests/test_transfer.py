@@ -48,7 +48,7 @@ def test_transfer_runs_war_beside_the_untuned_lambda(calibrated, capsys):
          "--compare-untuned", "--out", str(runs)], capsys,
     )  # fmt: skip
     assert code == 0, err
-    folder = runs / "transfer-wrn10-0.5"
+    folder = runs / "transfer-wrn10-0.5-to-wrn10-1"  # named after the thin net and the wide target
     trials = {t["strategy"]: t for t in pq.read_table(folder / "trials.parquet").to_pylist()}
     assert set(trials) == {"war", "untuned"}
     entry = ZetaRegistry(runs / "zeta.parquet").lookup("wrn10-0.5", "digits", "trades", 0.2)

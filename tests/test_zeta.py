@@ -112,3 +112,18 @@ def test_calibration_needs_a_model_when_the_search_had_several():
     with pytest.raises(WartuneError, match="--model"):
         best_trial_entry(trials, "sweep")
     assert best_trial_entry(trials, "sweep", "wrn10-2").best_lambda == 6.0
+
+
+def test_a_zeta_from_a_net_at_chance_accuracy_is_doubted():
+    # a 3-epoch calibration at chance (10 % on ten classes) stored its ζ without a word in 0.2.0
+    from dataclasses import replace
+
+    from wartune.results.zeta import doubt
+
+    at_chance = replace(_entry(zeta=161.47, search="calibrate-wrn10-0.5"), nat_acc=0.10)
+    assert doubt(at_chance, 10) == (
+        "ζ 161.5 of wrn10-0.5@calibrate-wrn10-0.5 comes from a net at chance accuracy (natural 10.0 %, chance 10.0 %): "
+        "it says nothing about a trained net; calibrate with more epochs"
+    )
+    assert doubt(replace(at_chance, nat_acc=0.149), 10) is not None and doubt(replace(at_chance, nat_acc=0.15), 10) is None
+    assert doubt(replace(at_chance, nat_acc=0.10), 2) is not None and doubt(replace(at_chance, nat_acc=None), 10) is None

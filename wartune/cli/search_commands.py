@@ -25,7 +25,7 @@ from wartune.cli.options import (
     print_table,
     registry_at,
 )
-from wartune.errors import ConfigError, WartuneError
+from wartune.errors import ConfigError, WartuneError, warn
 
 if TYPE_CHECKING:
     from wartune.results.zeta import ZetaEntry
@@ -114,9 +114,10 @@ def calibrate(
     from_search: Annotated[Path | None, typer.Option("--from", help="Read a finished search folder instead of running one.")] = None,
 ) -> None:
     """Tune λ on a thin model, pick the best by robust accuracy, and store its ζ."""
+    from wartune.engine.data import dataset_info
     from wartune.results.formatting import num, pct
     from wartune.results.store import TRIAL_SCHEMA, TRIALS_FILE, read_rows
-    from wartune.results.zeta import best_trial_entry
+    from wartune.results.zeta import best_trial_entry, doubt
     from wartune.tune.spaces import load_space
 
     model = one_model(flags.model)
@@ -134,6 +135,8 @@ def calibrate(
         trials, search_name = run_and_report(spec, flags).trials, spec.name
     entry = best_trial_entry(trials, search_name, model)
     reg.put(entry)
+    if why := doubt(entry, dataset_info(entry.dataset).num_classes):
+        warn(why)
     out_console.print(
         f"ζ registry {reg.path}: {entry.describe()} → best λ {entry.best_lambda:g}, ζ {num(entry.zeta, ZETA)} "
         f"(per-step spread {num(entry.zeta_step_std, ZETA)}), robust {pct(entry.rob_acc)} %",
@@ -153,14 +156,21 @@ def transfer(
     alpha: Annotated[float | None, typer.Option(help="WAR's step size α, the space's war.alpha (default controller: 0.3 per epoch; the paper's Algorithm 1, war: paper, 0.1 per step).")] = None,
 ) -> None:
     """Train wider models once each with WAR, using the ζ calibrated on a thin one."""
+    from wartune.engine.data import dataset_info
     from wartune.results.formatting import num
+    from wartune.results.zeta import doubt
     from wartune.tune.spaces import load_space
     from wartune.tune.strategies import war_and_untuned
 
     thin = zeta_from.partition("@")[0]
-    overrides = flags.space_overrides(name=flags.name or f"transfer-{thin}", strategy="war", zeta_from=zeta_from, **{"war.alpha": alpha})
+    # named after the thin net and the wide target(s): another target is another search
+    targets = f"-to-{'_'.join(flags.model)}" if flags.model else ""
+    name = flags.name or f"transfer-{thin}{targets}"
+    overrides = flags.space_overrides(name=name, strategy="war", zeta_from=zeta_from, **{"war.alpha": alpha})
     spec = load_space(space, overrides)
     entry = registry_at(flags.registry, flags.out).lookup(zeta_from, spec.dataset, spec.objective, spec.eps, force)
+    if why := doubt(entry, dataset_info(spec.dataset).num_classes):
+        warn(why)
     err_console.print(
         f"ζ {num(entry.zeta, ZETA)} from {entry.reference}: {entry.describe()} (best λ {entry.best_lambda:g}, "
         f"{entry.source} {entry.created_at})"

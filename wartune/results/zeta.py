@@ -169,6 +169,21 @@ class ZetaRegistry:
         )
 
 
+CHANCE_FACTOR = 1.5  # natural accuracy below this many times chance: the net has not learned
+
+
+def doubt(entry: ZetaEntry, num_classes: int) -> str | None:
+    """Why `entry`'s ζ cannot carry a decision, or None: a net at chance accuracy has a ratio
+    of losses that says nothing about a trained one (0.2.0 stored such a ζ without a word)."""
+    if entry.nat_acc is None or entry.nat_acc >= CHANCE_FACTOR / num_classes:
+        return None
+    return (
+        f"ζ {entry.zeta:.4g} of {entry.reference} comes from a net at chance accuracy (natural "
+        f"{100 * entry.nat_acc:.1f} %, chance {100 / num_classes:.1f} %): it says nothing about a trained net; "
+        "calibrate with more epochs"
+    )
+
+
 def entry_from_trial(trial: dict[str, Any], search: str) -> ZetaEntry:
     """A calibration row from a trials.parquet row (the best trial of a thin-net search)."""
     if trial["lambda_setting"] is None:
