@@ -146,8 +146,8 @@ def test_searches_the_previous_release_left_half_done_resume_with_this_one(tmp_p
             argv = ["search", "--space", str(space), "--out", str(runs), "--resume", "--no-mlflow"]
             code, _, err = _run(argv, capsys)
             assert code == 0, err
-            warnings = [line for line in err.splitlines() if line.startswith("wartune: warning:")]
-            assert warnings == [f"wartune: warning: {str(runs / name)!r} {UPGRADED}"]
+            upgrades = [line for line in err.splitlines() if line.startswith("wartune: warning:") and " was written by " in line]
+            assert upgrades == [f"wartune: warning: {str(runs / name)!r} {UPGRADED}"]  # once (the tiny nets also draw chance warnings)
 
     for name in names:
         folder = runs / name

@@ -280,7 +280,7 @@ def test_cli_search_with_unreachable_tracking_completes_and_warns_once(tmp_path,
     uri = f"http://127.0.0.1:{free_port()}"
     code, _, err = _run(["search", "--space", str(space), "--out", str(tmp_path / "runs"), "--tracking-uri", uri], capsys)
     assert code == 0, err
-    warnings = wartune_lines(err, "warning")
+    warnings = [line for line in wartune_lines(err, "warning") if "MLflow" in line]  # a tiny net may also be at chance
     assert len(warnings) == 1 and warnings[0].startswith(f"wartune: warning: MLflow logging paused: cannot reach {uri}"), err
     trials, epochs = _tables(tmp_path / "runs" / "tiny")
     assert len(trials) == 2 and len(epochs) == 4 and all(t["status"] == "finished" for t in trials)

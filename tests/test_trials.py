@@ -59,3 +59,18 @@ def test_a_finished_trials_result_is_its_full_split_evaluation_and_the_epochs_fi
     done = TrialSummary.of(rows, _meta(6.0), full)
     assert {k: getattr(done, k) for k in full} == full and done.metrics_from == "full_split"
     assert (done.best_epoch, done.best_epoch_rob_acc, done.final_rob_acc) == (2, 0.5, 0.45)
+
+
+def test_trials_at_chance_accuracy_are_named_whatever_their_stability():
+    # a net that predicts one class is 100 % stable: 0.2.0 reported it without a word (issue 28)
+    from wartune.results.trials import at_chance
+
+    trials = [
+        {"trial_id": "a", "status": "finished", "nat_acc": 0.10, "stability": 1.0},
+        {"trial_id": "b", "status": "finished", "nat_acc": 0.149, "stability": 0.9},
+        {"trial_id": "c", "status": "finished", "nat_acc": 0.15, "stability": 0.5},
+        {"trial_id": "d", "status": "failed", "nat_acc": 0.05, "stability": 1.0},
+        {"trial_id": "e", "status": "finished", "nat_acc": None, "stability": None},
+    ]
+    assert [t["trial_id"] for t in at_chance(trials, 10)] == ["a", "b"]
+    assert [t["trial_id"] for t in at_chance(trials, 2)] == ["a", "b", "c"]

@@ -47,6 +47,7 @@ def run_and_report(spec: Any, flags: SearchFlags, *, calibration: ZetaEntry | No
     )
     from wartune.results.seeds import repeated
     from wartune.results.store import EPOCHS_FILE, PLOTS_DIR, TRIALS_FILE
+    from wartune.results.trials import at_chance, trial_label
     from wartune.tune.strategies import (
         check_folder,
         check_stack_fits,
@@ -71,6 +72,10 @@ def run_and_report(spec: Any, flags: SearchFlags, *, calibration: ZetaEntry | No
         out_console.print(table)
     if repeated(outcome.trials):
         print_table("mean ± sd over seeds (%)", SEED_COLUMNS, seed_rows(outcome.trials), left=("strategy", "model"))
+    if chance := at_chance(outcome.trials, data.info.num_classes):
+        names = ", ".join(trial_label(t) for t in chance)
+        warn(f"{len(chance)} trial(s) ended at chance natural accuracy ({names}): their stability and ζ say "
+             "nothing about a trained net (a net predicting one class is perfectly stable); train more epochs")  # fmt: skip
     summary = write_summary(outcome.folder, spec.name, outcome.trials)
     plots = write_plots(outcome.folder)
     if sinks:

@@ -113,6 +113,18 @@ def best_epoch_row(rows: list[Mapping[str, Any]]) -> Mapping[str, Any]:
     return max(rows, key=lambda r: (r["rob_acc"] if is_finite(r["rob_acc"]) else -math.inf, -r["epoch"]))
 
 
+CHANCE_FACTOR = 1.5  # natural accuracy below this many times chance: the net has not learned
+
+
+def at_chance(trials: list[dict[str, Any]], num_classes: int) -> list[dict[str, Any]]:
+    """The finished trials whose result is at chance natural accuracy: their stability (a net
+    that predicts one class is perfectly stable) and ζ carry no decision."""
+    return [
+        t for t in trials
+        if t.get("status") == "finished" and is_finite(t.get("nat_acc")) and t["nat_acc"] < CHANCE_FACTOR / num_classes
+    ]  # fmt: skip
+
+
 def best_trial(trials: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The finished trial with the highest robust accuracy (the paper's selection rule)."""
     done = [t for t in trials if t["status"] == "finished" and t["rob_acc"] is not None]

@@ -30,7 +30,7 @@ from typing import Any
 from wartune.errors import WartuneError
 from wartune.results.seeds import MeanSd, group, mean_of, repeated
 from wartune.results.store import ZETA_SCHEMA, read_rows, write_table
-from wartune.results.trials import best_trial
+from wartune.results.trials import CHANCE_FACTOR, best_trial
 
 
 @dataclass(frozen=True)
@@ -167,9 +167,6 @@ class ZetaRegistry:
             f"ζ for {model!r} was measured for {have}, not for {dataset}, {objective}, ε {eps:g}: "
             "ζ may not transfer across data sets, objectives or ε (use --force to use it anyway)"
         )
-
-
-CHANCE_FACTOR = 1.5  # natural accuracy below this many times chance: the net has not learned
 
 
 def doubt(entry: ZetaEntry, num_classes: int) -> str | None:
