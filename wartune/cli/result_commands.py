@@ -113,7 +113,7 @@ def evaluate(
     evaluation = model_dir / "evaluation.parquet"
     write_table(read_rows(evaluation, EVAL_SCHEMA) + rows, EVAL_SCHEMA, evaluation)
     out_console.print(table)
-    out_console.print(f"written: {model_dir / 'evaluation.parquet'}")
+    out_console.print(f"written: {evaluation}")
     if robustbench_json is not None:
         out_console.print(f"RobustBench entry: {write_robustbench_json(robustbench_json, meta, results)}")
 

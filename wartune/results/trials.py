@@ -89,8 +89,8 @@ def trial_label(t: Mapping[str, Any], seed: bool = False) -> str:
         lam = f"λ={t['lambda_setting']:g}"
     else:
         lam = f"WAR ζ={t.get('zeta_used') or 0:g}"
-    short = t["trial_id"].rsplit("_", 1)[-1][-7:]  # Ray's trial number, and a stack member's place (`00001-2`)
-    return f"{short} {t['model']} {lam}" + (f" seed {t['seed']}" if seed else "")
+    ray_id, dash, member = t["trial_id"].partition("-")  # a stack member's id ends in `-<place>`
+    return f"{ray_id[-5:]}{dash}{member} {t['model']} {lam}" + (f" seed {t['seed']}" if seed else "")
 
 
 def trial_status(reported: str, error: str | None, epochs_done: int, epochs_planned: int) -> str:
@@ -116,13 +116,15 @@ def best_epoch_row(rows: list[Mapping[str, Any]]) -> Mapping[str, Any]:
 CHANCE_FACTOR = 1.5  # natural accuracy below this many times chance: the net has not learned
 
 
+def below_chance(nat_acc: Any, num_classes: int) -> bool:
+    """A natural accuracy of a net that has not learned (under `CHANCE_FACTOR` × chance)."""
+    return is_finite(nat_acc) and nat_acc < CHANCE_FACTOR / num_classes
+
+
 def at_chance(trials: list[dict[str, Any]], num_classes: int) -> list[dict[str, Any]]:
     """The finished trials whose result is at chance natural accuracy: their stability (a net
     that predicts one class is perfectly stable) and ζ carry no decision."""
-    return [
-        t for t in trials
-        if t.get("status") == "finished" and is_finite(t.get("nat_acc")) and t["nat_acc"] < CHANCE_FACTOR / num_classes
-    ]  # fmt: skip
+    return [t for t in trials if t.get("status") == "finished" and below_chance(t.get("nat_acc"), num_classes)]
 
 
 def best_trial(trials: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -30,7 +30,7 @@ from typing import Any
 from wartune.errors import WartuneError
 from wartune.results.seeds import MeanSd, group, mean_of, repeated
 from wartune.results.store import ZETA_SCHEMA, read_rows, write_table
-from wartune.results.trials import CHANCE_FACTOR, best_trial
+from wartune.results.trials import below_chance, best_trial
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,7 @@ class ZetaRegistry:
 def doubt(entry: ZetaEntry, num_classes: int) -> str | None:
     """Why `entry`'s ζ cannot carry a decision, or None: a net at chance accuracy has a ratio
     of losses that says nothing about a trained one (0.2.0 stored such a ζ without a word)."""
-    if entry.nat_acc is None or entry.nat_acc >= CHANCE_FACTOR / num_classes:
+    if not below_chance(entry.nat_acc, num_classes):
         return None
     return (
         f"ζ {entry.zeta:.4g} of {entry.reference} comes from a net at chance accuracy (natural "

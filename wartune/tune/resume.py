@@ -79,8 +79,9 @@ def trial_checkpoints(registered: tune.Checkpoint | None) -> list[tune.Checkpoin
     return found
 
 
-def write_progress(folder: Path, epoch: int, lineage_from: int = 0) -> None:
-    (folder / PROGRESS_FILE).write_text(json.dumps({"epoch": epoch, "lineage_from": lineage_from}))
+def write_progress(folder: Path, epoch: int, lineage_from: int = 0, **fields: Any) -> None:
+    """A checkpoint's progress file; `fields` adds what a stack records (its dropped members)."""
+    (folder / PROGRESS_FILE).write_text(json.dumps({"epoch": epoch, "lineage_from": lineage_from, **fields}))
 
 
 def _progress(checkpoint: tune.Checkpoint) -> dict[str, Any]:

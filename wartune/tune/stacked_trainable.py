@@ -17,7 +17,6 @@ registered (as the lone trainable does) and stacks the others again.
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -30,11 +29,11 @@ from wartune.engine.stacked_trainer import EpochOutcome, StackedTrainer
 from wartune.engine.trainer import DivergedError, Trainer
 from wartune.tune.params import train_config_of
 from wartune.tune.resume import (
-    PROGRESS_FILE,
     checkpoint_epoch,
     member_folder,
     resume_stack,
     trial_checkpoints,
+    write_progress,
 )
 from wartune.tune.stacks import MEMBERS, member_count, member_params
 from wartune.tune.trial_reports import TrialPlace, diverged_metrics, epoch_metrics, save_trial_files
@@ -71,7 +70,7 @@ class StackReporter:
         with tempfile.TemporaryDirectory() as folder:
             for i, trainer in enumerate(self.trainers):
                 save_trial_files(Path(folder) / member_folder(i), trainer)
-            (Path(folder) / PROGRESS_FILE).write_text(json.dumps({"epoch": epoch, "dropped": self.dropped}))
+            write_progress(Path(folder), epoch, dropped=self.dropped)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
