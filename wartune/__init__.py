@@ -4,7 +4,7 @@ The plain-Python API mirrors the CLI:
 
     from wartune import TrainConfig, train
     result = train(TrainConfig(model="wrn10-1", lam=6.0, epochs=5))
-    result.best.rob_acc, result.best.stability
+    result.best.val_rob_acc, result.best.val_stability    # the best epoch, chosen on the validation split
 
     # λ-trials of one model trained as one grouped network, each member its lone run
     results = train_stack([TrainConfig(model="wrn10-0.5", lam=lam, epochs=5) for lam in (3, 6, 9)])

@@ -67,7 +67,7 @@ def run_and_report(spec: Any, flags: SearchFlags, *, calibration: ZetaEntry | No
     )
     sinks = mlflow_sinks(spec, flags.out, flags.tracking_uri, flags.no_mlflow)
     outcome = run_search(spec, flags.out, calibration=calibration, lam=lam, extra_sinks=sinks, data=data, **flags.run_options())
-    out_console.print(rich_table(outcome.trials, f"{spec.name}: metrics at each trial's best epoch (%)"))
+    out_console.print(rich_table(outcome.trials, f"{spec.name}: each trial's best epoch by validation, its test figures with 95 % intervals (%)"))
     for table in rich_width_tables(outcome.trials):
         out_console.print(table)
     if repeated(outcome.trials):

@@ -34,10 +34,11 @@ def train_batches(
 
 
 def eval_batches(
-    data: TensorDataset, max_examples: int | None, batch_size: int, device: torch.device
+    data: TensorDataset, max_examples: int | None, batch_size: int, device: torch.device, split: str = "test"
 ) -> Iterator[Batch]:
-    """The first `max_examples` test examples (all when None), in order, never augmented."""
-    n = min(len(data.test_y), max_examples or len(data.test_y))
+    """The first `max_examples` examples of `split` (all when None), in order, never augmented."""
+    images, labels = data.split(split)
+    n = min(len(labels), max_examples or len(labels))
     for start in range(0, n, batch_size):
         end = min(start + batch_size, n)
-        yield to_float(data.test_x[start:end].to(device)), data.test_y[start:end].to(device)
+        yield to_float(images[start:end].to(device)), labels[start:end].to(device)

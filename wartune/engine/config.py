@@ -44,15 +44,49 @@ class AttackSettings(StrictModel):
 class EvalSettings(StrictModel):
     """Evaluation attack: PGD-20 by default, CE with a uniform random start.
 
-    `max_examples` sizes the per-epoch evaluation (the first N test examples; the
-    dataset's default when unset, see `TrainingSettings.eval_examples`); a finished
-    trial's best weights are evaluated once more on the whole test split.
+    `max_examples` sizes the per-epoch evaluation (the first N validation examples; the
+    dataset's default when unset, see `TrainingSettings.eval_examples`), which chooses the best
+    epoch; a finished trial's best weights are then evaluated once on the whole test split.
     """
 
     eps: PositiveFloat | None = None
     step: PositiveFloat | None = None
     steps: PositiveInt = 20
     max_examples: PositiveInt | None = None
+
+
+class ValidationSettings(StrictModel):
+    """The validation split every choice reads, carved from the training split (`engine/validation.py`).
+
+    `examples` images or a `fraction` of the training split (the dataset's default when both are
+    unset: 15 % of digits, 5,000 MNIST images, 1,000 on CIFAR-10/100 and SVHN), stratified by
+    class and drawn by `seed`, so every trial of a search holds out the same images. `held_out`
+    false marks a trial that wartune 0.2.0 or before began: its choices read the test split as
+    they did then, and it is never set for a new one.
+    """
+
+    examples: int | None = None
+    fraction: float | None = None
+    seed: int = 0
+    held_out: bool = True
+
+    @field_validator("examples")
+    @classmethod
+    def _some_examples(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError("a validation split needs at least one image per class: with none, the best epoch, "
+                             "λ and ζ could only be chosen on the test split, which then no longer tests them")  # fmt: skip
+        return v
+
+    @field_validator("fraction")
+    @classmethod
+    def _a_fraction(cls, v: float | None, info: ValidationInfo) -> float | None:
+        if v is not None and not 0 < v < 1:
+            raise ValueError("a fraction of the training split is above 0 and below 1; with 0 the best epoch, λ and ζ "
+                             "could only be chosen on the test split, which then no longer tests them")  # fmt: skip
+        if v is not None and info.data.get("examples") is not None:
+            raise ValueError("give examples or fraction, not both")
+        return v
 
 
 class FixedLambda(StrictModel):
@@ -123,6 +157,7 @@ class TrainingSettings(StrictModel):
     schedule: ScheduleName = "exp-decay"
     attack: AttackSettings = AttackSettings()
     eval: EvalSettings = EvalSettings()
+    validation: ValidationSettings = ValidationSettings()
     seed: int = 0
     precision: PrecisionSetting = "auto"  # auto: bf16 for a big net on a CUDA GPU that has it, else fp32
     compile: bool = False  # wrap the model in torch.compile
@@ -151,8 +186,8 @@ class TrainingSettings(StrictModel):
 
     @property
     def eval_examples(self) -> int | None:
-        """Test examples each epoch is evaluated on: the config's own, else the dataset's
-        (1,000 on CIFAR-10/100 and SVHN, where the whole split costs 10-26x more; None = all)."""
+        """Validation examples each epoch is evaluated on: the config's own, else the dataset's
+        (1,000 on CIFAR-10/100 and SVHN; None = the whole validation split)."""
         return self.eval.max_examples or dataset_info(self.dataset).eval_examples
 
     def train_pgd(self) -> PGDConfig:

@@ -38,14 +38,18 @@ class DatasetInfo:
     augment: bool  # random crop + horizontal flip during training (CIFAR only)
     needs_data_dir: bool
     train_steps: int = 10  # training PGD steps when the config sets none
-    eval_examples: int | None = None  # per-epoch evaluation's test examples when the config sets none (None: all)
+    eval_examples: int | None = None  # per-epoch evaluation's validation examples when the config sets none (None: all)
+    # the validation split carved from the training split when the config sets none: a fraction
+    # of it (digits' 1,437 images) or a number of images (`engine/validation.py`)
+    validation: float | int = 1_000
 
 
 DATASETS: dict[str, DatasetInfo] = {
     # ε = 0.2 on [0, 1] pixels: at 0.1 every λ lands at 85-91 % robust and λ stops mattering.
-    "digits": DatasetInfo("digits", 1, 8, 10, eps=0.2, step_size=0.05, augment=False, needs_data_dir=False),
+    "digits": DatasetInfo("digits", 1, 8, 10, eps=0.2, step_size=0.05, augment=False, needs_data_dir=False, validation=0.15),
     # Madry et al. / TRADES on MNIST: ε = 0.3, step 0.01, 40 training steps, no augmentation.
-    "mnist": DatasetInfo("mnist", 1, 28, 10, eps=0.3, step_size=0.01, augment=False, needs_data_dir=True, train_steps=40),
+    "mnist": DatasetInfo("mnist", 1, 28, 10, eps=0.3, step_size=0.01, augment=False, needs_data_dir=True, train_steps=40,
+                         validation=5_000),
     "cifar10": DatasetInfo("cifar10", 3, 32, 10, eps=8 / 255, step_size=0.007, augment=True, needs_data_dir=True, eval_examples=1000),
     "cifar100": DatasetInfo("cifar100", 3, 32, 100, eps=8 / 255, step_size=0.007, augment=True, needs_data_dir=True, eval_examples=1000),
     "svhn": DatasetInfo("svhn", 3, 32, 10, eps=8 / 255, step_size=0.007, augment=False, needs_data_dir=True, eval_examples=1000),
@@ -62,15 +66,35 @@ DATASETS.update(
 )
 
 
+SPLITS = ("validation", "test")
+
+
 @dataclass
 class TensorDataset:
-    """Train and test splits as tensors; images are uint8 or float in [0, 1], labels int64."""
+    """Train, validation and test splits as tensors; images are uint8 or float in [0, 1], labels int64.
+
+    As loaded, a dataset has no validation split (`val_x` None): a trainer carves one from the
+    training split (`engine/validation.py`). Every choice (best epoch, best λ, ζ) reads the
+    validation split; the test split is read once, on the chosen weights.
+    """
 
     info: DatasetInfo
     train_x: torch.Tensor
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
+    val_x: torch.Tensor | None = None
+    val_y: torch.Tensor | None = None
+
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images and labels of `validation` or `test`."""
+        if name == "test":
+            return self.test_x, self.test_y
+        if name != "validation":
+            raise ValueError(f"unknown split {name!r}; known: {', '.join(SPLITS)}")
+        if self.val_x is None or self.val_y is None:
+            raise ValueError("this dataset has no validation split: carve one first (engine/validation.py)")
+        return self.val_x, self.val_y
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -179,17 +203,15 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
 
 
 def on_device(data: TensorDataset, device: torch.device) -> TensorDataset:
-    """Both splits moved to `device` as stored (uint8 stays uint8: CIFAR-10's train split is 150 MB).
+    """The training and validation splits moved to `device` as stored (uint8 stays uint8:
+    CIFAR-10's train split is 150 MB); the test split stays where it is.
 
-    A trial then draws every batch there, with no host-to-device copy per step.
+    A trial then draws every batch there, with no host-to-device copy per step. The test split
+    is read once, at the trial's end, a batch at a time: it is not touched before.
     """
-    return dataclasses.replace(
-        data,
-        train_x=data.train_x.to(device),
-        train_y=data.train_y.to(device),
-        test_x=data.test_x.to(device),
-        test_y=data.test_y.to(device),
-    )
+    moved = {name: getattr(data, name).to(device) for name in ("train_x", "train_y", "val_x", "val_y")
+             if getattr(data, name) is not None}  # fmt: skip
+    return dataclasses.replace(data, **moved)
 
 
 PAD = 4
@@ -227,7 +249,7 @@ def crop_and_flip(images: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, flip
 
 
 def training_subset(data: TensorDataset, examples: int | None) -> TensorDataset:
-    """The training split cut to `examples` images (`TrainingSettings.train_examples`), the test split whole.
+    """The training split cut to `examples` images (`TrainingSettings.train_examples`), the other splits whole.
 
     Deterministic and class-balanced, so every trial and seed trains on the same images: the
     classes take turns, each giving its next image in the file's order, and the chosen images

@@ -1,4 +1,7 @@
-"""Evaluating a model on the test split: natural and PGD robust accuracy, stability, Lipschitz.
+"""Evaluating a model on a split: natural and PGD robust accuracy, stability, Lipschitz.
+
+A trainer evaluates each epoch on the validation split (which chooses the best epoch) and its
+chosen weights once on the test split.
 
 A plain function of (model, data, attack, seed), usable without a Trainer. Its random
 starts come from a generator of its own, seeded by (run seed, epoch): evaluation never
@@ -55,23 +58,39 @@ def evaluate_model(
     max_examples: int | None = None,
     batch_size: int = EVAL_BATCH,
     run_batch: BatchAttack | None = None,
+    split: str = "test",
 ) -> RobustnessMetrics:
-    """Natural and PGD robust accuracy, stability and mean Lipschitz on the first test examples.
+    """Natural and PGD robust accuracy, stability and mean Lipschitz on the first examples of `split`.
 
     One generator, seeded by `seed`, draws every batch's random start in order. `model`
     may be a trainer's `net`, so the evaluation runs at the run's precision; `run_batch`
     (by default `attack_batch` on `model`) is how a trainer replays its captured attack.
     """
+    return evaluate_flags(model, data, attack, seed, max_examples, batch_size, run_batch, split)[0]
+
+
+def evaluate_flags(
+    model: nn.Module,
+    data: TensorDataset,
+    attack: PGDConfig,
+    seed: int,
+    max_examples: int | None = None,
+    batch_size: int = EVAL_BATCH,
+    run_batch: BatchAttack | None = None,
+    split: str = "test",
+) -> tuple[RobustnessMetrics, ExampleFlags]:
+    """`evaluate_model`'s figures and each example's flags, for comparing two models on the same images."""
     generator = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
     run_batch = run_batch or partial(attack_batch, model, attack)
     model.eval()
     flags, grads = [], []
-    for x, y in eval_batches(data, max_examples, batch_size, device):
+    for x, y in eval_batches(data, max_examples, batch_size, device, split):
         correct, stable, robust, grad_l1_max = run_batch(x, y, start_noise(x, attack, generator))
         flags.append(ExampleFlags(correct, stable, robust))
         grads.append(grad_l1_max)
-    return summarize(ExampleFlags.cat(flags), torch.cat(grads).cpu())
+    every = ExampleFlags.cat(flags)
+    return summarize(every, torch.cat(grads).cpu()), every
 
 
 def evaluate_stacked(
@@ -82,9 +101,10 @@ def evaluate_stacked(
     max_examples: int | None = None,
     batch_size: int = EVAL_BATCH,
 ) -> list[RobustnessMetrics]:
-    """`evaluate_model` for each member of a stack at once (`stacking.StackedNet`, K = len(seeds)).
+    """`evaluate_model` on the validation split for each member of a stack at once
+    (`stacking.StackedNet`, K = len(seeds)).
 
-    Every member sees each test batch (a member-major copy per member) with its random start
+    Every member sees each validation batch (a member-major copy per member) with its random start
     drawn from its own generator, seeded as its lone evaluation's would be, so member k's
     figures are those `evaluate_model` gives its weights with `seeds[k]`.
     """
@@ -94,7 +114,7 @@ def evaluate_stacked(
     flags: list[list[ExampleFlags]] = [[] for _ in seeds]
     grads: list[list[torch.Tensor]] = [[] for _ in seeds]
     members = len(seeds)
-    for x, y in eval_batches(data, max_examples, batch_size, device):
+    for x, y in eval_batches(data, max_examples, batch_size, device, "validation"):
         noise = stacked_start_noise([x] * members, attack, generators)
         parts = attack_batch(net, attack, x.repeat(members, *([1] * (x.dim() - 1))), y.repeat(members), noise)
         for k, (correct, stable, robust, grad_l1_max) in enumerate(zip(*(p.chunk(members) for p in parts), strict=True)):

@@ -58,3 +58,12 @@ def summarize(flags: ExampleFlags, grad_l1_max: torch.Tensor) -> RobustnessMetri
         lipschitz=grad_l1_max.float().mean().item(),
         n=n,
     )
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """A run's one reading of the test split: its figures and each example's flags (for paired
+    comparisons of two runs on the same test images)."""
+
+    metrics: RobustnessMetrics
+    flags: ExampleFlags

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,13 +70,14 @@ class StepLog:
 
 @dataclass
 class EpochRecord:
-    """One epoch's training statistics and evaluation: one row of `epochs.parquet`."""
+    """One epoch's training statistics and its evaluation on the validation split: one row of
+    `epochs.parquet`. The validation figures (`val_*`) choose the best epoch."""
 
     epoch: int
-    nat_acc: float
-    rob_acc: float
-    stability: float
-    lipschitz: float
+    val_nat_acc: float
+    val_rob_acc: float
+    val_stability: float
+    val_lipschitz: float
     train_lipschitz: float
     l_nat: float
     l_rob: float
@@ -87,11 +89,22 @@ class EpochRecord:
     lambda_max: float
     lr: float
     wall_seconds: float
-    eval_examples: int
+    val_examples: int
     war_skipped_steps: int = 0  # WAR steps whose l_nat / l_rob was undefined (λ_t kept); 0 for a fixed λ
 
     def metrics(self) -> dict[str, float]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> EpochRecord:
+        """A record as a checkpoint stored it; one of 0.2.0 names its evaluation's figures
+        without `val_` (they were on the test split, as its trial's choices were)."""
+        return cls(**{RENAMED_FIGURES.get(k, k): v for k, v in values.items()})
+
+
+# 0.2.0's names of the per-epoch evaluation's figures, and this release's
+RENAMED_FIGURES = {"nat_acc": "val_nat_acc", "rob_acc": "val_rob_acc", "stability": "val_stability",
+                   "lipschitz": "val_lipschitz", "eval_examples": "val_examples"}  # fmt: skip
 
 
 @dataclass
@@ -134,10 +147,10 @@ def epoch_record(
     ratios = [a / b for a, b in zip(trace.l_nat, trace.l_rob, strict=True) if b > 0]
     return EpochRecord(
         epoch=epoch,
-        nat_acc=metrics.nat_acc,
-        rob_acc=metrics.rob_acc,
-        stability=metrics.stability,
-        lipschitz=metrics.lipschitz,
+        val_nat_acc=metrics.nat_acc,
+        val_rob_acc=metrics.rob_acc,
+        val_stability=metrics.stability,
+        val_lipschitz=metrics.lipschitz,
         train_lipschitz=train_lipschitz,
         l_nat=l_nat_mean,
         l_rob=l_rob_mean,
@@ -149,6 +162,6 @@ def epoch_record(
         lambda_max=max(trace.lambda_t),
         lr=lr,
         wall_seconds=wall_seconds,
-        eval_examples=metrics.n,
+        val_examples=metrics.n,
         war_skipped_steps=war_skipped_steps,
     )

@@ -88,7 +88,7 @@ def restore_trainer(trainer: TrainerParts, state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch_rng"])
     if "cuda_rng" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
-    trainer.history = [EpochRecord(**r) for r in state["history"]]
+    trainer.history = [EpochRecord.from_dict(r) for r in state["history"]]
     trainer.step_traces = [StepTrace(**t) for t in state["step_traces"]]
     trainer.best_epoch = int(state["best_epoch"])
     trainer.best_state = state["best_state"]

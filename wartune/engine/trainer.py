@@ -36,11 +36,12 @@ from wartune.engine.evaluation import (
     BatchAttack,
     attack_batch,
     eval_seed,
+    evaluate_flags,
     evaluate_model,
 )
 from wartune.engine.graphs import GraphedCall, TensorLR, graphs_plan, say
 from wartune.engine.lambdas import WAR, Fixed, LambdaController
-from wartune.engine.metrics import RobustnessMetrics
+from wartune.engine.metrics import RobustnessMetrics, TestResult
 from wartune.engine.models import create_model
 from wartune.engine.objectives import get_objective
 from wartune.engine.optimizer import build_sgd, match_device
@@ -61,6 +62,7 @@ from wartune.engine.state import (
     save_state,
     trainer_state,
 )
+from wartune.engine.validation import carve_validation
 from wartune.errors import ConfigError
 
 __all__ = [
@@ -115,8 +117,11 @@ class Trainer:
         self.device = resolve_device(config.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels once
-        data = training_subset(data if data is not None else load_dataset(config.dataset, config.data_dir), config.train_examples)
-        self.data = on_device(data, self.device)
+        data = data if data is not None else load_dataset(config.dataset, config.data_dir)
+        self.validation_indices = torch.empty(0, dtype=torch.int64)  # training indices held out (none: given)
+        if data.val_x is None:
+            data, self.validation_indices = carve_validation(data, config.validation)
+        self.data = on_device(training_subset(data, config.train_examples), self.device)
         info = self.data.info
         self.model = create_model(config.model, info.num_classes, info.in_channels, info.image_size).to(self.device)
         self.precision = resolve_precision(config.precision, self.device, self.model)
@@ -223,13 +228,14 @@ class Trainer:
         return epoch
 
     def evaluate(self, max_examples: int | None = None) -> RobustnessMetrics:
-        """Natural and PGD-20 accuracy, stability and Lipschitz on the first `eval_examples` test
-        examples (`TrainingSettings.eval_examples`), seeded by (seed, epoch)."""
+        """Natural and PGD-20 accuracy, stability and Lipschitz on the first `eval_examples`
+        validation examples (`TrainingSettings.eval_examples`), seeded by (seed, epoch): what
+        chooses the best epoch."""
         limit = max_examples or self.config.eval_examples
         seed = eval_seed(self.config.seed, self.epoch)
         graphed = self.graphed()
         run_batch: BatchAttack | None = graphed[1] if graphed is not None else None
-        return evaluate_model(self.net, self.data, self.eval_attack, seed, limit, run_batch=run_batch)
+        return evaluate_model(self.net, self.data, self.eval_attack, seed, limit, run_batch=run_batch, split="validation")
 
     def run_epoch(self) -> EpochRecord:
         """Train one epoch, step the lr schedule, evaluate, and remember the best weights."""
@@ -260,7 +266,7 @@ class Trainer:
         record = epoch_record(self.epoch, trace, train_lipschitz, metrics, lr, seconds, skipped)
         self.history.append(record)
         self.step_traces.append(trace)
-        if self.best_epoch == 0 or record.rob_acc > self.history[self.best_epoch - 1].rob_acc:
+        if self.best_epoch == 0 or record.val_rob_acc > self.history[self.best_epoch - 1].val_rob_acc:
             self.best_epoch = self.epoch
             self.best_state = {
                 k: v.detach().cpu().clone(memory_format=torch.contiguous_format)  # safetensors wants contiguous
@@ -268,21 +274,18 @@ class Trainer:
             }
         return record
 
-    def evaluate_best(self) -> RobustnessMetrics:
-        """The best epoch's weights attacked once on the whole test split: the run's result.
+    def evaluate_test(self) -> TestResult:
+        """The best epoch's weights (chosen on the validation split) attacked once on the whole
+        test split: the run's result, and the only time it reads the test split.
 
-        The per-epoch evaluation may see a subset (it only has to pick the best epoch); this
-        is the figure the tables report. It is seeded as that epoch's own evaluation was
-        (`eval_seed(seed, best_epoch)`), so it is reproducible, and when that evaluation
-        already covered the whole split its figures are returned as they are: no second attack.
+        Seeded as that epoch's own evaluation was (`eval_seed(seed, best_epoch)`), so it is
+        reproducible; the per-example flags let two runs be compared on the same test images.
         """
-        best = self.history[self.best_epoch - 1]
-        if best.eval_examples >= len(self.data.test_y):
-            return RobustnessMetrics(best.nat_acc, best.rob_acc, best.stability, best.lipschitz, best.eval_examples)
         model = copy.deepcopy(self.model)  # a copy: the trained weights stay as they are; no RNG draw
         model.load_state_dict(self.best_state)
         net = model_call(model, self.precision, self.device)
-        return evaluate_model(net, self.data, self.eval_attack, eval_seed(self.config.seed, self.best_epoch))
+        seed = eval_seed(self.config.seed, self.best_epoch)
+        return TestResult(*evaluate_flags(net, self.data, self.eval_attack, seed))
 
     def fit(self, on_epoch: Callable[[EpochRecord, Trainer], None] | None = None) -> TrainResult:
         """Run the remaining epochs, calling `on_epoch` after each (checkpointing, reporting)."""
@@ -342,8 +345,8 @@ def train(config: TrainConfig, checkpoint: Path | str | None = None, data: Tenso
 def best_model_meta(trainer: Trainer) -> dict[str, Any]:
     """What `model_files.load_model` needs to rebuild the best model, plus its scores and config.
 
-    The scores are the best epoch's per-epoch figures, on its `eval_examples` test examples
-    (trials.parquet's `best_epoch_*`); the full-split result is the trial's row.
+    The scores are the best epoch's validation figures, on its `val_examples` images
+    (trials.parquet's `val_*`); the test result is the trial's row.
     """
     info = trainer.data.info
     best = trainer.history[trainer.best_epoch - 1]
@@ -355,9 +358,9 @@ def best_model_meta(trainer: Trainer) -> dict[str, Any]:
         "dataset": info.name,
         "eps": trainer.eps,
         "epoch": trainer.best_epoch,
-        "nat_acc": best.nat_acc,
-        "rob_acc": best.rob_acc,
-        "stability": best.stability,
-        "eval_examples": best.eval_examples,
+        "val_nat_acc": best.val_nat_acc,
+        "val_rob_acc": best.val_rob_acc,
+        "val_stability": best.val_stability,
+        "val_examples": best.val_examples,
         "train_config": trainer.config.model_dump(mode="json"),
     }

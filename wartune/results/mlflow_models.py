@@ -72,15 +72,17 @@ def models_to_log(trials: list[dict[str, Any]]) -> list[tuple[dict[str, Any], st
 
 
 def input_example(data: TensorDataset, n: int = EXAMPLES) -> np.ndarray:
-    """The first test images as the network takes them: float32 in [0, 1], (n, C, H, W)."""
-    return to_float(data.test_x[:n]).cpu().numpy()
+    """The first training images as the network takes them: float32 in [0, 1], (n, C, H, W)
+    (training images: the test split is only ever read to test)."""
+    return to_float(data.train_x[:n]).cpu().numpy()
 
 
 def version_tags(trial: dict[str, Any], search: str) -> dict[str, str]:
     """What a registered version was chosen from and by: the search, its setting, its figures."""
     setting = {"lambda": trial["lambda_setting"]} if trial["lambda_setting"] is not None else {"zeta": trial["zeta_used"]}
     tags = {"search": search, "trial_id": trial["trial_id"], "model": trial["model"], "dataset": trial["dataset"],
-            **setting, "eps": trial["eps"], "rob_acc": trial["rob_acc"], "nat_acc": trial["nat_acc"]}  # fmt: skip
+            **setting, "eps": trial["eps"], "val_rob_acc": trial["val_rob_acc"], "test_rob_acc": trial["test_rob_acc"],
+            "test_nat_acc": trial["test_nat_acc"]}  # fmt: skip
     return {k: str(v) for k, v in tags.items()}
 
 

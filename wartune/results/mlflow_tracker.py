@@ -32,11 +32,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from wartune.results.model_files import META_FILE
 from wartune.results.store import EPOCHS_FILE, TRIALS_FILE
 from wartune.results.trials import (
-    FULL_SPLIT_RESULT,
+    TEST_RESULT,
     TrialMeta,
     TrialSummary,
-    full_split_of,
     is_finite,
+    test_result_of,
     trial_status,
 )
 
@@ -45,7 +45,7 @@ FAST_FAIL_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TI
 # What goes wrong when the store is unreachable or refuses a call; requests' errors are OSErrors.
 TRACKING_ERRORS: tuple[type[Exception], ...] = (MlflowException, OSError, SQLAlchemyError)
 
-EPOCH_METRICS = ("nat_acc", "rob_acc", "stability", "l_nat", "l_rob", "zeta", "lambda_mean", "lambda_last", "lipschitz", "lr")
+EPOCH_METRICS = ("val_nat_acc", "val_rob_acc", "val_stability", "l_nat", "l_rob", "zeta", "lambda_mean", "lambda_last", "val_lipschitz", "lr")
 TRIAL_PARAMS = ("trial_id", "strategy", "model", "width", "dataset", "objective", "eps", "seed", "lambda_setting", "zeta_used", "zeta_from", "precision", "graphs")
 FINAL_ATTACK_METRICS = ("aa_rob_acc", "aa_seconds")  # trials.parquet's AutoAttack columns MLflow shows
 _RUN_STATUS = {"finished": "FINISHED", "stopped": "FINISHED", "running": "KILLED"}  # error, failed: FAILED
@@ -121,25 +121,16 @@ def newest_trial_run(client: MlflowClient, experiment: str, trial_id: str) -> st
     return runs[0].info.run_id if runs else None
 
 
-def summary_metrics(rows: list[dict[str, Any]], meta: TrialMeta, full_split: dict[str, Any] | None = None) -> dict[str, float]:
-    """A trial's end-of-run metrics, named as MLflow shows them (`best_rob_acc`, `final_zeta`, ...).
+def summary_metrics(rows: list[dict[str, Any]], meta: TrialMeta, test: dict[str, Any] | None = None) -> dict[str, float]:
+    """A trial's end-of-run metrics, named as trials.parquet's columns (`val_rob_acc` and its
+    interval `val_rob_acc_lo` / `_hi`, `test_rob_acc`..., `final_zeta`).
 
-    `best_*` is the trial's result, as trials.parquet's `nat_acc`... hold it (the best weights
-    on the whole test split once it finished); `best_epoch_*` and `final_*` are per-epoch figures.
+    `val_*` are the best epoch's validation figures, which chose it; `test_*` its weights' one
+    reading of the test split once the trial finished; `final_val_*` the last epoch's.
     """
-    summary = TrialSummary.of(rows, meta, full_split)
-    out = {
-        "best_epoch": summary.best_epoch,
-        **{f"best_{k}": getattr(summary, k) for k in ("nat_acc", "rob_acc", "stability", "lipschitz")},
-        "eval_examples": summary.eval_examples,
-        **{f"best_epoch_{k}": getattr(summary, f"best_epoch_{k}") for k in ("nat_acc", "rob_acc", "stability")},
-        **{k: getattr(summary, k) for k in ("final_nat_acc", "final_rob_acc", "final_stability", "lambda_final")},
-        "lambda_settled_epoch": summary.lambda_settled_epoch,
-        "war_skipped_steps": summary.war_skipped_steps,
-        "final_zeta": summary.zeta,
-        "wall_seconds": summary.wall_seconds,
-        "device_seconds": summary.device_seconds,
-    }
+    summary = TrialSummary.of(rows, meta, test).as_dict()
+    out = {k: v for k, v in summary.items() if k not in ("zeta", "zeta_step_std")}
+    out["final_zeta"] = summary["zeta"]
     return {k: float(v) for k, v in out.items() if is_finite(v)}
 
 
@@ -155,7 +146,7 @@ class MlflowTracker:
     parent_id: str | None = None
     runs: dict[str, str] = field(default_factory=dict)  # trial id -> nested run id
     epochs: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
-    full_split: dict[str, dict[str, Any]] = field(default_factory=dict)  # trial id -> its full-split figures
+    test_results: dict[str, dict[str, Any]] = field(default_factory=dict)  # trial id -> its test reading
     errors: dict[str, str] = field(default_factory=dict)
     ended: set[str] = field(default_factory=set)
     logged: set[tuple[str, int]] = field(default_factory=set)  # (trial id, epoch) in MLflow
@@ -229,12 +220,12 @@ class MlflowTracker:
             self.errors[meta.trial_id] = str(result["error"])
             return
         epoch = int(result["epoch"])
-        if result.get(FULL_SPLIT_RESULT):
-            self.full_split[meta.trial_id] = result[FULL_SPLIT_RESULT]
+        if result.get(TEST_RESULT):
+            self.test_results[meta.trial_id] = result[TEST_RESULT]
         if (meta.trial_id, epoch) in self.logged:  # caught up from Parquet already
             return
         run_id = self.trial_run(meta)
-        kept = (*EPOCH_METRICS, "epoch", "wall_seconds", "eval_examples", "lambda_min", "lambda_max", "war_skipped_steps")
+        kept = (*EPOCH_METRICS, "epoch", "wall_seconds", "val_examples", "lambda_min", "lambda_max", "war_skipped_steps")
         self.epochs.setdefault(meta.trial_id, {})[epoch] = {k: result.get(k) for k in kept}
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(result[k]), now, epoch) for k in EPOCH_METRICS if is_finite(result.get(k))]
@@ -250,8 +241,8 @@ class MlflowTracker:
         rows = list(self.epochs.get(trial_id, {}).values())
         status = trial_status(status, error, len(rows), meta.epochs_planned)
         now = int(time.time() * 1000)
-        full_split = self.full_split.get(trial_id)
-        metrics = [Metric(k, v, now, 0) for k, v in summary_metrics(rows, meta, full_split).items()] if rows else []
+        test = self.test_results.get(trial_id)
+        metrics = [Metric(k, v, now, 0) for k, v in summary_metrics(rows, meta, test).items()] if rows else []
         tags = {"status": status, **({"error": error[:5000]} if error else {})}
         self._log(run_id, metrics=metrics, tags=tags)
         self._trial_artifacts(run_id, meta, rows, status)
@@ -307,8 +298,8 @@ class MlflowTracker:
             if meta.checkpoint:
                 meta = replace(meta, model_dir=str(folder / meta.checkpoint))
             rows = sorted((r for r in epochs if r["trial_id"] == meta.trial_id), key=lambda r: r["epoch"])
-            if (full_split := full_split_of(trial)) is not None:
-                self.full_split[meta.trial_id] = full_split
+            if (test := test_result_of(trial)) is not None:
+                self.test_results[meta.trial_id] = test
             for row in rows:
                 self.epoch(meta, row)
             if trial["status"] != "running":

@@ -66,8 +66,14 @@ def pareto_objectives(objectives: Sequence[str] | None) -> tuple[str, ...]:
     return tuple(objectives) if objectives else DEFAULT_OBJECTIVES
 
 
+def objective_column(name: str) -> str:
+    """The trials.parquet column an objective is judged on: its validation figure (`val_rob_acc`),
+    as every choice is; the test split only reports."""
+    return f"val_{name}"
+
+
 def _competes(trial: Mapping[str, Any], objectives: Sequence[str]) -> bool:
-    return trial.get("status") == "finished" and all(is_finite(trial.get(name)) for name in objectives)
+    return trial.get("status") == "finished" and all(is_finite(trial.get(objective_column(name))) for name in objectives)
 
 
 def mark_pareto(trials: Sequence[Mapping[str, Any]], objectives: Sequence[str] | None = None) -> list[dict[str, Any]]:
@@ -77,7 +83,7 @@ def mark_pareto(trials: Sequence[Mapping[str, Any]], objectives: Sequence[str] |
     marked = [{**t, "pareto": False, "pareto_by": ",".join(by)} for t in trials]
     for model in {t["model"] for t in marked}:
         rows = [t for t in marked if t["model"] == model and _competes(t, by)]
-        points = [[sign * row[name] for sign, name in zip(signs, by, strict=True)] for row in rows]
+        points = [[sign * row[objective_column(name)] for sign, name in zip(signs, by, strict=True)] for row in rows]
         for row, on_front in zip(rows, pareto_mask(points), strict=True):
             row["pareto"] = on_front
     return marked

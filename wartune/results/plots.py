@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -23,19 +24,27 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from wartune.errors import WartuneError
 from wartune.results.formatting import lambda_text
-from wartune.results.pareto import pareto_mask, pareto_objectives
+from wartune.results.pareto import objective_column, pareto_mask, pareto_objectives
 from wartune.results.seeds import group, mean_of, repeated
 from wartune.results.store import (
     COMPARE_FILE,
+    COMPARE_SCHEMA,
+    EPOCH_SCHEMA,
     EPOCHS_FILE,
     PLOTS_DIR,
     STEPS_FILE,
+    TRIAL_SCHEMA,
     TRIALS_FILE,
     read_table,
+    renamed_to_current,
 )
 from wartune.results.trials import trial_label
 
-METRICS = (("rob_acc", "robust accuracy (%)"), ("nat_acc", "natural accuracy (%)"), ("stability", "perturbation stability (%)"))
+METRICS = (("test_rob_acc", "test robust accuracy (%)"), ("test_nat_acc", "test natural accuracy (%)"),
+           ("test_stability", "test perturbation stability (%)"))  # fmt: skip
+# epochs.parquet's figures: each epoch's evaluation on the validation split
+EPOCH_METRICS = (("val_rob_acc", "validation robust accuracy (%)"), ("val_nat_acc", "validation natural accuracy (%)"),
+                 ("val_stability", "validation perturbation stability (%)"))  # fmt: skip
 
 
 @dataclass
@@ -51,22 +60,25 @@ class SearchData:
     @property
     def finished_fixed(self) -> list[dict[str, Any]]:
         """Finished trials with a fixed λ and metrics: the rows of the paper's Table 1."""
-        return [t for t in self.trials if t.get("lambda_setting") is not None and t.get("status") == "finished" and t.get("rob_acc") is not None]
+        return [t for t in self.trials if t.get("lambda_setting") is not None and t.get("status") == "finished" and t.get("test_rob_acc") is not None]
 
     @property
     def war_ids(self) -> set[str]:
         return {t["trial_id"] for t in self.trials if t.get("lambda_setting") is None and t.get("zeta_used") is not None}
 
 
-def _rows(path: Path, needs: tuple[str, ...]) -> list[dict[str, Any]]:
+def _rows(path: Path, needs: tuple[str, ...], schema: pa.Schema | None = None) -> list[dict[str, Any]]:
     """A table's rows (a folder is a dataset: steps.parquet), if it has the columns `needs`.
 
     Not store.read_rows: a figure should not refuse a table of an older or newer schema,
-    only one without the columns the figures index by.
+    only one without the columns the figures index by (an older table's under their current
+    names: `schema`).
     """
     if not path.exists():
         return []
     table = read_table(path)
+    if schema is not None:
+        table = renamed_to_current(table, schema)
     missing = [c for c in needs if c not in table.column_names]
     if missing:
         raise WartuneError(f"{str(path)!r} lacks the columns {missing}: not a wartune {path.name} table")
@@ -77,10 +89,11 @@ def load(folder: Path) -> SearchData:
     folder = Path(folder)
     return SearchData(
         name=folder.name,
-        trials=_rows(folder / TRIALS_FILE, ("trial_id", "model", "width", "lambda_setting", "zeta_used", "objective", "dataset", "eps")),
-        epochs=_rows(folder / EPOCHS_FILE, ("trial_id", "epoch", *(key for key, _ in METRICS))),
+        trials=_rows(folder / TRIALS_FILE, ("trial_id", "model", "width", "lambda_setting", "zeta_used", "objective", "dataset", "eps"),
+                     TRIAL_SCHEMA),
+        epochs=_rows(folder / EPOCHS_FILE, ("trial_id", "epoch", *(key for key, _ in EPOCH_METRICS)), EPOCH_SCHEMA),
         steps=_rows(folder / STEPS_FILE, ("trial_id", "epoch", "step", "lambda_t")),
-        compare=_rows(folder / COMPARE_FILE, ("strategy", "model")),
+        compare=_rows(folder / COMPARE_FILE, ("strategy", "model"), COMPARE_SCHEMA),
     )
 
 
@@ -157,7 +170,7 @@ def stability_vs_width(data: SearchData) -> Figure | None:
         return None
     fig, (ax,) = _figure(1, f"Stability against width\n{_subtitle(data)}")
     for lam in sorted({t["lambda_setting"] for t in fixed}):
-        xs, ys = _mean_by([t for t in fixed if t["lambda_setting"] == lam], "width", "stability")
+        xs, ys = _mean_by([t for t in fixed if t["lambda_setting"] == lam], "width", "test_stability")
         ax.plot(xs, [_as_percent(y) for y in ys], marker="o", label=f"λ = {lam:g}")
     _width_axis(ax, widths)
     ax.set_ylabel("perturbation stability (%)")
@@ -171,13 +184,13 @@ def epoch_curves(data: SearchData) -> Figure | None:
         return None
     trials = {t["trial_id"]: t for t in data.trials}
     ids = sorted({r["trial_id"] for r in data.epochs})
-    fig, axes = _figure(3, f"Per-epoch evaluation\n{_subtitle(data)}")
+    fig, axes = _figure(3, f"Per-epoch evaluation on the validation split\n{_subtitle(data)}")
     for trial_id in ids:
         rows = sorted((r for r in data.epochs if r["trial_id"] == trial_id), key=lambda r: r["epoch"])
         label = trial_label(trials.get(trial_id, rows[0]))
-        for ax, (key, _) in zip(axes, METRICS, strict=True):
+        for ax, (key, _) in zip(axes, EPOCH_METRICS, strict=True):
             ax.plot([r["epoch"] for r in rows], [_as_percent(r[key]) for r in rows], marker=".", label=label)
-    for ax, (_, label) in zip(axes, METRICS, strict=True):
+    for ax, (_, label) in zip(axes, EPOCH_METRICS, strict=True):
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.xaxis.get_major_locator().set_params(integer=True)
@@ -218,7 +231,7 @@ def war_lambda(data: SearchData) -> Figure | None:
                 ax.fill_between(range(1, n + 1), low, high, color=drawn.get_color(), alpha=0.15)
         grid = group((t for t in data.finished_fixed if t["model"] == model and t["strategy"] == "grid"), key=lambda t: t["lambda_setting"])
         if grid:
-            best = max(grid, key=lambda lam: mean_of(grid[lam], "rob_acc"))
+            best = max(grid, key=lambda lam: mean_of(grid[lam], "val_rob_acc"))
             ax.axhline(best, color="grey", linestyle="--", label=f"grid's best λ = {best:g}")
         ax.set_title(model, fontsize="medium")
         ax.set_xlabel("training step (all epochs)")
@@ -291,12 +304,13 @@ def pareto_front(data: SearchData) -> Figure | None:
     Skipped unless some model has two trials to trade off (a grid, an Optuna search).
     """
     done = [t for t in data.trials if t.get("status") == "finished"]
-    y_key, x_key = pareto_objectives(next((t["pareto_by"].split(",") for t in done if t.get("pareto_by")), None))[:2]
+    y_name, x_name = pareto_objectives(next((t["pareto_by"].split(",") for t in done if t.get("pareto_by")), None))[:2]
+    y_key, x_key = objective_column(y_name), objective_column(x_name)
     done = [t for t in done if t.get(x_key) is not None and t.get(y_key) is not None]
     models = sorted({t["model"] for t in done}, key=lambda m: (next(t["width"] for t in done if t["model"] == m), m))
     if not any(sum(t["model"] == m for t in done) >= 2 for m in models):
         return None
-    labels = dict(METRICS)
+    labels = dict(EPOCH_METRICS)
     fig, axes = _figure(len(models), f"Trade-off front: each trial labelled with its λ\n{_subtitle(data)}")
     for ax, model in zip(axes, models, strict=True):
         rows = [t for t in done if t["model"] == model]

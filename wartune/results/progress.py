@@ -49,8 +49,8 @@ class ProgressSink:
             return
         epoch = int(result["epoch"])
         status = (
-            f"nat {result['nat_acc']:.1%}  rob {result['rob_acc']:.1%}  "
-            f"stab {result['stability']:.1%}  λ {result['lambda_last']:.2f}"
+            f"val nat {result['val_nat_acc']:.1%}  rob {result['val_rob_acc']:.1%}  "
+            f"stab {result['val_stability']:.1%}  λ {result['lambda_last']:.2f}"
         )
         self.progress.update(self.tasks[trial_id], completed=epoch, status=status)
         if (trial_id, epoch) not in self.done:

@@ -1,9 +1,9 @@
 """Tables of a search's results: markdown for `summary.md`, rich for the terminal.
 
-Built from the trials table alone, so `summary.md` can be regenerated from Parquet. A
-trial's natural, robust and stability figures are its result: the best epoch's weights on
-the whole test split once it finished, that epoch's per-epoch figures otherwise; the
-`examples` column says which.
+Built from the trials table alone, so `summary.md` can be regenerated from Parquet. Each
+trial's best epoch, and the search's best trial, are chosen on the validation split (`val
+robust`); its natural, robust and stability figures are those weights read once on the whole
+test split when it finished (– before), each with its 95 % interval.
 """
 
 from __future__ import annotations
@@ -15,12 +15,14 @@ from typing import Any
 from rich.table import Table
 
 from wartune.engine.data import is_synthetic
-from wartune.results.formatting import lambda_text, markdown_table, num, pct
+from wartune.results.formatting import lambda_text, markdown_table, num, pct, pct_ci
+from wartune.results.pareto import objective_column
 from wartune.results.seeds import MeanSd, group, mean_of, repeated, seeds_of
 from wartune.results.store import SUMMARY_FILE
 from wartune.results.trials import best_by_autoattack, best_trial, is_finite
 
-COLUMNS = ("trial", "strategy", "model", "λ", "natural", "robust", "stability", "examples", "l_nat/l_rob", "wall s", "status")
+COLUMNS = ("trial", "strategy", "model", "λ", "val robust", "natural", "robust", "stability", "test n", "l_nat/l_rob", "wall s",
+           "status")  # fmt: skip
 AA_COLUMN = "AutoAttack"  # beside robust (PGD-20) when the search's end attacked trials (final_attack)
 
 
@@ -37,15 +39,13 @@ def columns(trials: list[dict[str, Any]]) -> tuple[str, ...]:
     return (*COLUMNS[:at], AA_COLUMN, *COLUMNS[at:])
 
 
-def examples_text(t: dict[str, Any]) -> str:
-    """What a trial's figures were measured on: `all 360` (full split) or `first 90` (per-epoch subset)."""
-    if t.get("eval_examples") is None:
-        return "–"
-    return f"{'all' if t.get('metrics_from') == 'full_split' else 'first'} {t['eval_examples']}"
+def chosen_on_test(trials: list[dict[str, Any]]) -> bool:
+    """Whether any trial was begun by wartune 0.2.0 or before, whose choices read the test split."""
+    return any(t.get("selected_on") == "test" for t in trials)
 
 
 def rows(trials: list[dict[str, Any]]) -> list[list[str]]:
-    """One text row per trial, in λ order, the best one starred."""
+    """One text row per trial, in λ order, the best one (by validation) starred."""
     best = best_trial(trials)
     aa = attacked(trials)
     ordered = sorted(trials, key=lambda t: (t["model"], t["lambda_setting"] if t["lambda_setting"] is not None else math.inf))
@@ -58,11 +58,12 @@ def rows(trials: list[dict[str, Any]]) -> list[list[str]]:
                 t["strategy"],
                 t["model"],
                 lambda_text(t),
-                pct(t["nat_acc"]),
-                pct(t["rob_acc"]),
+                pct_ci(t, "val_rob_acc"),
+                pct_ci(t, "test_nat_acc"),
+                pct_ci(t, "test_rob_acc"),
                 *([pct(t.get("aa_rob_acc"))] if aa else []),
-                pct(t["stability"]),
-                examples_text(t),
+                pct_ci(t, "test_stability"),
+                num(t.get("test_examples"), "{:.0f}"),
                 num(t["zeta"]),
                 num(t["wall_seconds"], "{:.0f}"),
                 t["status"] + (f" ({t['error']})" if t["error"] else ""),
@@ -100,9 +101,11 @@ def summary_markdown(name: str, trials: list[dict[str, Any]]) -> str:
     if best is not None:
         head += [
             f"Best trial **{best['trial_id']}** ({best['model']}, λ {lambda_text(best)}, {best['objective']}, "
-            f"{best['dataset']}, ε {best['eps']:g}): its epoch-{best['best_epoch']} weights reach robust "
-            f"{pct(best['rob_acc'])} %, natural {pct(best['nat_acc'])} %, stability {pct(best['stability'])} % "
-            f"on {examples_text(best)} test examples.",
+            f"{best['dataset']}, ε {best['eps']:g}), chosen on {best.get('selected_on') or 'test'}: "
+            f"robust {pct_ci(best, 'val_rob_acc')} % on {num(best.get('val_examples'), '{:.0f}')} validation images at its "
+            f"epoch {best['best_epoch']}; those weights on the test split: robust {pct_ci(best, 'test_rob_acc')} %, "
+            f"natural {pct_ci(best, 'test_nat_acc')} %, stability {pct_ci(best, 'test_stability')} % "
+            f"({num(best.get('test_examples'), '{:.0f}')} images).",
             "",
             f"Its weights: `{best['checkpoint']}/model.safetensors` (load with `wartune.results.model_files.load_model`).",
             "",
@@ -110,13 +113,18 @@ def summary_markdown(name: str, trials: list[dict[str, Any]]) -> str:
         head += autoattack_lines(trials)
     total_cost = sum(t["device_seconds"] or 0.0 for t in trials)
     head += [
-        "Natural, robust and stability in %, of each trial's best weights: the epoch with the highest "
-        "per-epoch robust accuracy (each epoch is evaluated on the first `eval.max_examples` test "
-        "examples), evaluated once more on the whole test split when the trial finished (examples "
-        "`all N`; reused, not repeated, when the epoch's evaluation already saw all). A trial stopped "
-        "early or failed shows that epoch's per-epoch figures (`first N`); every epoch's figures are in "
-        "epochs.parquet. robust = PGD attack of the evaluation settings; l_nat/l_rob = ζ of the last epoch.",
+        "Each trial's best epoch has the highest robust accuracy on the validation split (images held out "
+        "of the training split; each epoch is evaluated on its first `eval.max_examples`): `val robust`, "
+        "which also picks the best trial (★). Natural, robust and stability are those weights read once "
+        "on the whole test split when the trial finished (– for a trial stopped early or failed; `test n` "
+        "images), in % with 95 % Wilson intervals. robust = PGD attack of the evaluation settings; "
+        "l_nat/l_rob = ζ of the last epoch; every epoch's validation figures are in epochs.parquet.",
         "",
+    ]
+    if chosen_on_test(trials):
+        head += ["**Trials begun by wartune 0.2.0 or before chose their best epoch on the test split**, which then "
+                 "tested them too: their `val robust` is a test figure and their test figures are optimistic.", ""]  # fmt: skip
+    head += [
         markdown_table(columns(trials), rows(trials)),
         "",
         f"Compute: {total_cost:.0f} device-seconds over {len(trials)} trials.",
@@ -131,8 +139,9 @@ def autoattack_lines(trials: list[dict[str, Any]]) -> list[str]:
     if by_aa is None or best is None:
         return []
     return [
-        f"Best by PGD-20: **{best['trial_id']}** (robust {pct(best['rob_acc'])} %, AutoAttack {pct(best.get('aa_rob_acc'))} %); "
-        f"best by AutoAttack: **{by_aa['trial_id']}** (AutoAttack {pct(by_aa['aa_rob_acc'])} %, robust {pct(by_aa['rob_acc'])} %). "
+        f"Best by validation PGD-20: **{best['trial_id']}** (test robust {pct(best['test_rob_acc'])} %, AutoAttack "
+        f"{pct(best.get('aa_rob_acc'))} %); best by test AutoAttack: **{by_aa['trial_id']}** (AutoAttack "
+        f"{pct(by_aa['aa_rob_acc'])} %, test robust {pct(by_aa['test_rob_acc'])} %): a test figure, to read, not to choose by. "
         f"AutoAttack: standard L∞ AutoAttack (APGD-CE, APGD-T, FAB-T, Square) on the best weights, all "
         f"{by_aa['aa_examples']} test examples, for the best trials by PGD-20 (`final_attack_top`; – not attacked).",
         "",
@@ -142,9 +151,9 @@ def autoattack_lines(trials: list[dict[str, Any]]) -> list[str]:
 def width_blocks(trials: list[dict[str, Any]]) -> list[tuple[str, list[str], list[list[str]]]]:
     """The paper's Table 1 layout: for robust, natural and stability, rows λ × columns width.
 
-    Only fixed-λ finished trials count, a cell's repeats over seeds as mean ± sd; the last
-    row of each block marks the best λ per width (by mean robust accuracy). Empty when the
-    search trained a single width.
+    Only fixed-λ finished trials count, a cell's repeats over seeds as mean ± sd of their test
+    figures; the last row of each block marks the best λ per width (by mean validation robust
+    accuracy). Empty when the search trained a single width.
     """
     fixed = [t for t in trials if t["lambda_setting"] is not None and t["status"] == "finished"]
     widths = sorted({t["width"] for t in fixed})
@@ -152,10 +161,10 @@ def width_blocks(trials: list[dict[str, Any]]) -> list[tuple[str, list[str], lis
     if len(widths) < 2:
         return []
     cell = group(fixed, key=lambda t: (t["lambda_setting"], t["width"]))
-    best = {w: max((k for k in cell if k[1] == w), key=lambda k: mean_of(cell[k], "rob_acc")) for w in widths}
+    best = {w: max((k for k in cell if k[1] == w), key=lambda k: mean_of(cell[k], "val_rob_acc")) for w in widths}
     header = ["λ"] + [f"width {w:g}" for w in widths]
     blocks = []
-    for metric, title in (("rob_acc", "robust"), ("nat_acc", "natural"), ("stability", "stability")):
+    for metric, title in (("test_rob_acc", "robust"), ("test_nat_acc", "natural"), ("test_stability", "stability")):
         body = []
         for lam in lambdas:
             row = [f"{lam:g}"]
@@ -180,7 +189,7 @@ def seed_rows(trials: list[dict[str, Any]]) -> list[list[str]]:
             [
                 first["strategy"], first["model"], setting,
                 MeanSd.of(t["lambda_final"] for t in done).text(),
-                *(MeanSd.of(t[m] for t in done).text(100) for m in ("nat_acc", "rob_acc", "stability")),
+                *(MeanSd.of(t[m] for t in done).text(100) for m in ("test_nat_acc", "test_rob_acc", "test_stability")),
                 f"{len(done)}/{len(repeats)}", num(sum(t["device_seconds"] or 0.0 for t in repeats), "{:.0f}"),
             ]
         )  # fmt: skip
@@ -199,7 +208,7 @@ def seed_markdown(trials: list[dict[str, Any]]) -> str:
         [
             f"## Mean ± sd over seeds {seeds}",
             "",
-            "Each setting's finished repeats: mean ± sample standard deviation in %; cost summed over seeds.",
+            "Each setting's finished repeats: mean ± sample standard deviation of the test figures in %; cost summed over seeds.",
             "",
             markdown_table(SEED_COLUMNS, seed_rows(trials)),
             "",
@@ -218,14 +227,16 @@ def front_markdown(trials: list[dict[str, Any]]) -> str:
     if not front:
         return ""
     by = front[0]["pareto_by"].split(",")
-    front.sort(key=lambda t: (t["model"], -t[by[0]]))
-    body = [[t["trial_id"], t["model"], lambda_text(t), *(pct(t[m]) for m in ("nat_acc", "rob_acc", "stability"))] for t in front]
+    front.sort(key=lambda t: (t["model"], -t[objective_column(by[0])]))
+    body = [[t["trial_id"], t["model"], lambda_text(t), *(pct_ci(t, m) for m in ("test_nat_acc", "test_rob_acc", "test_stability"))]
+            for t in front]  # fmt: skip
     return "\n".join(
         [
             "## Trade-off front",
             "",
             f"The finished trials that no other finished trial of the same model beats on every one of "
-            f"{', '.join(OBJECTIVE_NAMES.get(b, b) for b in by)} (Pareto-optimal; in %): "
+            f"{', '.join(OBJECTIVE_NAMES.get(b, b) for b in by)} on the validation split (Pareto-optimal; "
+            "their test figures in %): "
             "what λ trades off, beyond the single best trial above.",
             "",
             markdown_table(FRONT_COLUMNS, body),

@@ -80,9 +80,9 @@ def robustbench_entry(meta: dict[str, Any], results: Sequence[AttackResult]) -> 
         "architecture": architecture(meta["model"]),
         "eps": eps_field(aa.eps),
         "clean_acc": percent(aa.nat_acc),
-        "reported": percent(meta["rob_acc"]) if meta.get("rob_acc") is not None else "",
+        "reported": percent(meta["val_rob_acc"]) if meta.get("val_rob_acc") is not None else "",
         "autoattack_acc": percent(aa.rob_acc),
-        "footnote": f"Evaluated by wartune on {aa.n} test examples; reported: PGD-20 at the best epoch.",
+        "footnote": f"Evaluated by wartune on {aa.n} test examples; reported: PGD-20 on the validation split at the best epoch.",
         "threat_model": THREAT_MODEL,
     }
 

@@ -26,11 +26,11 @@ from wartune.results.store import (
     write_table,
 )
 from wartune.results.trials import (
-    FULL_SPLIT_RESULT,
+    TEST_RESULT,
     TrialMeta,
     TrialSummary,
     final_attack_of,
-    full_split_of,
+    test_result_of,
     trial_status,
 )
 
@@ -64,8 +64,8 @@ class ParquetSink:
 
     Rows are keyed by (trial, epoch), so a resumed search that re-reports an epoch
     replaces the row instead of duplicating it; existing tables are read back on start.
-    A trial's last epoch carries its full-split evaluation (`FULL_SPLIT_RESULT`): it
-    becomes the trial row's result, and the epoch row keeps the per-epoch figures.
+    A trial's last epoch carries its one reading of the test split (`TEST_RESULT`): it
+    becomes the trial row's `test_*`, and the epoch row keeps the validation figures.
     Step rows (hundreds per epoch) are not kept: each epoch's trace goes straight to its
     own file in the steps.parquet folder, so memory and write cost do not grow with epochs.
     Each write marks the trade-off front anew (`pareto`, by `objectives`: a trial finishing
@@ -80,7 +80,7 @@ class ParquetSink:
         self.trials = {r["trial_id"]: r for r in read_rows(folder / TRIALS_FILE, TRIAL_SCHEMA)}
         self.errors: dict[str, str] = {}
         self.timing: dict[str, dict[str, Any]] = {t: {k: r[k] for k in TIMING_COLUMNS} for t, r in self.trials.items()}
-        self.full_split = {t: f for t, r in self.trials.items() if (f := full_split_of(r)) is not None}
+        self.test_results = {t: f for t, r in self.trials.items() if (f := test_result_of(r)) is not None}
 
     def on_epoch(self, meta: TrialMeta, result: dict[str, Any]) -> None:
         trial_id = meta.trial_id
@@ -88,8 +88,8 @@ class ParquetSink:
             self.errors[trial_id] = str(result["error"])
             return
         self.timing[trial_id] = {column: result.get(key) for column, key in TIMING_COLUMNS.items()}
-        if result.get(FULL_SPLIT_RESULT):
-            self.full_split[trial_id] = result[FULL_SPLIT_RESULT]
+        if result.get(TEST_RESULT):
+            self.test_results[trial_id] = result[TEST_RESULT]
         epoch = int(result["epoch"])
         row = meta.key_columns()
         row["lambda_setting"] = meta.lambda_setting
@@ -126,13 +126,13 @@ class ParquetSink:
         """
         self.epochs = {k: r for k, r in self.epochs.items() if k[0] in trial_ids}
         self.trials = {k: r for k, r in self.trials.items() if k in trial_ids}
-        self.full_split = {k: f for k, f in self.full_split.items() if k in trial_ids}
+        self.test_results = {k: f for k, f in self.test_results.items() if k in trial_ids}
         remove_steps_except(self.folder, trial_ids)
 
     def _trial_row(self, meta: TrialMeta, status: str, error: str | None) -> dict[str, Any]:
         """The trial's key, its summary (result, per-epoch figures, ζ, λ, cost) and its state."""
         rows = [r for (t, _), r in self.epochs.items() if t == meta.trial_id]
-        summary = TrialSummary.of(rows, meta, self.full_split.get(meta.trial_id))
+        summary = TrialSummary.of(rows, meta, self.test_results.get(meta.trial_id))
         timing = self.timing.get(meta.trial_id) or dict.fromkeys(TIMING_COLUMNS)
         return {
             **meta.key_columns(),

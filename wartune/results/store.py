@@ -24,9 +24,18 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
 from wartune.errors import WartuneError
+
+INTERVAL_FIGURES = ("nat_acc", "rob_acc", "stability")
+
+
+def _interval_columns(split: str) -> list[tuple[str, pa.DataType]]:
+    """`<split>_<figure>_lo` and `_hi` of each accuracy and the stability: a 95 % interval each."""
+    return [(f"{split}_{figure}_{end}", pa.float64()) for figure in INTERVAL_FIGURES for end in ("lo", "hi")]
+
 
 _TRIAL_KEY = [
     ("search", pa.string()),
@@ -45,10 +54,12 @@ EPOCH_SCHEMA = pa.schema(
     + [
         ("lambda_setting", pa.float64()),  # the fixed λ of the trial; null for WAR
         ("epoch", pa.int64()),
-        ("nat_acc", pa.float64()),
-        ("rob_acc", pa.float64()),
-        ("stability", pa.float64()),
-        ("lipschitz", pa.float64()),
+        # the epoch's evaluation on the validation split (on the test split in a folder from
+        # before schema 4, where `val_` was not in the names: trials.parquet's selected_on says)
+        ("val_nat_acc", pa.float64()),
+        ("val_rob_acc", pa.float64()),
+        ("val_stability", pa.float64()),
+        ("val_lipschitz", pa.float64()),
         ("train_lipschitz", pa.float64()),
         ("l_nat", pa.float64()),
         ("l_rob", pa.float64()),
@@ -60,7 +71,7 @@ EPOCH_SCHEMA = pa.schema(
         ("lambda_max", pa.float64()),
         ("lr", pa.float64()),
         ("wall_seconds", pa.float64()),
-        ("eval_examples", pa.int64()),  # test examples this epoch was evaluated on (the per-epoch subset)
+        ("val_examples", pa.int64()),  # validation examples this epoch was evaluated on
         ("war_skipped_steps", pa.int64()),  # WAR steps with l_rob vanished (λ_t kept); 0 for fixed λ
         ("stack", pa.string()),  # the Ray trial whose stack trained it (tune/stacks.py); null: trained alone
     ]
@@ -77,23 +88,32 @@ TRIAL_SCHEMA = pa.schema(
         ("zeta_step_std", pa.float64()),
         ("zeta_from", pa.string()),
         ("zeta_used", pa.float64()),  # WAR's target ζ; null for fixed λ
-        ("best_epoch", pa.int64()),  # by the per-epoch robust accuracy
+        ("best_epoch", pa.int64()),  # by the validation robust accuracy
         ("epochs", pa.int64()),
-        # The trial's result: its best epoch's weights on the whole test split (metrics_from
-        # "full_split"), or the best epoch's per-epoch figures ("best_epoch": stopped early, failed, running).
-        ("nat_acc", pa.float64()),
-        ("rob_acc", pa.float64()),
-        ("stability", pa.float64()),
-        ("lipschitz", pa.float64()),
-        ("eval_examples", pa.int64()),  # test examples behind nat_acc, rob_acc, stability
-        ("metrics_from", pa.string()),
-        # per-epoch figures (on the per-epoch subset): the best epoch's and the last epoch's
-        ("best_epoch_nat_acc", pa.float64()),
-        ("best_epoch_rob_acc", pa.float64()),
-        ("best_epoch_stability", pa.float64()),
-        ("final_nat_acc", pa.float64()),
-        ("final_rob_acc", pa.float64()),
-        ("final_stability", pa.float64()),
+        # which split chose the best epoch (and the search's best trial): "validation"; "test" for a
+        # trial that wartune 0.2.0 or before began, whose choices read the test split (its val_* are test figures)
+        ("selected_on", pa.string()),
+        # the best epoch's figures on the validation split, with their 95 % Wilson intervals
+        ("val_nat_acc", pa.float64()),
+        ("val_rob_acc", pa.float64()),
+        ("val_stability", pa.float64()),
+        ("val_examples", pa.int64()),
+        *_interval_columns("val"),
+        # the last epoch's figures on the validation split
+        ("final_val_nat_acc", pa.float64()),
+        ("final_val_rob_acc", pa.float64()),
+        ("final_val_stability", pa.float64()),
+        # the trial's result: the best epoch's weights, read once on the whole test split when the
+        # trial finished (null before, and for a trial stopped early or failed), with 95 % Wilson intervals
+        ("test_nat_acc", pa.float64()),
+        ("test_rob_acc", pa.float64()),
+        ("test_stability", pa.float64()),
+        ("test_lipschitz", pa.float64()),
+        ("test_examples", pa.int64()),
+        *_interval_columns("test"),
+        # each test example's flags, bit-packed, base64 (results/intervals.py): paired comparisons
+        ("test_robust", pa.string()),
+        ("test_correct", pa.string()),
         # on the trade-off front of its model's finished trials, by the objectives `pareto_by`
         # names (comma-separated: the search's objectives, else rob_acc,nat_acc); pareto.py
         ("pareto", pa.bool_()),
@@ -180,10 +200,18 @@ COMPARE_SCHEMA = pa.schema(
         ("seed", pa.int64()),  # one row per seed with --seeds
         ("lambda_final", pa.float64()),
         ("lambda_settled_epoch", pa.int64()),  # WAR only
-        ("nat_acc", pa.float64()),  # the best trial's, on the whole test split
-        ("rob_acc", pa.float64()),
+        ("val_rob_acc", pa.float64()),  # the best trial's (chosen by it) on the validation split
+        ("test_nat_acc", pa.float64()),  # the best trial's, its one reading of the whole test split
+        ("test_rob_acc", pa.float64()),
+        ("test_rob_acc_lo", pa.float64()),  # 95 % Wilson interval
+        ("test_rob_acc_hi", pa.float64()),
+        # test robust accuracy minus the grid's best trial's (same model and seed) on the same test
+        # images, with its paired 95 % interval (Newcombe); null for the grid, or without flags
+        ("rob_vs_grid", pa.float64()),
+        ("rob_vs_grid_lo", pa.float64()),
+        ("rob_vs_grid_hi", pa.float64()),
         ("aa_rob_acc", pa.float64()),  # the best trial's AutoAttack figure; null when it was not attacked
-        ("stability", pa.float64()),
+        ("test_stability", pa.float64()),
         ("trials", pa.int64()),
         ("device_seconds", pa.float64()),  # the strategy's own trials
         ("calibration_seconds", pa.float64()),  # thin-net tuning it relied on
@@ -198,9 +226,11 @@ TRIAL_KEY_COLUMNS = tuple(name for name, _ in _TRIAL_KEY)
 
 # The tables' layout, one number: 1 is what wartune 0.1.0 (and a folder without `wartune.json`)
 # wrote; 2 (0.2.0) added trials.parquet's `wartune_version`; 3 added trials.parquet's and
-# epochs.parquet's `stack` (stacked λ-trials, tune/stacks.py). A search folder records it
-# (`results/manifest.py`); a newer release resumes an older folder by filling in `ADDED_COLUMNS`.
-SCHEMA_VERSION = 3
+# epochs.parquet's `stack` (stacked λ-trials, tune/stacks.py); 4 split every figure into the
+# validation split's (`val_*`, which chose) and the test split's (`test_*`, read once), with intervals.
+# A search folder records it (`results/manifest.py`); a newer release resumes an older folder by
+# renaming `RENAMED_COLUMNS` and filling in `ADDED_COLUMNS`.
+SCHEMA_VERSION = 4
 
 # Columns a table gained after wartune first wrote it, each with its documented empty value:
 # what a row written before holds. Such a table reads with them filled in, and a resumed search
@@ -218,7 +248,29 @@ ADDED_COLUMNS: dict[str, Any] = {
     "pgd_steps": None,
     "pgd_step": None,
     "evaluated_at": None,
+    "selected_on": "test",  # a trial of schema 3 or before: its choices read the test split
+    "val_examples": None,  # trials.parquet before schema 4: on epochs.parquet's rows only
+    "val_rob_acc": None,  # compare.parquet before schema 4: chosen on the test split
+    "rob_vs_grid": None,
+    "rob_vs_grid_lo": None,
+    "rob_vs_grid_hi": None,
+    "test_robust": None,  # the flags of a test reading were not kept before schema 4
+    "test_correct": None,
+    **{name: None for name, _ in _interval_columns("val") + _interval_columns("test")},  # filled in on upgrade
 }
+
+# Columns schema 4 renamed, per table (`upgrade_table`). Before it, epochs.parquet's figures and
+# trials.parquet's best_epoch_* were on the per-epoch test subset (the choices' split then: their
+# rows say selected_on "test"); trials.parquet's nat_acc... were the whole test split's when
+# metrics_from said "full_split", else the best epoch's figures again.
+RENAMED_EPOCH_COLUMNS = {"nat_acc": "val_nat_acc", "rob_acc": "val_rob_acc", "stability": "val_stability",
+                         "lipschitz": "val_lipschitz", "eval_examples": "val_examples"}  # fmt: skip
+RENAMED_TRIAL_COLUMNS = {
+    "best_epoch_nat_acc": "val_nat_acc", "best_epoch_rob_acc": "val_rob_acc", "best_epoch_stability": "val_stability",
+    "final_nat_acc": "final_val_nat_acc", "final_rob_acc": "final_val_rob_acc", "final_stability": "final_val_stability",
+}  # fmt: skip
+OLD_FULL_SPLIT = {"nat_acc": "test_nat_acc", "rob_acc": "test_rob_acc", "stability": "test_stability",
+                  "lipschitz": "test_lipschitz", "eval_examples": "test_examples"}  # fmt: skip
 
 # The files of a search folder (`runs/<name>/`) and of the output root (`runs/`).
 EPOCHS_FILE, TRIALS_FILE, STEPS_FILE = "epochs.parquet", "trials.parquet", "steps.parquet"
@@ -280,8 +332,25 @@ def read_rows(path: Path, schema: pa.Schema) -> list[dict[str, Any]]:
     return table.to_pylist()
 
 
+def renamed_to_current(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A table of schema 3 or before with schema 4's names (`RENAMED_*`, `OLD_FULL_SPLIT`); others as they are."""
+    if schema.equals(EPOCH_SCHEMA) and "rob_acc" in table.column_names:
+        return table.rename_columns([RENAMED_EPOCH_COLUMNS.get(n, n) for n in table.column_names])
+    if schema.equals(COMPARE_SCHEMA) and "rob_acc" in table.column_names:
+        return table.rename_columns([OLD_FULL_SPLIT.get(n, n) for n in table.column_names])
+    if not (schema.equals(TRIAL_SCHEMA) and "metrics_from" in table.column_names):
+        return table
+    full = pa.compute.equal(table["metrics_from"], "full_split").fill_null(False).to_pylist()
+    for old, new in OLD_FULL_SPLIT.items():
+        values = [v if f else None for v, f in zip(table[old].to_pylist(), full, strict=True)]
+        table = table.append_column(schema.field(new), pa.array(values, schema.field(new).type))
+    table = table.drop_columns([*OLD_FULL_SPLIT, "metrics_from"])
+    return table.rename_columns([RENAMED_TRIAL_COLUMNS.get(n, n) for n in table.column_names])
+
+
 def _with_added_columns(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """`table` with the `ADDED_COLUMNS` it lacks, holding their empty values, in the schema's column order."""
+    table = renamed_to_current(table, schema)
     missing = _added_missing(table, schema)
     if not missing:
         return table
@@ -299,8 +368,10 @@ def upgrade_table(path: Path, schema: pa.Schema) -> list[str]:
     empty values (atomically); the columns it gained. A table already current is left untouched."""
     if not path.is_file():
         return []
-    missing = [field.name for field in _added_missing(read_table(path), schema)]
-    if missing:
+    table = read_table(path)
+    missing = [field.name for field in _added_missing(renamed_to_current(table, schema), schema)]
+    renamed = sorted(set(table.column_names) - set(schema.names))
+    if missing or renamed:
         write_table(read_rows(path, schema), schema, path)
     return missing
 

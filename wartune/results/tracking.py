@@ -228,7 +228,7 @@ def logged_parent(tracking_uri: str, experiment: str) -> tuple[str, str] | None:
 
 def log_final_attack(tracking_uri: str, experiment: str, figures: dict[str, dict[str, float]]) -> None:
     """Add the search end's AutoAttack figures (trial id -> metrics) to each trial's newest
-    nested run, beside its PGD-20 `best_rob_acc`. Warn, never raise: they are in trials.parquet."""
+    nested run, beside its PGD-20 `test_rob_acc`. Warn, never raise: they are in trials.parquet."""
     for key, value in FAST_FAIL_ENV.items():
         os.environ.setdefault(key, value)
     try:

@@ -1,21 +1,23 @@
 """One trial of a search, and the rules that judge it: the one home of each.
 
 Every table, report, sink and plot asks this module what a trial's status is, which of its
-epochs counts (the best by robust accuracy, as the paper's tables select), what its result
-is (that epoch's weights on the whole test split once it finished), when WAR's λ_t
-settled, which trial of a search is the best, what its cost in device-seconds is and how
-it is labelled. The tune layer builds a `TrialMeta` for each trial; `TrialMeta.from_row`
+epochs counts (the best by validation robust accuracy, as the paper's tables select, but on
+held-out training images), what its result is (that epoch's weights read once on the whole
+test split when it finished), when WAR's λ_t settled, which trial of a search is the best
+(by validation, never by test), what its cost in device-seconds is and how it is labelled. The tune layer builds a `TrialMeta` for each trial; `TrialMeta.from_row`
 rebuilds one from a `trials.parquet` row, so a finished search replays through the same code.
 """
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from wartune.results.store import TRIAL_KEY_COLUMNS
+from wartune.results.intervals import pack_flags, proportion_interval, unpack_flags
+from wartune.results.store import INTERVAL_FIGURES, TRIAL_KEY_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class TrialMeta:
     model_dir: str | None = None  # the same folder, absolute, on the driver
     restarts: int = 0
     stack: str | None = None  # the Ray trial that trained it as a member of a stack (tune/stacks.py); None: alone
+    selected_on: str = "validation"  # "test": begun by 0.2.0 or before, its choices read the test split
 
     def key_columns(self) -> dict[str, Any]:
         """The columns every per-trial table starts with (`store.TRIAL_KEY_COLUMNS`)."""
@@ -73,6 +76,7 @@ class TrialMeta:
             checkpoint=row.get("checkpoint"),
             restarts=int(row.get("restarts") or 0),
             stack=row.get("stack"),
+            selected_on=row.get("selected_on") or "test",
         )
 
 
@@ -109,8 +113,9 @@ def device_seconds(wall: float, device: str, cpus: float, gpus: float) -> float:
 
 
 def best_epoch_row(rows: list[Mapping[str, Any]]) -> Mapping[str, Any]:
-    """The epoch with the highest robust accuracy (the earliest on ties): a trial's result."""
-    return max(rows, key=lambda r: (r["rob_acc"] if is_finite(r["rob_acc"]) else -math.inf, -r["epoch"]))
+    """The epoch with the highest validation robust accuracy (the earliest on ties): whose weights
+    are the trial's result."""
+    return max(rows, key=lambda r: (r["val_rob_acc"] if is_finite(r["val_rob_acc"]) else -math.inf, -r["epoch"]))
 
 
 CHANCE_FACTOR = 1.5  # natural accuracy below this many times chance: the net has not learned
@@ -122,15 +127,16 @@ def below_chance(nat_acc: Any, num_classes: int) -> bool:
 
 
 def at_chance(trials: list[dict[str, Any]], num_classes: int) -> list[dict[str, Any]]:
-    """The finished trials whose result is at chance natural accuracy: their stability (a net
-    that predicts one class is perfectly stable) and ζ carry no decision."""
-    return [t for t in trials if t.get("status") == "finished" and below_chance(t.get("nat_acc"), num_classes)]
+    """The finished trials whose best epoch is at chance natural accuracy (on validation): their
+    stability (a net that predicts one class is perfectly stable) and ζ carry no decision."""
+    return [t for t in trials if t.get("status") == "finished" and below_chance(t.get("val_nat_acc"), num_classes)]
 
 
 def best_trial(trials: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The finished trial with the highest robust accuracy (the paper's selection rule)."""
-    done = [t for t in trials if t["status"] == "finished" and t["rob_acc"] is not None]
-    return max(done, key=lambda t: t["rob_acc"]) if done else None
+    """The finished trial with the highest validation robust accuracy (the paper's selection
+    rule, on held-out training images: the test split then reports it, unchosen)."""
+    done = [t for t in trials if t["status"] == "finished" and is_finite(t.get("val_rob_acc"))]
+    return max(done, key=lambda t: t["val_rob_acc"]) if done else None
 
 
 def best_by_autoattack(trials: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -151,17 +157,38 @@ def final_attack_of(trial: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 # A finished trial's result: its best epoch's weights attacked once on the whole test split.
-# The trainable reports these keys under FULL_SPLIT_RESULT; trials.parquet keeps them as columns.
-FULL_SPLIT_RESULT = "full_split_eval"
-FULL_SPLIT_KEYS = ("nat_acc", "rob_acc", "stability", "lipschitz", "eval_examples")
+# The trainable reports these keys under TEST_RESULT; trials.parquet keeps them as columns.
+TEST_RESULT = "test_eval"
+TEST_KEYS = ("test_nat_acc", "test_rob_acc", "test_stability", "test_lipschitz", "test_examples",
+             "test_robust", "test_correct")  # fmt: skip
 
 
-def full_split_of(trial: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The full-split figures a trials.parquet row holds (None when it holds per-epoch ones):
-    a resumed search or a replay to MLflow starts from them."""
-    if trial.get("metrics_from") != "full_split":
+def test_result_of(trial: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The test figures a trials.parquet row holds (None before the trial finished): a resumed
+    search or a replay to MLflow starts from them."""
+    if not is_finite(trial.get("test_rob_acc")):
         return None
-    return {k: trial[k] for k in FULL_SPLIT_KEYS}
+    return {k: trial.get(k) for k in TEST_KEYS}
+
+
+def encode_flags(flags: Any) -> str:
+    """Per-example booleans as text a Parquet string column and Ray's JSON log both keep (base64 of the packed bits)."""
+    return base64.b64encode(pack_flags(flags)).decode("ascii")
+
+
+def decode_flags(text: str, n: int) -> Any:
+    """`encode_flags`' booleans back, as a numpy array of `n`."""
+    return unpack_flags(base64.b64decode(text), n)
+
+
+def with_intervals(figures: Mapping[str, Any], split: str) -> dict[str, float | None]:
+    """`<split>_<figure>_lo` / `_hi`: the 95 % Wilson interval of each accuracy and the stability
+    of `figures` (which hold `<split>_<figure>` and `<split>_examples`)."""
+    n = figures.get(f"{split}_examples")
+    out: dict[str, float | None] = {}
+    for figure in INTERVAL_FIGURES:
+        out[f"{split}_{figure}_lo"], out[f"{split}_{figure}_hi"] = proportion_interval(figures.get(f"{split}_{figure}"), n)
+    return out
 
 
 def lambda_settled_epoch(rows: list[Mapping[str, Any]], tolerance: float = 0.1) -> int | None:
@@ -186,22 +213,15 @@ def lambda_settled_epoch(rows: list[Mapping[str, Any]], tolerance: float = 0.1) 
 
 @dataclass(frozen=True)
 class TrialSummary:
-    """A trial's outcome: its result (full split when it finished), per-epoch figures, ζ, λ and cost."""
+    """A trial's outcome: its best epoch's validation figures, its test result once it finished,
+    ζ, λ and cost (trials.parquet's columns beyond the key ones)."""
 
     epochs: int
     best_epoch: int | None
-    nat_acc: float | None
-    rob_acc: float | None
-    stability: float | None
-    lipschitz: float | None
-    eval_examples: int | None
-    metrics_from: str | None  # "full_split" or "best_epoch": what nat_acc, rob_acc, stability are
-    best_epoch_nat_acc: float | None
-    best_epoch_rob_acc: float | None
-    best_epoch_stability: float | None
-    final_nat_acc: float | None
-    final_rob_acc: float | None
-    final_stability: float | None
+    selected_on: str
+    val: dict[str, Any]  # val_nat_acc, val_rob_acc, val_stability, val_examples and their intervals
+    final_val: dict[str, Any]  # final_val_nat_acc, ... : the last epoch's
+    test: dict[str, Any]  # TEST_KEYS and their intervals; None each before the trial finished
     lambda_final: float | None
     lambda_settled_epoch: int | None
     war_skipped_steps: int
@@ -211,20 +231,21 @@ class TrialSummary:
     device_seconds: float
 
     @classmethod
-    def of(cls, rows: list[Mapping[str, Any]], meta: TrialMeta, full_split: Mapping[str, Any] | None = None) -> TrialSummary:
-        """From the trial's epoch rows and, once it finished, its full-split figures (`FULL_SPLIT_KEYS`)."""
+    def of(cls, rows: list[Mapping[str, Any]], meta: TrialMeta, test: Mapping[str, Any] | None = None) -> TrialSummary:
+        """From the trial's epoch rows and, once it finished, its test reading (`TEST_KEYS`)."""
         rows = sorted(rows, key=lambda r: r["epoch"])
         best = best_epoch_row(rows) if rows else {}
         final = rows[-1] if rows else {}
-        result = full_split or best
         wall = float(sum(r.get("wall_seconds") or 0.0 for r in rows))
+        val = {f"val_{k}": best.get(f"val_{k}") for k in (*INTERVAL_FIGURES, "examples")}
+        test_figures = {k: (test or {}).get(k) for k in TEST_KEYS}
         return cls(
             epochs=len(rows),
             best_epoch=best.get("epoch"),
-            **{k: result.get(k) for k in FULL_SPLIT_KEYS},
-            metrics_from="full_split" if full_split else ("best_epoch" if rows else None),
-            **{f"best_epoch_{k}": best.get(k) for k in ("nat_acc", "rob_acc", "stability")},
-            **{f"final_{k}": final.get(k) for k in ("nat_acc", "rob_acc", "stability")},
+            selected_on=meta.selected_on,
+            val={**val, **with_intervals(val, "val")},
+            final_val={f"final_val_{k}": final.get(f"val_{k}") for k in INTERVAL_FIGURES},
+            test={**test_figures, **with_intervals(test_figures, "test")},
             lambda_final=final.get("lambda_last"),
             lambda_settled_epoch=lambda_settled_epoch(rows) if meta.lambda_setting is None else None,
             war_skipped_steps=int(sum(r.get("war_skipped_steps") or 0 for r in rows)),
@@ -235,4 +256,8 @@ class TrialSummary:
         )
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The summary as flat trials.parquet columns."""
+        flat = asdict(self)
+        for part in ("val", "final_val", "test"):
+            flat.update(flat.pop(part))
+        return flat

@@ -195,9 +195,9 @@ def entry_from_trial(trial: dict[str, Any], search: str) -> ZetaEntry:
         best_lambda=trial["lambda_setting"],
         zeta=trial["zeta"],
         zeta_step_std=trial["zeta_step_std"],
-        rob_acc=trial["rob_acc"],
-        nat_acc=trial["nat_acc"],
-        stability=trial["stability"],
+        rob_acc=trial["test_rob_acc"],  # reported; the choice read val_rob_acc
+        nat_acc=trial["test_nat_acc"],
+        stability=trial["test_stability"],
         search=search,
         source="calibrated",
         created_at=now(),
@@ -205,8 +205,8 @@ def entry_from_trial(trial: dict[str, Any], search: str) -> ZetaEntry:
 
 
 def best_trial_entry(trials: list[dict[str, Any]], search: str, model: str | None = None) -> ZetaEntry:
-    """Calibrate from a finished search: its best finished fixed-λ trial by robust accuracy
-    (its full-split figures, as trials.parquet holds them). A search run with several seeds
+    """Calibrate from a finished search: its best finished fixed-λ trial by validation robust
+    accuracy (the entry keeps its test figures, as trials.parquet holds them). A search run with several seeds
     is judged per λ by the mean over its seeds, and the entry holds those means (ζ included)."""
     models = sorted({t["model"] for t in trials})
     if model is None and len(models) > 1:
@@ -217,9 +217,9 @@ def best_trial_entry(trials: list[dict[str, Any]], search: str, model: str | Non
         raise WartuneError(f"search {search!r} has no finished fixed-λ trial" + (f" of {model!r}" if model else ""))
     if not repeated(fixed):
         return entry_from_trial(best, search)
-    done = [t for t in fixed if t["status"] == "finished" and t["rob_acc"] is not None]
+    done = [t for t in fixed if t["status"] == "finished" and t["val_rob_acc"] is not None]
     by_lambda = group(done, key=lambda t: t["lambda_setting"])
-    repeats = max(by_lambda.values(), key=lambda rows: mean_of(rows, "rob_acc"))
+    repeats = max(by_lambda.values(), key=lambda rows: mean_of(rows, "val_rob_acc"))
     entries = [entry_from_trial(t, search) for t in repeats]  # each repeat must have a finite ζ
     means = {c: MeanSd.of(getattr(e, c) for e in entries).mean for c in ("zeta", "zeta_step_std", "rob_acc", "nat_acc", "stability")}
     return replace(entries[0], **means)

@@ -26,7 +26,7 @@ from typing import Any
 from wartune.engine.data import check_data_dir, load_dataset
 from wartune.errors import ConfigError, WartuneError, warn
 from wartune.results import manifest
-from wartune.results.formatting import markdown_table, num, pct
+from wartune.results.formatting import interval_of, markdown_table, num, pct
 from wartune.results.locks import check_unlocked
 from wartune.results.plots import write_plots
 from wartune.results.report import write_summary
@@ -157,8 +157,10 @@ def compare_rows(
             {
                 "compare": name, "strategy": strategy, "model": model, "width": best["width"], "seed": seed,
                 "lambda_final": best["lambda_final"], "lambda_settled_epoch": best["lambda_settled_epoch"],
-                "nat_acc": best["nat_acc"], "rob_acc": best["rob_acc"], "aa_rob_acc": best.get("aa_rob_acc"),
-                "stability": best["stability"], "trials": len(trials), "device_seconds": own,
+                "val_rob_acc": best.get("val_rob_acc"), "test_nat_acc": best.get("test_nat_acc"),
+                "test_rob_acc": best.get("test_rob_acc"), **dict(zip(("test_rob_acc_lo", "test_rob_acc_hi"), interval_of(best, "test_rob_acc"), strict=True)),
+                "rob_vs_grid": None, "rob_vs_grid_lo": None, "rob_vs_grid_hi": None, "aa_rob_acc": best.get("aa_rob_acc"),
+                "test_stability": best.get("test_stability"), "trials": len(trials), "device_seconds": own,
                 "calibration_seconds": calib, "total_seconds": own + calib, "cost_vs_grid": None,
                 "aa_seconds": float(sum(t.get("aa_seconds") or 0.0 for t in trials)), "best_trial": best["trial_id"],
             }  # fmt: skip
@@ -203,7 +205,7 @@ def compare_table(rows: list[dict[str, Any]]) -> list[list[str]]:
             [
                 model, strategy, MeanSd.of(r["lambda_final"] for r in repeats).text(),
                 _settled([r["lambda_settled_epoch"] for r in repeats]),
-                *(MeanSd.of(r.get(m) for r in repeats).text(100) for m in ("nat_acc", "rob_acc", "aa_rob_acc", "stability")),
+                *(MeanSd.of(r.get(m) for r in repeats).text(100) for m in ("test_nat_acc", "test_rob_acc", "aa_rob_acc", "test_stability")),
                 str(len(repeats)), str(sum(r["trials"] for r in repeats)), num(total, "{:.0f}"), num(ratio),
             ]
         )  # fmt: skip
@@ -215,7 +217,7 @@ def seed_table(rows: list[dict[str, Any]]) -> list[list[str]]:
     return [
         [
             r["model"], r["strategy"], str(r["seed"]), num(r["lambda_final"]), num(r["lambda_settled_epoch"], "epoch {}"),
-            pct(r["nat_acc"]), pct(r["rob_acc"]), pct(r.get("aa_rob_acc")), pct(r["stability"]), str(r["trials"]),
+            pct(r["test_nat_acc"]), pct(r["test_rob_acc"]), pct(r.get("aa_rob_acc")), pct(r["test_stability"]), str(r["trials"]),
             num(r["total_seconds"], "{:.0f}"), num(r["cost_vs_grid"]),
         ]
         for r in rows

@@ -44,18 +44,18 @@ def _say(text: str) -> None:
 
 
 def trials_to_attack(trials: list[dict[str, Any]], top: int | None) -> list[dict[str, Any]]:
-    """The chosen trials without an AutoAttack figure yet, best PGD-20 robust accuracy first.
+    """The chosen trials without an AutoAttack figure yet, best validation PGD-20 robust accuracy first.
 
     Chosen: the finished trials with a saved model (`best_trial`'s rule), the best `top` of
     each strategy, model and seed (every one when `top` is None), so each cell a table ranks
     (compare's strategies, a width sweep's widths) has its best attacked. Equal accuracies keep
     the table's order, as `best_trial` breaks ties.
     """
-    done = [t for t in trials if t["status"] == "finished" and is_finite(t["rob_acc"]) and t.get("checkpoint")]
+    done = [t for t in trials if t["status"] == "finished" and is_finite(t["val_rob_acc"]) and t.get("checkpoint")]
     chosen = []
     for repeats in group(done, key=lambda t: (t["strategy"], t["model"], t["seed"])).values():
-        chosen += sorted(repeats, key=lambda t: -t["rob_acc"])[:top]
-    return sorted((t for t in chosen if not is_finite(t.get("aa_rob_acc"))), key=lambda t: -t["rob_acc"])
+        chosen += sorted(repeats, key=lambda t: -t["val_rob_acc"])[:top]
+    return sorted((t for t in chosen if not is_finite(t.get("aa_rob_acc"))), key=lambda t: -t["val_rob_acc"])
 
 
 def _model_files(folder: Path) -> dict[str, bytes]:
@@ -136,7 +136,7 @@ def final_verdict(space: SearchSpace, folder: Path, data: TensorDataset | ray.Ob
         seconds = device_seconds(out["wall"], out["device"], cpus, gpus)
         figures[trial["trial_id"]] = {"aa_rob_acc": out["aa_rob_acc"], "aa_examples": out["aa_examples"], "aa_seconds": seconds}
         record(folder, trial["trial_id"], figures[trial["trial_id"]])
-        robust = f"robust {pct(out['aa_rob_acc'])} % (PGD-20 {pct(trial['rob_acc'])} %)"
+        robust = f"robust {pct(out['aa_rob_acc'])} % (PGD-20 {pct(trial['test_rob_acc'])} %)"
         _say(f"AutoAttack {trial_label(trial)}: {robust} on {out['aa_examples']} test examples, {seconds:.0f} s")
     _say(f"AutoAttack on {len(figures)} trials: {sum(f['aa_seconds'] for f in figures.values()):.0f} s (device-seconds)")
     _log_to_mlflow(extra_sinks or [], figures)

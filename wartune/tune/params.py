@@ -79,8 +79,11 @@ class TrialParams:
         if isinstance(lam, dict):
             strategy = lam.get(STRATEGY_LABEL) or strategy
             lam = {k: v for k, v in lam.items() if k != STRATEGY_LABEL}
-        seed = params.get("seed", params["base"]["seed"])
-        config = TrainConfig.model_validate({**params["base"], "model": params["model"], "lam": lam, "seed": seed})
+        base = params["base"]
+        seed = params.get("seed", base["seed"])
+        if "validation" not in base:  # a trial that wartune 0.2.0 or before began: it goes on choosing as it did
+            base = {**base, "validation": {"held_out": False}}
+        config = TrainConfig.model_validate({**base, "model": params["model"], "lam": lam, "seed": seed})
         return cls(params["search"], strategy, config, params.get("zeta_from"), Resources(**params["resources"]))
 
     def meta(self, trial_id: str, **state: Any) -> TrialMeta:
@@ -102,6 +105,7 @@ class TrialParams:
             zeta_used=lam.zeta if isinstance(lam, WARLambda) else None,
             cpus=float(self.resources.cpu),
             gpus=float(self.resources.gpu),
+            selected_on="validation" if config.validation.held_out else "test",
             **state,
         )
 

@@ -127,7 +127,7 @@ def population_based_training(space: SearchSpace) -> ResumablePBT:
         return config
 
     return ResumablePBT(
-        time_attr="epoch", metric="rob_acc", mode="max", perturbation_interval=space.pbt.every(space.epochs),
+        time_attr="epoch", metric="val_rob_acc", mode="max", perturbation_interval=space.pbt.every(space.epochs),
         hyperparam_mutations={"lam": lambda_domain(space)}, quantile_fraction=space.pbt.quantile,
         resample_probability=space.pbt.resample, custom_explore_fn=within_range, synch=space.pbt.synch,
     )  # fmt: skip

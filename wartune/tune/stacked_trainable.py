@@ -39,7 +39,7 @@ from wartune.tune.stacks import MEMBERS, member_count, member_params
 from wartune.tune.trial_reports import TrialPlace, diverged_metrics, epoch_metrics, save_trial_files
 
 # The best member's figures at the top of a stack's result: for Ray's own tables and checks only.
-TOP_LEVEL = ("rob_acc", "best_rob_acc", "best_nat_acc", "best_stability")
+TOP_LEVEL = ("val_rob_acc", "best_rob_acc", "best_nat_acc", "best_stability")
 
 
 class StackReporter:

@@ -82,7 +82,7 @@ def trial_scheduler(space: SearchSpace) -> Any:
     from ray.tune.schedulers import ASHAScheduler
 
     return ASHAScheduler(
-        time_attr="epoch", metric="rob_acc", mode="max", max_t=space.epochs,
+        time_attr="epoch", metric="val_rob_acc", mode="max", max_t=space.epochs,
         grace_period=max(1, space.epochs // 4), reduction_factor=2,
     )  # fmt: skip
 

@@ -14,33 +14,34 @@ import ray
 
 from wartune.engine.trainer import DivergedError, EpochRecord, Trainer, best_model_meta
 from wartune.results.model_files import save_model_files
-from wartune.results.trials import FULL_SPLIT_RESULT
+from wartune.results.trials import TEST_RESULT, encode_flags
 from wartune.tune.resume import TRAINER_FILE, ResumePoint, write_progress
 
 
 def best_epoch_upto(history: list[EpochRecord], epoch: int) -> int:
-    """The best epoch among the first `epoch` (highest robust accuracy, earliest on ties), as the trainer keeps it."""
+    """The best epoch among the first `epoch` (highest validation robust accuracy, earliest on
+    ties), as the trainer keeps it."""
     best = 1
     for record in history[1:epoch]:
-        if record.rob_acc > history[best - 1].rob_acc:
+        if record.val_rob_acc > history[best - 1].val_rob_acc:
             best = record.epoch
     return best
 
 
-def full_split_result(trainer: Trainer) -> dict[str, Any]:
-    """What a finished trial's last report adds: its best weights evaluated on the whole test split.
+def test_result(trainer: Trainer) -> dict[str, Any]:
+    """What a finished trial's last report adds: its best weights read once on the whole test split.
 
     It rides on the last epoch's report rather than a report of its own: ASHA stops a trial
     at that epoch (a later report would never reach the driver), and there is no extra
-    result to become an epoch row. `best_rob_acc`, the searcher's metric, becomes the
-    full-split figure, as trials.parquet's `rob_acc` does (and `best_nat_acc`,
-    `best_stability`, a multi-objective search's other metrics, likewise).
+    result to become an epoch row. The searcher's metrics (`best_rob_acc`, `best_nat_acc`,
+    `best_stability`) stay the best epoch's validation figures: no choice reads the test split.
     """
-    m = trainer.evaluate_best()
-    figures = {"nat_acc": m.nat_acc, "rob_acc": m.rob_acc, "stability": m.stability, "lipschitz": m.lipschitz,
-               "eval_examples": m.n}  # fmt: skip
-    best = {"best_rob_acc": m.rob_acc, "best_nat_acc": m.nat_acc, "best_stability": m.stability}
-    return {FULL_SPLIT_RESULT: figures, **best}
+    reading = trainer.evaluate_test()
+    m = reading.metrics
+    figures = {"test_nat_acc": m.nat_acc, "test_rob_acc": m.rob_acc, "test_stability": m.stability,
+               "test_lipschitz": m.lipschitz, "test_examples": m.n,
+               "test_robust": encode_flags(reading.flags.robust), "test_correct": encode_flags(reading.flags.correct)}  # fmt: skip
+    return {TEST_RESULT: figures}
 
 
 @dataclass(frozen=True)
@@ -64,9 +65,9 @@ def epoch_metrics(record: EpochRecord, t: Trainer, place: TrialPlace) -> dict[st
     metrics = {
         **record.metrics(),
         "best_epoch": best,
-        "best_rob_acc": t.history[best - 1].rob_acc,
-        "best_nat_acc": t.history[best - 1].nat_acc,  # the best epoch's (by robust accuracy)
-        "best_stability": t.history[best - 1].stability,
+        "best_rob_acc": t.history[best - 1].val_rob_acc,  # the searcher's metric: validation only
+        "best_nat_acc": t.history[best - 1].val_nat_acc,  # the best epoch's (by validation robust accuracy)
+        "best_stability": t.history[best - 1].val_stability,
         "device": t.device.type,
         "precision": t.precision,
         "graphs": t.graph_mode,
@@ -80,13 +81,13 @@ def epoch_metrics(record: EpochRecord, t: Trainer, place: TrialPlace) -> dict[st
         "steps": asdict(t.step_traces[record.epoch - 1]),
     }
     if t.finished and record.epoch == t.epoch:
-        metrics.update(full_split_result(t))
+        metrics.update(test_result(t))
     return metrics
 
 
 def diverged_metrics(t: Trainer, err: DivergedError) -> dict[str, Any]:
     """The report of a trial whose loss diverged: deterministic, so it is not retried."""
-    return {"epoch": t.epoch, "rob_acc": 0.0, "best_rob_acc": 0.0, "best_nat_acc": 0.0, "best_stability": 0.0,
+    return {"epoch": t.epoch, "val_rob_acc": 0.0, "best_rob_acc": 0.0, "best_nat_acc": 0.0, "best_stability": 0.0,
             "error": str(err), "device": t.device.type}  # fmt: skip
 
 
