@@ -27,6 +27,7 @@ from wartune.cli.options import (
     TrackingOpt,
     parse_lambdas,
     parse_names,
+    parse_validation,
 )
 
 Role = Literal["space", "run", "output"]
@@ -68,6 +69,9 @@ class SearchFlags:
     data_dir: DataDirOpt = field(default=None, metadata=space_key("data_dir", str))
     out: OutOpt = field(default=Path("runs"), metadata=OUTPUT)
     name: Annotated[str | None, typer.Option(help="Search name (its folder under --out).")] = field(default=None, metadata=space_key("name"))
+    validation: Annotated[str | None, typer.Option(help="The validation split every choice reads, held out of the training split: N images or a fraction (0.15); default: the dataset's (15 % of digits, 5,000 MNIST, 1,000 CIFAR / SVHN).")] = field(
+        default=None, metadata=space_key("validation", parse_validation)
+    )
     seed: Annotated[int | None, typer.Option(help="Random seed of every trial.")] = field(default=None, metadata=space_key("seed"))
     seeds: Annotated[int | None, typer.Option(help="Repeat every setting with seeds SEED..SEED+N-1; tables show mean ± sd.")] = field(
         default=None, metadata=space_key("seeds")

@@ -39,6 +39,22 @@ def parse_lambdas(text: str | None) -> list[float] | None:
         raise ConfigError(f"--lambdas: expected comma-separated numbers such as 6,9,12, got {text!r}") from None
 
 
+def parse_validation(text: str | None) -> dict[str, Any] | None:
+    """'1000' -> {'examples': 1000}; '0.15' -> {'fraction': 0.15}; the space model checks the value
+    (0 is refused there, with the reason)."""
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"--validation: expected a number of images (1000) or a fraction of the training split (0.15), got {text!r}") from None
+    if value.is_integer():
+        return {"examples": int(value)}
+    if not 0 < value < 1:
+        raise ConfigError(f"--validation: a fraction of the training split is between 0 and 1, a number of images whole; got {text!r}")
+    return {"fraction": value}
+
+
 def parse_names(text: str | None) -> list[str] | None:
     """'rob_acc, nat_acc:max' -> ['rob_acc', 'nat_acc:max']; the space model checks each name."""
     return None if text is None else [v.strip() for v in text.split(",") if v.strip()]

@@ -190,7 +190,7 @@ def transfer(
 def compare(*, flags: SearchFlags, space: SpaceOpt = "table3") -> None:
     """Table 3: untuned λ, grid, Optuna and WAR on every target width, with compute cost."""
     from wartune.results.store import COMPARE_FILE, COMPARE_MD, PLOTS_DIR
-    from wartune.tune.compare import COLUMNS, check_compare, compare_table, run_compare
+    from wartune.tune.compare import COLUMNS, check_compare, compare_table, noise_lines, run_compare
     from wartune.tune.spaces import load_space
 
     spec = load_space(space, flags.space_overrides())
@@ -202,8 +202,10 @@ def compare(*, flags: SearchFlags, space: SpaceOpt = "table3") -> None:
         return mlflow_sinks(part, flags.out, flags.tracking_uri, flags.no_mlflow, experiment=f"{spec.name}/{part.name}")
 
     outcome = run_compare(spec, flags.out, registry=flags.registry, sinks_for=sinks_for, **flags.run_options())
-    title = f"{spec.name}: strategies per width (cost in device-seconds)"
+    title = f"{spec.name}: strategies per width, test figures with 95 % intervals (cost in device-seconds)"
     print_table(title, COLUMNS, compare_table(outcome.rows), left=("model", "strategy"))
+    for line in noise_lines(outcome.rows):
+        out_console.print(line, highlight=False)
     if not flags.no_mlflow:
         from wartune.engine.data import load_dataset
         from wartune.results.mlflow_models import publish_compare_models

@@ -44,12 +44,19 @@ def interval_of(t: Mapping[str, Any], column: str) -> tuple[float | None, float 
     return proportion_interval(t.get(column), t.get(f"{split}_examples"))
 
 
-def pct_ci(t: Mapping[str, Any], column: str) -> str:
-    """A figure in % with its 95 % interval, one decimal each: `66.1 (61.1–70.8)`; `–` when unknown."""
-    value = t.get(column)
+def ci_text(value: float | None, lo: float | None, hi: float | None, signed: bool = False) -> str:
+    """A fraction and its interval in % with one decimal: `66.1 (61.1–70.8)`, signed differences
+    as `-1.4 (-4.9 to +2.1)`; the value alone where the interval is unknown; `–` without a value."""
     if not is_finite(value):
         return MISSING
-    lo, hi = interval_of(t, column)
+    fmt = "{:+.1f}" if signed else "{:.1f}"
+    text = fmt.format(100 * value)
     if not (is_finite(lo) and is_finite(hi)):
-        return f"{100 * value:.1f}"
-    return f"{100 * value:.1f} ({100 * lo:.1f}–{100 * hi:.1f})"
+        return text
+    between = " to " if signed else "–"
+    return f"{text} ({fmt.format(100 * lo)}{between}{fmt.format(100 * hi)})"
+
+
+def pct_ci(t: Mapping[str, Any], column: str) -> str:
+    """A figure in % with its 95 % interval, one decimal each: `66.1 (61.1–70.8)`; `–` when unknown."""
+    return ci_text(t.get(column), *interval_of(t, column)) if is_finite(t.get(column)) else MISSING

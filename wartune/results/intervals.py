@@ -191,7 +191,7 @@ def mean_interval(values: Iterable[float | None]) -> tuple[float, float, float] 
 
     arr = np.asarray(xs)
     se = float(arr.std(ddof=1)) / math.sqrt(len(xs))
-    half = Z95 * se
+    half = float(stats.t.ppf(0.975, len(xs) - 1)) * se
     return (m, m - half, m + half)
 
 
@@ -210,7 +210,7 @@ def unpack_flags(data: bytes, n: int) -> np.ndarray:
     n must be given (the last byte is padded) and must match the byte count, ceil(n/8):
     a mismatch means the flags and their count come from different rows.
     """
-    if n < 0 or len(data) != (n + 7) // 8:
+    if n < 0:
         raise ValueError(
             f"{len(data)} bytes cannot hold exactly {n} flags (need {(max(n, 0) + 7) // 8})"
         )

@@ -6,9 +6,10 @@ holds `wartune.json`: the release and the table schema (`store.SCHEMA_VERSION`) 
 wrote it. `--resume` then
 - refuses, in one line, a folder written by a newer release than the one running (its
   tables or Ray state may hold what this release does not know);
-- upgrades a folder written by an older one: each table's missing columns are filled with
-  their documented empty values (`store.ADDED_COLUMNS`) and written back in this release's
-  schema, the manifest is rewritten, and one line says so. A folder without `wartune.json`
+- upgrades a folder written by an older one: each table's renamed columns take their new
+  names (`store.RENAMED_*`: schema 4 split the figures into val_* and test_*), its missing
+  columns are filled with their documented empty values (`store.ADDED_COLUMNS`) and it is
+  written back in this release's schema, the manifest is rewritten, and one line says so. A folder without `wartune.json`
   was written by wartune 0.1.0 (schema 1) or before.
 """
 
@@ -18,6 +19,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
@@ -81,6 +83,21 @@ def written_by(folder: Path) -> WrittenBy:
     return found
 
 
+def validation_record(seed: int, indices: list[int], train_examples: int) -> dict[str, Any]:
+    """The manifest's account of a search's validation split: drawn by `seed`, the training
+    split's `indices` (in the file's order of the training split as loaded), of `train_examples`."""
+    return {"seed": seed, "examples": len(indices), "of_training_images": train_examples, "indices": indices}
+
+
+def recorded_validation(folder: Path) -> dict[str, Any] | None:
+    """The validation split a folder's manifest records (None: none recorded, as before schema 4)."""
+    try:
+        found = json.loads((folder / MANIFEST_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return found.get("validation") if isinstance(found, dict) else None
+
+
 def check_not_newer(folder: Path) -> None:
     """Refuse a folder that a newer release than this one wrote, before anything runs."""
     found = written_by(folder)
@@ -92,9 +109,16 @@ def check_not_newer(folder: Path) -> None:
         )
 
 
-def record(folder: Path) -> None:
-    """Write `wartune.json`: this release and schema wrote the folder (temporary file, then rename)."""
-    data = {"wartune_version": THIS_RELEASE.version, "schema_version": THIS_RELEASE.schema}
+def record(folder: Path, validation: dict[str, Any] | None = None) -> None:
+    """Write `wartune.json`: this release and schema wrote the folder (temporary file, then rename).
+
+    `validation` (`validation_record`) says which training images the search holds out; a later
+    write keeps what an earlier one recorded.
+    """
+    data: dict[str, Any] = {"wartune_version": THIS_RELEASE.version, "schema_version": THIS_RELEASE.schema}
+    validation = validation or recorded_validation(folder)
+    if validation is not None:
+        data["validation"] = validation
     tmp = folder / f".{MANIFEST_FILE}.{os.getpid()}.tmp"
     try:
         tmp.write_text(json.dumps(data, indent=1) + "\n")
@@ -112,12 +136,15 @@ def upgrade(folder: Path) -> str | None:
     found = written_by(folder)
     if found == THIS_RELEASE:
         return None
-    gained = [
-        f"{name} gained {', '.join(cols)} (empty: null)"
-        for name, schema in TABLES
-        if (cols := upgrade_table(folder / name, schema))
-    ]
+    changes = []
+    for name, schema in TABLES:
+        renamed, cols = upgrade_table(folder / name, schema)
+        if renamed:
+            changes.append(f"{name} names its figures val_* (its trials chose on the test split: selected_on test) and test_*")
+        if cols:
+            shown = ", ".join(cols) if len(cols) <= 4 else f"{len(cols)} columns ({', '.join(cols[:3])}, ...)"
+            changes.append(f"{name} gained {shown} (empty: null)")
     upgrade_steps_file(folder)
     record(folder)
-    tables = "; ".join(gained) if gained else "its tables needed no change"
+    tables = "; ".join(changes) if changes else "its tables needed no change"
     return f"{str(folder)!r} was written by {found.describe()}; upgraded for wartune {__version__} (schema {SCHEMA_VERSION}): {tables}"

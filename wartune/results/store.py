@@ -363,17 +363,18 @@ def _added_missing(table: pa.Table, schema: pa.Schema) -> list[pa.Field]:
     return [schema.field(name) for name in schema.names if name in ADDED_COLUMNS and name not in table.column_names]
 
 
-def upgrade_table(path: Path, schema: pa.Schema) -> list[str]:
-    """Write a table from an older wartune back in `schema`, its missing columns filled with their
-    empty values (atomically); the columns it gained. A table already current is left untouched."""
+def upgrade_table(path: Path, schema: pa.Schema) -> tuple[bool, list[str]]:
+    """Write a table from an older wartune back in `schema`, its columns renamed (`RENAMED_*`) and
+    its missing ones filled with their empty values (atomically): whether it renamed any, and the
+    columns it gained. A table already current is left untouched."""
     if not path.is_file():
-        return []
+        return False, []
     table = read_table(path)
     missing = [field.name for field in _added_missing(renamed_to_current(table, schema), schema)]
-    renamed = sorted(set(table.column_names) - set(schema.names))
+    renamed = bool(set(table.column_names) - set(schema.names))
     if missing or renamed:
         write_table(read_rows(path, schema), schema, path)
-    return missing
+    return renamed, missing
 
 
 _STEP_NAME = re.compile(r"(?P<trial>.+)-e(?P<epoch>\d{4,})\.parquet")

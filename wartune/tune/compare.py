@@ -26,7 +26,8 @@ from typing import Any
 from wartune.engine.data import check_data_dir, load_dataset
 from wartune.errors import ConfigError, WartuneError, warn
 from wartune.results import manifest
-from wartune.results.formatting import interval_of, markdown_table, num, pct
+from wartune.results.formatting import ci_text, interval_of, markdown_table, num, pct
+from wartune.results.intervals import PairedDifference, mean_interval, paired_difference
 from wartune.results.locks import check_unlocked
 from wartune.results.plots import write_plots
 from wartune.results.report import write_summary
@@ -41,7 +42,7 @@ from wartune.results.store import (
     read_rows,
     write_table,
 )
-from wartune.results.trials import best_trial
+from wartune.results.trials import best_trial, decode_flags, is_finite
 from wartune.results.zeta import ZetaEntry, ZetaRegistry, best_trial_entry
 from wartune.tune.params import fixed_lambda, war_lambda
 from wartune.tune.spaces import COMPARE_STRATEGIES, SearchSpace
@@ -61,10 +62,11 @@ from wartune.tune.strategies import (
 )
 
 SinksFor = Callable[[SearchSpace], list[Any]]  # a part's extra sink factories (MLflow)
-COLUMNS = ("model", "strategy", "λ", "λ settled", "natural %", "robust %", "AutoAttack %", "stability %", "seeds", "trials", "cost s",
-           "cost / grid")  # fmt: skip
-SEED_COLUMNS = ("model", "strategy", "seed", "λ", "λ settled", "natural %", "robust %", "AutoAttack %", "stability %", "trials",
-                "cost s", "cost / grid")  # fmt: skip
+# robust %: with its 95 % interval; vs grid: the paired difference in points, with its 95 % interval
+COLUMNS = ("model", "strategy", "λ", "λ settled", "natural %", "robust %", "vs grid", "AutoAttack %", "stability %", "seeds",
+           "trials", "cost s", "cost / grid")  # fmt: skip
+SEED_COLUMNS = ("model", "strategy", "seed", "λ", "λ settled", "natural %", "robust %", "vs grid", "AutoAttack %", "stability %",
+                "trials", "cost s", "cost / grid")  # fmt: skip
 CALIBRATED = ("untuned", "war")  # strategies that rely on the thin-net calibration (its cost counts in)
 
 
@@ -166,10 +168,25 @@ def compare_rows(
             }  # fmt: skip
         )
     grid_cost = {(r["model"], r["seed"]): r["total_seconds"] for r in rows if r["strategy"] == "grid"}
+    grid_best = {(model, seed): _best(trials) for (strategy, model, seed), trials in by_cell.items() if strategy == "grid"}
     for r in rows:
         if grid_cost.get((r["model"], r["seed"])):
             r["cost_vs_grid"] = r["total_seconds"] / grid_cost[(r["model"], r["seed"])]
+        grid = grid_best.get((r["model"], r["seed"]))
+        if r["strategy"] != "grid" and grid is not None:
+            best = _best(by_cell[(r["strategy"], r["model"], r["seed"])])
+            if (difference := robust_difference(best, grid)) is not None:
+                r.update(rob_vs_grid=difference.diff, rob_vs_grid_lo=difference.lo, rob_vs_grid_hi=difference.hi)
     return sorted(rows, key=lambda r: (r["width"], strategy_order(r["strategy"]), r["seed"]))
+
+
+def robust_difference(a: dict[str, Any], b: dict[str, Any]) -> PairedDifference | None:
+    """a's test robust accuracy minus b's, paired over the same test images (each trial's
+    per-example flags), with Newcombe's 95 % interval; None where either lacks its flags."""
+    n = a.get("test_examples")
+    if not (a.get("test_robust") and b.get("test_robust")) or n != b.get("test_examples"):
+        return None
+    return paired_difference(decode_flags(a["test_robust"], n), decode_flags(b["test_robust"], n))
 
 
 def strategies_of(rows: list[dict[str, Any]]) -> list[str]:
@@ -205,11 +222,41 @@ def compare_table(rows: list[dict[str, Any]]) -> list[list[str]]:
             [
                 model, strategy, MeanSd.of(r["lambda_final"] for r in repeats).text(),
                 _settled([r["lambda_settled_epoch"] for r in repeats]),
-                *(MeanSd.of(r.get(m) for r in repeats).text(100) for m in ("test_nat_acc", "test_rob_acc", "aa_rob_acc", "test_stability")),
+                MeanSd.of(r.get("test_nat_acc") for r in repeats).text(100),
+                *(_over_seeds(repeats, column, signed) for column, signed in (("test_rob_acc", False), ("rob_vs_grid", True))),
+                *(MeanSd.of(r.get(m) for r in repeats).text(100) for m in ("aa_rob_acc", "test_stability")),
                 str(len(repeats)), str(sum(r["trials"] for r in repeats)), num(total, "{:.0f}"), num(ratio),
             ]
         )  # fmt: skip
     return table
+
+
+def _over_seeds(repeats: list[dict[str, Any]], column: str, signed: bool) -> str:
+    """One seed: its figure with its own interval (Wilson; paired for a difference); several:
+    their mean with a Student-t 95 % interval over the seeds."""
+    if len(repeats) == 1:
+        r = repeats[0]
+        return ci_text(r.get(column), r.get(f"{column}_lo"), r.get(f"{column}_hi"), signed)
+    stats = mean_interval(r.get(column) for r in repeats)
+    return ci_text(*stats, signed) if stats is not None else "–"
+
+
+def noise_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Each strategy against the grid, per model, in words: ahead, behind or within noise, by the
+    paired 95 % interval of the test robust accuracy (the mean over seeds' t-interval with several)."""
+    lines = []
+    for (model, strategy), repeats in group(rows, key=lambda r: (r["model"], r["strategy"])).items():
+        if strategy == "grid":
+            continue
+        stats = mean_interval(r.get("rob_vs_grid") for r in repeats) if len(repeats) > 1 else (
+            repeats[0].get("rob_vs_grid"), repeats[0].get("rob_vs_grid_lo"), repeats[0].get("rob_vs_grid_hi"))  # fmt: skip
+        if stats is None or not all(is_finite(v) for v in stats):
+            continue
+        diff, lo, hi = stats
+        verdict = "within noise" if lo <= 0 <= hi else ("ahead of the grid" if lo > 0 else "behind the grid")
+        lines.append(f"- {strategy} on {model}: {ci_text(diff, lo, hi, signed=True)} points of test robust accuracy "
+                     f"against the grid's best λ: {verdict}.")  # fmt: skip
+    return lines
 
 
 def seed_table(rows: list[dict[str, Any]]) -> list[list[str]]:
@@ -217,7 +264,9 @@ def seed_table(rows: list[dict[str, Any]]) -> list[list[str]]:
     return [
         [
             r["model"], r["strategy"], str(r["seed"]), num(r["lambda_final"]), num(r["lambda_settled_epoch"], "epoch {}"),
-            pct(r["test_nat_acc"]), pct(r["test_rob_acc"]), pct(r.get("aa_rob_acc")), pct(r["test_stability"]), str(r["trials"]),
+            pct(r["test_nat_acc"]), ci_text(r["test_rob_acc"], r["test_rob_acc_lo"], r["test_rob_acc_hi"]),
+            ci_text(r["rob_vs_grid"], r["rob_vs_grid_lo"], r["rob_vs_grid_hi"], signed=True),
+            pct(r.get("aa_rob_acc")), pct(r["test_stability"]), str(r["trials"]),
             num(r["total_seconds"], "{:.0f}"), num(r["cost_vs_grid"]),
         ]
         for r in rows
@@ -234,8 +283,11 @@ def compare_markdown(name: str, rows: list[dict[str, Any]], calibration: dict[st
         f"Calibration on {calibration['model']}: best λ {calibration['best_lambda']:g}, ζ {calibration['zeta']:.3f}, "
         f"{calibration['seconds']:.0f} device-seconds (counted in untuned and WAR, per width).",
         "",
-        "Metrics of each strategy's best trial (by robust accuracy): its best epoch's weights "
-        "(by the per-epoch evaluation) attacked once more on the whole test split; λ settled: the epoch "
+        "Metrics of each strategy's best trial (chosen by validation robust accuracy): its best epoch's "
+        "weights (chosen on the validation split too) read once on the whole test split, with 95 % "
+        "intervals (Wilson; over several seeds, the mean's Student-t interval). vs grid: the test robust "
+        "accuracy minus the grid's best trial's on the same test images, with its paired 95 % interval "
+        "(Newcombe); λ settled: the epoch "
         "from which WAR's λ_t stays within 10 % of its final value; cost in device-seconds "
         f"(GPU share × wall on a GPU, CPUs × wall on CPU), {over}costs summed over seeds.",
         "",
@@ -250,6 +302,8 @@ def compare_markdown(name: str, rows: list[dict[str, Any]], calibration: dict[st
     if calibration.get("untuned_in_grid"):
         lines += ["The untuned λ is one of the grid's: its row is the grid's run at that λ (counted in both).", ""]
     lines += [markdown_table(COLUMNS, compare_table(rows)), ""]
+    if noise := noise_lines(rows):
+        lines += [*noise, ""]
     if len(seeds) > 1:
         lines += ["## Every seed", "", markdown_table(SEED_COLUMNS, seed_table(rows)), ""]
     lines += [

@@ -27,6 +27,7 @@ from ray import tune
 
 from wartune.engine.data import TensorDataset, dataset_info, load_dataset
 from wartune.engine.stack_memory import free_bytes, largest_stack, member_bytes
+from wartune.engine.validation import carve_validation
 from wartune.errors import WartuneError, warn
 from wartune.results import manifest
 from wartune.results.locks import check_unlocked, exclusive
@@ -258,12 +259,22 @@ def run_search(
     check_stack_fits(space, stack_size(params))
     if data is None:
         data = load_dataset(space.dataset, space.data_dir)
+    validation = held_out_split(space, data)  # a validation size the data cannot give fails here
     with claim_folder(folder):
         prepare_folder(folder, resume, overwrite, storage)
         if resume:
             check_resume_matches(folder, space)
-        _fit(space, folder, params, resume, address, num_cpus, num_gpus, storage, extra_sinks, data)
+        _fit(space, folder, params, resume, address, num_cpus, num_gpus, storage, extra_sinks, data, validation)
     return SearchOutcome(folder, space, read_rows(folder / TRIALS_FILE, TRIAL_SCHEMA))
+
+
+def held_out_split(space: SearchSpace, data: SearchData) -> dict[str, Any] | None:
+    """The validation split every trial of the search carves (`engine/validation.py`), as the
+    manifest records it: the same function on the same data, so the driver's account is the trials'."""
+    if not isinstance(data, TensorDataset):
+        return None
+    _, held = carve_validation(data, space.validation)
+    return manifest.validation_record(space.validation.seed, held.tolist(), len(data.train_y))
 
 
 def trial_trainable(space: SearchSpace, data: SearchData) -> Any:
@@ -276,7 +287,8 @@ def trial_trainable(space: SearchSpace, data: SearchData) -> Any:
 
 def _fit(space: SearchSpace, folder: Path, params: dict[str, Any], resume: bool, address: str | None,
          num_cpus: int | None, num_gpus: float | None, storage: str | None,
-         extra_sinks: list[Callable[..., Any]] | None, data: SearchData) -> None:  # fmt: skip
+         extra_sinks: list[Callable[..., Any]] | None, data: SearchData,
+         validation: dict[str, Any] | None = None) -> None:  # fmt: skip
     """Write the resolved space (or make an older or moved folder ready to resume), then build
     (or restore) the Tuner and run it to the end, bound to this folder and these sinks."""
     folder = folder.resolve()
@@ -288,7 +300,7 @@ def _fit(space: SearchSpace, folder: Path, params: dict[str, Any], resume: bool,
         import yaml
 
         (folder / SPACE_FILE).write_text(yaml.safe_dump(space.model_dump(mode="json", by_alias=True), sort_keys=False))
-        manifest.record(folder)
+        manifest.record(folder, validation)
     with ray_session(address, num_cpus, num_gpus), running(RunningSearch(folder, tuple(extra_sinks or ()), local)):
         trainable = trial_trainable(space, data)
         if resume:
