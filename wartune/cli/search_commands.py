@@ -37,6 +37,7 @@ def run_and_report(spec: Any, flags: SearchFlags, *, calibration: ZetaEntry | No
     """Validate the folder, load the data (here only: trials get it from Ray's object store),
     run the search, print its table, write summary.md and plots."""
     from wartune.engine.data import check_data_dir, load_dataset
+    from wartune.results.formatting import pct_ci
     from wartune.results.plots import write_plots
     from wartune.results.report import (
         SEED_COLUMNS,
@@ -47,7 +48,7 @@ def run_and_report(spec: Any, flags: SearchFlags, *, calibration: ZetaEntry | No
     )
     from wartune.results.seeds import repeated
     from wartune.results.store import EPOCHS_FILE, PLOTS_DIR, TRIALS_FILE
-    from wartune.results.trials import at_chance, trial_label
+    from wartune.results.trials import at_chance, best_trial, rivals_within_noise, trial_label
     from wartune.tune.strategies import (
         check_folder,
         check_stack_fits,
@@ -76,6 +77,13 @@ def run_and_report(spec: Any, flags: SearchFlags, *, calibration: ZetaEntry | No
         names = ", ".join(trial_label(t) for t in chance)
         warn(f"{len(chance)} trial(s) ended at chance natural accuracy ({names}): their stability and ζ say "
              "nothing about a trained net (a net predicting one class is perfectly stable); train more epochs")  # fmt: skip
+    if rivals := rivals_within_noise(outcome.trials):
+        best = best_trial(outcome.trials)
+        assert best is not None
+        warn(f"the best trial {trial_label(best)} leads {len(rivals)} other(s) ({', '.join(trial_label(t) for t in rivals[:4])}"
+             f"{', ...' if len(rivals) > 4 else ''}) by less than its 95 % interval on {best['val_examples']} validation images "
+             f"(robust {pct_ci(best, 'val_rob_acc')} %): the search cannot tell them apart; more validation images "
+             "(--validation) or seeds (--seeds) would")  # fmt: skip
     summary = write_summary(outcome.folder, spec.name, outcome.trials)
     plots = write_plots(outcome.folder)
     if sinks:

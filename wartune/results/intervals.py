@@ -46,7 +46,7 @@ def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
     centre = (p + z2 / (2 * n)) / denom
     half = z * math.sqrt(p * (1.0 - p) / n + z2 / (4 * n * n)) / denom
     # At 0 (or n) successes the bound is exactly 0 (or 1); say so rather than leave 1e-17.
-    lo = 0.0 if successes == 0 else max(0.0, centre - half)
+    lo = max(0.0, centre - half)
     hi = 1.0 if successes == n else min(1.0, centre + half)
     return (lo, hi)
 
@@ -210,7 +210,7 @@ def unpack_flags(data: bytes, n: int) -> np.ndarray:
     n must be given (the last byte is padded) and must match the byte count, ceil(n/8):
     a mismatch means the flags and their count come from different rows.
     """
-    if n < 0:
+    if n < 0 or len(data) != (n + 7) // 8:
         raise ValueError(
             f"{len(data)} bytes cannot hold exactly {n} flags (need {(max(n, 0) + 7) // 8})"
         )

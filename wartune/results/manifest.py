@@ -83,6 +83,12 @@ def written_by(folder: Path) -> WrittenBy:
     return found
 
 
+def _manifest_text(data: dict[str, Any]) -> str:
+    """One key a line, the validation split's indices on the line of its own key (not one a line)."""
+    lines = [f" {json.dumps(key)}: {json.dumps(value)}" for key, value in data.items()]
+    return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
 def validation_record(seed: int, indices: list[int], train_examples: int) -> dict[str, Any]:
     """The manifest's account of a search's validation split: drawn by `seed`, the training
     split's `indices` (in the file's order of the training split as loaded), of `train_examples`."""
@@ -121,7 +127,7 @@ def record(folder: Path, validation: dict[str, Any] | None = None) -> None:
         data["validation"] = validation
     tmp = folder / f".{MANIFEST_FILE}.{os.getpid()}.tmp"
     try:
-        tmp.write_text(json.dumps(data, indent=1) + "\n")
+        tmp.write_text(_manifest_text(data))
         tmp.replace(folder / MANIFEST_FILE)
     finally:
         tmp.unlink(missing_ok=True)

@@ -139,6 +139,20 @@ def best_trial(trials: list[dict[str, Any]]) -> dict[str, Any] | None:
     return max(done, key=lambda t: t["val_rob_acc"]) if done else None
 
 
+def rivals_within_noise(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The finished trials whose validation robust accuracy reaches the best trial's 95 % interval
+    (its Wilson lower bound): the validation split cannot tell them from the winner, so the
+    search's choice among them is a coin toss. Empty when the best one stands clear."""
+    best = best_trial(trials)
+    if best is None:
+        return []
+    lo, _ = proportion_interval(best["val_rob_acc"], best.get("val_examples"))
+    if lo is None:
+        return []
+    return [t for t in trials if t["status"] == "finished" and t["trial_id"] != best["trial_id"]
+            and is_finite(t.get("val_rob_acc")) and t["val_rob_acc"] >= lo]  # fmt: skip
+
+
 def best_by_autoattack(trials: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The finished trial with the highest AutoAttack robust accuracy, among those the search's
     end attacked (`final_attack`); None when it attacked none. PGD-20 can rank them otherwise."""
