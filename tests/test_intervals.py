@@ -63,6 +63,10 @@ def test_wilson_at_the_edges_is_exact():
     # x = n mirrors it: hi = 1 exactly and lo = n/(n + z²).
     lo, hi = wilson(10, 10)
     assert hi == 1.0 and lo == pytest.approx(0.7224672, abs=1e-7)
+    # By the formula, lo at n = 3 comes out 5.6e-17 and hi at n = 13 0.9999999999999999;
+    # a table of "0 % [0.0, …]" must not print a bound of 5e-17.
+    for n in range(1, 200):
+        assert wilson(0, n)[0] == 0.0 and wilson(n, n)[1] == 1.0
 
 
 def test_wilson_z_is_used():
@@ -75,15 +79,19 @@ def test_wilson_z_is_used():
 
 def test_wilson_empty_and_bad_counts():
     assert all(math.isnan(v) for v in wilson(0, 0))
-    for x, n in [(-1, 10), (11, 10), (1, -1)]:
-        with pytest.raises(ValueError):
+    for x, n in [(-1, 10), (11, 10)]:
+        with pytest.raises(ValueError, match="successes must lie in"):
             wilson(x, n)
+    with pytest.raises(ValueError, match="n must be"):
+        wilson(1, -1)
 
 
 def test_proportion_interval_from_a_recorded_accuracy():
     # 0.30798 of 263 is 81 successes: the same interval as wilson(81, 263).
     assert _r4(proportion_interval(81 / 263, 263)) == (0.2553, 0.3662)
     assert proportion_interval(0.5, 10) == wilson(5, 10)
+    # 0.29 * 100 is 28.999999999999996 in floating point: rounded, not truncated, to 29.
+    assert proportion_interval(0.29, 100) == wilson(29, 100)
     for p, n in [(None, 100), (math.nan, 100), (0.5, None), (0.5, 0)]:
         assert proportion_interval(p, n) == (None, None)
     with pytest.raises(ValueError):
@@ -234,8 +242,10 @@ def test_paired_swap_negates():
 
 def test_paired_z_is_used():
     a, b = _table(20, 12, 2, 16)
-    wide = paired_difference(a, b, z=2.5758293035489)
+    z99 = 2.5758293035489
+    wide = paired_difference(a, b, z=z99)
     assert wide.lo < 0.0562 and wide.hi > 0.3292
+    assert (wide.lo, wide.hi) == pytest.approx(_newcombe10_by_hand(a, b, z=z99)[1:], abs=1e-9)
 
 
 def test_paired_difference_text_and_noise():
@@ -243,6 +253,9 @@ def test_paired_difference_text_and_noise():
     assert r.text() == "+1.4 [-0.8, +3.6]" and r.within_noise
     assert r.text(scale=1, digits=3) == "+0.014 [-0.008, +0.036]"
     assert not PairedDifference(0.05, 0.001, 0.1, 100, 5, 0).within_noise
+    # An interval that just reaches 0 still holds it.
+    assert PairedDifference(0.05, 0.0, 0.1, 100, 5, 0).within_noise
+    assert PairedDifference(-0.05, -0.1, 0.0, 100, 0, 5).within_noise
 
 
 def test_paired_accepts_sequences_and_torch():
@@ -313,6 +326,44 @@ def test_pack_torch_tensor():
     t = torch.tensor([True, False, True] * 5)
     assert pack_flags(t) == pack_flags(t.numpy())
     np.testing.assert_array_equal(unpack_flags(pack_flags(t), 15), t.numpy())
+
+
+class _DeviceTensor:
+    """Stands in for a CUDA tensor: no numpy view until it is brought to the CPU."""
+
+    def __init__(self, cpu_tensor):
+        self._cpu = cpu_tensor
+
+    def detach(self):
+        return self
+
+    def cpu(self):
+        return self._cpu
+
+    def numpy(self):
+        raise TypeError("can't convert cuda:0 device type tensor to numpy")
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError("can't convert cuda:0 device type tensor to numpy")
+
+    def __len__(self):
+        return len(self._cpu)
+
+
+def test_pack_and_pair_bring_device_tensors_to_the_cpu():
+    torch = pytest.importorskip("torch")
+    a, b = _table(20, 12, 2, 16)
+    ta, tb = _DeviceTensor(torch.from_numpy(a)), _DeviceTensor(torch.from_numpy(b))
+    assert pack_flags(ta) == pack_flags(a)
+    assert paired_difference(ta, tb) == paired_difference(a, b)
+
+
+def test_pack_cuda_tensor():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    t = torch.tensor([True, False, True] * 5, device="cuda")
+    assert pack_flags(t) == pack_flags(t.cpu().numpy())
 
 
 def test_unpack_refuses_a_count_that_does_not_match():

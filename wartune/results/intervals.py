@@ -46,7 +46,7 @@ def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
     centre = (p + z2 / (2 * n)) / denom
     half = z * math.sqrt(p * (1.0 - p) / n + z2 / (4 * n * n)) / denom
     # At 0 (or n) successes the bound is exactly 0 (or 1); say so rather than leave 1e-17.
-    lo = max(0.0, centre - half)
+    lo = 0.0 if successes == 0 else max(0.0, centre - half)
     hi = 1.0 if successes == n else min(1.0, centre + half)
     return (lo, hi)
 
