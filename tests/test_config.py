@@ -63,9 +63,10 @@ def test_bad_values_name_the_key(changes, expected):
 @pytest.mark.parametrize(
     "data,expected",
     [
-        ({"foo": 1}, "allowed keys: attack, batch_size, compile, data_dir, dataset, device, epochs, eval, graphs, lam, lr, model, momentum, objective, precision, schedule, seed, threads, train_examples, weight_decay"),
+        ({"foo": 1}, "allowed keys: attack, batch_size, compile, data_dir, dataset, device, epochs, eval, graphs, lam, lr, model, momentum, objective, precision, schedule, seed, threads, train_examples, validation, weight_decay"),
         ({"attack": {"foo": 1}}, "unknown key 'attack.foo'; allowed keys: eps, step, steps"),
         ({"eval": {"foo": 1}}, "unknown key 'eval.foo'; allowed keys: eps, max_examples, step, steps"),
+        ({"validation": {"foo": 1}}, "unknown key 'validation.foo'; allowed keys: examples, fraction, held_out, seed"),
         ({"lam": {"kind": "war", "zeta": 3, "beta": 1}}, "allowed keys: alpha, alpha_per, ema_beta, hold, kind, lambda0, max_step, ratio, window, zeta"),
         ({"lam": {"kind": "fixed", "value": 3, "beta": 1}}, "allowed keys: kind, value"),
     ],
@@ -137,7 +138,8 @@ def test_a_model_too_big_for_the_datasets_images_is_refused_at_the_edge():
 
 @pytest.mark.parametrize("dataset,default", [("digits", None), ("cifar10", 1000), ("cifar100", 1000), ("svhn", 1000)])
 def test_per_epoch_evaluation_is_sized_by_the_dataset_unless_the_config_says(dataset, default):
-    # None: the whole test split (digits' 360 cost nothing); CIFAR-size splits: the first 1,000
+    # the first N validation images each epoch. None: the whole validation split (digits' 216
+    # cost nothing); CIFAR-size sets: the first 1,000 (their whole default validation split)
     assert dataset_info(dataset).eval_examples == default
     assert TrainConfig(dataset=dataset).eval_examples == default
     assert TrainConfig(dataset=dataset, eval={"max_examples": 250}).eval_examples == 250

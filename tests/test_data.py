@@ -1,11 +1,14 @@
-"""Datasets: the embedded digits split, the real MNIST, and the local-folder rule for MNIST / CIFAR / SVHN."""
+"""Datasets: the embedded digits split, the real MNIST, the local-folder rule for MNIST / CIFAR / SVHN,
+and the validation split a trainer carves from the training split."""
 
 import pickle
 
+import numpy as np
 import pytest
 import torch
 
 from wartune.engine.batches import eval_batches, train_batches
+from wartune.engine.config import TrainConfig, ValidationSettings, validate
 from wartune.engine.data import (
     TensorDataset,
     augment_batch,
@@ -16,7 +19,8 @@ from wartune.engine.data import (
     to_float,
     training_subset,
 )
-from wartune.errors import DataError
+from wartune.engine.validation import carve_validation, validation_size
+from wartune.errors import ConfigError, DataError
 
 
 def test_digits_is_in_memory_scaled_and_split_stratified(digits):
@@ -110,6 +114,10 @@ def test_on_device_keeps_the_stored_dtypes(digits):
     data = on_device(TensorDataset(dataset_info("cifar10"), images, torch.arange(4), images, torch.arange(4)), torch.device("cpu"))
     assert data.train_x.dtype == torch.uint8 and data.info.name == "cifar10"
     assert on_device(digits, torch.device("cpu")).train_x.dtype == torch.float32
+    carved, _ = carve_validation(digits, ValidationSettings())
+    moved = on_device(carved, torch.device("cpu"))
+    assert torch.equal(moved.val_x, carved.val_x) and torch.equal(moved.val_y, carved.val_y)
+    assert moved.test_x is digits.test_x and moved.test_y is digits.test_y  # the test split stays where it is
 
 
 CPU = torch.device("cpu")
@@ -186,5 +194,126 @@ def test_a_trainer_trains_on_the_configured_subset(digits, tiny_config):
 
     trainer = Trainer(tiny_config.model_copy(update={"train_examples": 200}), digits)
     assert len(trainer.data.train_y) == 200
+    # the subset is taken from what the validation split left: no validation image is trained on
+    assert len(trainer.validation_indices) == 216 and len(trainer.data.val_y) == 216
+    left, _ = carve_validation(digits, ValidationSettings())
+    assert torch.equal(trainer.data.train_x, training_subset(left, 200).train_x)
     trace, _ = trainer.train_epoch()
     assert len(trace.l_nat) == 2  # ceil(200 / 128) steps
+
+
+# --- the validation split (engine/validation.py) ---------------------------------------------
+
+
+def _rows(images: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    """Each image flattened with its label appended, the rows sorted: the split as a multiset."""
+    rows = torch.cat([images.flatten(1), labels[:, None].to(images.dtype)], dim=1).numpy()
+    return rows[np.lexsort(rows.T[::-1])]
+
+
+def test_digits_validation_split_is_15_percent_of_training_stratified_and_the_rest_trains(digits):
+    carved, held = carve_validation(digits, ValidationSettings())
+    assert len(held) == round(0.15 * 1437) == 216
+    assert (len(carved.val_y), len(carved.train_y)) == (216, 1221)
+    assert torch.equal(held, held.unique())  # sorted, no index twice
+    assert 0 <= int(held.min()) and int(held.max()) < 1437
+    # stratified: each class's share of the validation split is its share of the training split
+    share = torch.bincount(digits.train_y, minlength=10).double() / 1437
+    counts = torch.bincount(carved.val_y, minlength=10)
+    assert ((counts - 216 * share).abs() <= 1).all(), counts.tolist()
+    # the validation images are the held-out training images; the training split is every other
+    # one, in its order (so the two are disjoint)
+    assert torch.equal(carved.val_x, digits.train_x[held]) and torch.equal(carved.val_y, digits.train_y[held])
+    keep = torch.tensor(sorted(set(range(1437)) - set(held.tolist())))
+    assert len(keep) == 1221
+    assert torch.equal(carved.train_x, digits.train_x[keep]) and torch.equal(carved.train_y, digits.train_y[keep])
+    assert torch.equal(torch.cat([held, keep]).sort().values, torch.arange(1437))
+    # together, image for image, exactly the training split as loaded
+    both = _rows(torch.cat([carved.train_x, carved.val_x]), torch.cat([carved.train_y, carved.val_y]))
+    assert np.array_equal(both, _rows(digits.train_x, digits.train_y))
+    # the test split is not touched
+    assert carved.test_x is digits.test_x and carved.test_y is digits.test_y
+    assert digits.val_x is None and len(digits.train_y) == 1437  # the loaded data stay as they were
+
+
+def test_the_validation_split_is_drawn_by_its_seed(digits):
+    _, first = carve_validation(digits, ValidationSettings())
+    _, again = carve_validation(digits, ValidationSettings(seed=0))
+    _, other = carve_validation(digits, ValidationSettings(seed=1))
+    assert torch.equal(first, again)
+    assert len(other) == 216 and not torch.equal(first, other)
+
+
+@pytest.mark.parametrize(
+    "settings,count", [({"examples": 50}, 50), ({"fraction": 0.1}, 144), ({"examples": 10}, 10), ({"examples": 1427}, 1427)]
+)
+def test_the_validation_split_takes_the_configured_count(digits, settings, count):
+    # 0.1 * 1437 = 143.7 → 144; 10 and 1,427 leave each of the 10 classes one image on each side
+    carved, held = carve_validation(digits, ValidationSettings(**settings))
+    assert len(held) == len(carved.val_y) == count and len(carved.train_y) == 1437 - count
+    assert len(carved.val_y.unique()) == len(carved.train_y.unique()) == 10
+
+
+@pytest.mark.parametrize("settings", [{"examples": 9}, {"examples": 1428}, {"examples": 5000}, {"fraction": 0.999}])
+def test_a_validation_split_too_small_or_too_large_is_a_one_line_error(digits, settings):
+    with pytest.raises(ConfigError, match=r"^validation: \d+ images cannot be held out of 1437 training images of 10 classes") as err:
+        carve_validation(digits, ValidationSettings(**settings))
+    assert "give validation.examples between 10 and 1427" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_trial_begun_by_0_2_0_validates_on_the_test_split_and_trains_on_all(digits):
+    carved, held = carve_validation(digits, ValidationSettings(held_out=False))
+    assert carved.val_x is digits.test_x and carved.val_y is digits.test_y
+    assert carved.train_x is digits.train_x and carved.train_y is digits.train_y and len(carved.train_y) == 1437
+    assert held.numel() == 0
+
+
+@pytest.mark.parametrize(
+    "validation,key,why",
+    [
+        ({"examples": 0}, "validation.examples", "a validation split needs at least one image per class"),
+        ({"examples": -3}, "validation.examples", "a validation split needs at least one image per class"),
+        ({"fraction": 0}, "validation.fraction", "a fraction of the training split is above 0 and below 1"),
+        ({"fraction": 1.0}, "validation.fraction", "a fraction of the training split is above 0 and below 1"),
+        ({"examples": 50, "fraction": 0.1}, "validation.fraction", "give examples or fraction, not both"),
+    ],
+)
+def test_a_config_without_a_usable_validation_split_is_refused_in_one_line(validation, key, why):
+    with pytest.raises(ConfigError) as err:
+        validate(TrainConfig, {"validation": validation}, "x")
+    message = str(err.value)
+    assert message.startswith(f"x: {key}: {why}") and "\n" not in message
+    if "needs" in why or "above 0" in why:  # why a split is needed at all
+        assert "could only be chosen on the test split, which then no longer tests them" in message
+
+
+@pytest.mark.parametrize(
+    "dataset,n_train,count",
+    [("digits", 1437, 216), ("mnist", 60_000, 5_000), ("cifar10", 50_000, 1_000), ("cifar100", 50_000, 1_000),
+     ("svhn", 73_257, 1_000), ("synthetic-cifar10", 50_000, 1_000), ("synthetic-mnist", 60_000, 5_000)],
+)  # fmt: skip
+def test_each_datasets_default_validation_size(dataset, n_train, count):
+    default = dataset_info(dataset).validation
+    assert validation_size(ValidationSettings(), default, n_train) == count
+    assert validation_size(ValidationSettings(examples=77), default, n_train) == 77
+    assert validation_size(ValidationSettings(fraction=0.5), default, n_train) == round(0.5 * n_train)
+
+
+def test_a_dataset_names_its_splits_and_has_no_validation_split_until_one_is_carved(digits):
+    assert digits.split("test") == (digits.test_x, digits.test_y)
+    with pytest.raises(ValueError, match="no validation split: carve one first"):
+        digits.split("validation")
+    with pytest.raises(ValueError, match="unknown split 'train'; known: validation, test"):
+        digits.split("train")
+    carved, _ = carve_validation(digits, ValidationSettings())
+    assert carved.split("validation") == (carved.val_x, carved.val_y)
+
+
+def test_eval_batches_read_the_first_examples_of_the_named_split(digits):
+    carved, _ = carve_validation(digits, ValidationSettings())
+    batches = list(eval_batches(carved, 100, 64, CPU, "validation"))
+    assert [len(y) for _, y in batches] == [64, 36]
+    assert torch.equal(torch.cat([x for x, _ in batches]), carved.val_x[:100])
+    assert torch.equal(torch.cat([y for _, y in batches]), carved.val_y[:100])
+    assert sum(len(y) for _, y in eval_batches(carved, None, 256, CPU, "validation")) == 216
+    assert sum(len(y) for _, y in eval_batches(carved, None, 256, CPU)) == 360  # the test split by default

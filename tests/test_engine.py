@@ -5,11 +5,13 @@ import math
 import pytest
 import torch
 
-from wartune.engine.batches import train_batches
+from wartune.engine.attacks import pgd_from, start_noise
+from wartune.engine.batches import eval_batches, train_batches
 from wartune.engine.config import TrainConfig
-from wartune.engine.evaluation import eval_seed, evaluate_model
+from wartune.engine.data import TensorDataset
+from wartune.engine.evaluation import eval_seed, evaluate_flags, evaluate_model
 from wartune.engine.models import create_model
-from wartune.engine.records import StepLog, StepTrace
+from wartune.engine.records import EpochRecord, StepLog, StepTrace
 from wartune.engine.trainer import DivergedError, Trainer, best_model_meta, train
 from wartune.results.model_files import load_model, save_model_files
 
@@ -19,25 +21,25 @@ def _changed(config: TrainConfig, **changes) -> TrainConfig:
 
 
 def _metrics(history):
-    return [(r.nat_acc, r.rob_acc, r.stability, r.l_nat, r.l_rob, r.lambda_last, r.lipschitz) for r in history]
+    return [(r.val_nat_acc, r.val_rob_acc, r.val_stability, r.l_nat, r.l_rob, r.lambda_last, r.val_lipschitz) for r in history]
 
 
 def test_train_returns_history_with_every_metric(tiny_config, digits):
     result = train(tiny_config, data=digits)
     assert [r.epoch for r in result.history] == [1, 2]
     for r in result.history:
-        assert 0 <= r.rob_acc <= r.nat_acc <= 1
-        assert 0 <= r.stability <= 1 and r.lambda_last == 6.0
-        assert r.l_nat > 0 and r.l_rob >= 0 and r.lipschitz > 0
+        assert 0 <= r.val_rob_acc <= r.val_nat_acc <= 1
+        assert 0 <= r.val_stability <= 1 and r.lambda_last == 6.0
+        assert r.l_nat > 0 and r.l_rob >= 0 and r.val_lipschitz > 0
         assert r.zeta == pytest.approx(r.l_nat / r.l_rob)
-        assert r.eval_examples == 90
-    assert result.best.rob_acc == max(r.rob_acc for r in result.history)
+        assert r.val_examples == 90  # the first 90 of the 216 validation images
+    assert result.best.val_rob_acc == max(r.val_rob_acc for r in result.history)
 
 
 def test_robust_accuracy_never_exceeds_stability_or_accuracy(tiny_config, digits):
     # robust ⇔ correct ∧ stable per example implies rob_acc ≤ min(nat_acc, stability)
     for r in train(tiny_config, data=digits).history:
-        assert r.rob_acc <= min(r.nat_acc, r.stability) + 1e-9
+        assert r.val_rob_acc <= min(r.val_nat_acc, r.val_stability) + 1e-9
 
 
 def test_seeded_runs_are_identical(tiny_config, digits):
@@ -58,7 +60,7 @@ def test_resume_after_an_interrupted_epoch_reproduces_the_uninterrupted_run(tiny
     first.run_epoch()
     first.save(tmp_path / "trainer.pt")
     # the second epoch starts and is killed half-way: its batches advance the RNG and weights
-    batches = train_batches(digits, config.batch_size, first.generator, first.device)
+    batches = train_batches(first.data, config.batch_size, first.generator, first.device)
     first.train_step(*next(batches))
     del first
 
@@ -106,6 +108,7 @@ def test_best_model_round_trips_through_safetensors(tiny_config, digits, tmp_pat
     save_model_files(trainer.best_state, best_model_meta(trainer), tmp_path)
     model, meta = load_model(tmp_path)
     assert meta["model"] == "cnn-8" and meta["epoch"] == trainer.best_epoch
+    assert meta["val_rob_acc"] == trainer.history[trainer.best_epoch - 1].val_rob_acc
     x = digits.test_x[:16]
     reference = trainer.model
     reference.load_state_dict(trainer.best_state)
@@ -147,21 +150,26 @@ def test_checkpoint_is_plain_data_and_written_atomically(tiny_config, digits, tm
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.pt"]  # the temp file was renamed away
     state = torch.load(path, weights_only=True)
     assert state["format"] == 1 and state["epoch"] == 1 and state["best_epoch"] == 1
-    assert state["history"][0]["rob_acc"] == trainer.history[0].rob_acc
+    assert state["history"][0]["val_rob_acc"] == trainer.history[0].val_rob_acc
     for key, tensor in trainer.best_state.items():
         assert torch.equal(state["best_state"][key], tensor)
 
 
 def test_evaluation_needs_no_trainer_and_never_touches_the_training_rng(tiny_config, digits):
+    # the per-epoch evaluation is a plain function of (model, data, attack, seed) on the
+    # trainer's validation split: the first 90 of its 216 held-out training images
     trainer = Trainer(tiny_config, digits)
     record = trainer.run_epoch()
     model = create_model("cnn-8", 10, 1, 8)
     model.load_state_dict(trainer.model.state_dict())
     generator_before, torch_before = trainer.generator.get_state(), torch.get_rng_state()
-    metrics = evaluate_model(model, digits, tiny_config.eval_pgd(), eval_seed(tiny_config.seed, 1), max_examples=90)
+    metrics = evaluate_model(
+        model, trainer.data, tiny_config.eval_pgd(), eval_seed(tiny_config.seed, 1), max_examples=90, split="validation"
+    )
     assert (metrics.nat_acc, metrics.rob_acc, metrics.stability, metrics.lipschitz, metrics.n) == (
-        record.nat_acc, record.rob_acc, record.stability, record.lipschitz, record.eval_examples
+        record.val_nat_acc, record.val_rob_acc, record.val_stability, record.val_lipschitz, record.val_examples
     )  # fmt: skip
+    assert metrics.n == 90
     assert torch.equal(trainer.generator.get_state(), generator_before)
     assert torch.equal(torch.get_rng_state(), torch_before)
     assert trainer.evaluate() == metrics  # the thin delegate: same seed (seed, epoch), same examples
@@ -193,15 +201,16 @@ def test_step_trace_names_the_first_non_finite_step():
 
 
 def test_each_epoch_counts_the_war_steps_it_skipped(tiny_config, digits):
-    # 1,437 training images in batches of 128: 12 steps an epoch. With a threshold no l_rob
-    # reaches, WAR skips all 12 of epoch 1; with a vanishing threshold it skips none of epoch 2.
+    # 1,437 training images less the 216 held out for validation: 1,221 in batches of 128, 10
+    # steps an epoch. With a threshold no l_rob reaches, WAR skips all 10 of epoch 1; with a
+    # vanishing threshold it skips none of epoch 2.
     trainer = Trainer(_changed(tiny_config, lam={"kind": "war", "zeta": 10.0, "lambda0": 2.0}), digits)
     trainer.controller.min_l_rob = math.inf
     first = trainer.run_epoch()
     trainer.controller.min_l_rob = 1e-30  # below any TRADES l_rob of a real step
     second = trainer.run_epoch()
-    assert (first.war_skipped_steps, second.war_skipped_steps) == (12, 0)
-    assert trainer.controller.skipped_steps == 12
+    assert (first.war_skipped_steps, second.war_skipped_steps) == (10, 0)
+    assert trainer.controller.skipped_steps == 10
     assert first.lambda_min == first.lambda_max == 2.0  # every step skipped: λ_t stays λ_0
 
 
@@ -209,26 +218,187 @@ def test_a_fixed_lambda_skips_no_step(tiny_config, digits):
     assert [r.war_skipped_steps for r in train(tiny_config, data=digits).history] == [0, 0]
 
 
+def _weights_at_each_epoch(trainer: Trainer) -> list[dict[str, torch.Tensor]]:
+    """Run `trainer.fit()`, keeping a copy of the weights at the end of every epoch."""
+    states: list[dict[str, torch.Tensor]] = []
+    trainer.fit(lambda record, t: states.append({k: v.detach().clone() for k, v in t.model.state_dict().items()}))
+    return states
+
+
+def _same_flags(a, b) -> bool:
+    return all(torch.equal(getattr(a, name), getattr(b, name)) for name in ("correct", "stable", "robust"))
+
+
 def test_best_weights_are_evaluated_once_on_the_whole_test_split(tiny_config, digits):
     trainer = Trainer(tiny_config, digits)
-    trainer.fit()
-    full = trainer.evaluate_best()
+    states = _weights_at_each_epoch(trainer)
+    val_rob = [r.val_rob_acc for r in trainer.history]
+    assert trainer.best_epoch == val_rob.index(max(val_rob)) + 1  # chosen on the validation split
+    assert [r.val_examples for r in trainer.history] == [90, 90]  # the per-epoch validation subset
+    last_weights = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    generator_before, torch_before = trainer.generator.get_state(), torch.get_rng_state()
+
+    result = trainer.evaluate_test()
+    # it neither moves the trained weights nor draws from the training RNGs
+    assert all(torch.equal(v, last_weights[k]) for k, v in trainer.model.state_dict().items())
+    assert torch.equal(trainer.generator.get_state(), generator_before)
+    assert torch.equal(torch.get_rng_state(), torch_before)
+
+    # the best epoch's weights (as they stood at the end of that epoch), all 360 test images,
+    # that epoch's evaluation seed: exactly a plain evaluation of those weights on the test split
     model = create_model("cnn-8", 10, 1, 8)
-    model.load_state_dict(trainer.best_state)
-    direct = evaluate_model(model, digits, tiny_config.eval_pgd(), eval_seed(tiny_config.seed, trainer.best_epoch))
-    assert full == direct and full.n == len(digits.test_y) == 360
-    assert [r.eval_examples for r in trainer.history] == [90, 90]  # the per-epoch subset
+    model.load_state_dict(states[trainer.best_epoch - 1])
+    seed = eval_seed(tiny_config.seed, trainer.best_epoch)
+    direct = evaluate_model(model, trainer.data, tiny_config.eval_pgd(), seed)
+    assert result.metrics == direct and direct.n == len(digits.test_y) == 360
+    _, direct_flags = evaluate_flags(model, trainer.data, tiny_config.eval_pgd(), seed)
+    assert _same_flags(result.flags, direct_flags)
+    again = trainer.evaluate_test()  # reproducible
+    assert again.metrics == result.metrics and _same_flags(again.flags, result.flags)
+
+    # the flags are the metrics, example by example
+    flags, metrics = result.flags, result.metrics
+    assert all(len(getattr(flags, name)) == 360 for name in ("correct", "stable", "robust"))
+    assert flags.robust.float().mean().item() == metrics.rob_acc
+    assert flags.correct.float().mean().item() == metrics.nat_acc
+    assert flags.stable.float().mean().item() == metrics.stability
+    assert torch.equal(flags.robust, flags.correct & flags.stable)
+    # correct: the natural prediction is the label; robust: correct and the adversarial
+    # prediction (the same attack, redrawn here batch by batch) is the label too
+    attack, generator = tiny_config.eval_pgd(), torch.Generator().manual_seed(seed)
+    model.eval()
+    pred_nat, pred_adv = [], []
+    for x, y in eval_batches(trainer.data, None, 256, torch.device("cpu"), "test"):
+        x_adv = pgd_from(model, x, y, attack, start_noise(x, attack, generator)).x_adv
+        with torch.no_grad():
+            pred_nat.append(model(x).argmax(1))
+            pred_adv.append(model(x_adv).argmax(1))
+    nat, adv = torch.cat(pred_nat), torch.cat(pred_adv)
+    assert torch.equal(flags.correct, nat == digits.test_y)
+    assert torch.equal(flags.robust, (nat == digits.test_y) & (adv == digits.test_y))
+    assert torch.equal(flags.stable, adv == nat)
 
 
-def test_a_per_epoch_evaluation_of_the_whole_split_is_reused_not_repeated(tiny_config, digits):
-    trainer = Trainer(_changed(tiny_config, eval={"steps": 5}), digits)  # digits: every epoch sees all 360
-    trainer.fit()
+def test_an_uncapped_per_epoch_evaluation_reads_the_whole_validation_split_and_the_test_split_apart(tiny_config, digits):
+    # no eval.max_examples on digits: every epoch sees all 216 validation images; the test
+    # result is a fresh attack on the 360 test images, not the best epoch's validation figures
+    trainer = Trainer(_changed(tiny_config, eval={"steps": 5}), digits)
+    states = _weights_at_each_epoch(trainer)
+    assert [r.val_examples for r in trainer.history] == [216, 216]
+    model = create_model("cnn-8", 10, 1, 8)
+    model.load_state_dict(states[trainer.best_epoch - 1])
+    seed = eval_seed(tiny_config.seed, trainer.best_epoch)
     best = trainer.history[trainer.best_epoch - 1]
-    trainer.eval_attack = None  # an attack now would fail: the figures must come from the epoch
-    full = trainer.evaluate_best()
-    assert (full.nat_acc, full.rob_acc, full.stability, full.lipschitz, full.n) == (
-        best.nat_acc, best.rob_acc, best.stability, best.lipschitz, 360,
+    on_validation = evaluate_model(model, trainer.data, trainer.config.eval_pgd(), seed, split="validation")
+    assert (on_validation.nat_acc, on_validation.rob_acc, on_validation.stability, on_validation.n) == (
+        best.val_nat_acc, best.val_rob_acc, best.val_stability, 216,
     )  # fmt: skip
+    result = trainer.evaluate_test()
+    assert result.metrics == evaluate_model(model, trainer.data, trainer.config.eval_pgd(), seed)
+    assert result.metrics.n == 360
+
+
+def test_a_trainer_holds_out_its_validation_split_from_the_training_split(tiny_config, digits):
+    trainer = Trainer(tiny_config, digits)
+    assert len(trainer.data.train_y) == 1437 - 216 and len(trainer.validation_indices) == 216
+    held = trainer.validation_indices
+    assert torch.equal(trainer.data.val_x, digits.train_x[held]) and torch.equal(trainer.data.val_y, digits.train_y[held])
+    keep = torch.ones(1437, dtype=torch.bool)
+    keep[held] = False
+    assert torch.equal(trainer.data.train_x, digits.train_x[keep])  # the rest, in their order
+    assert trainer.data.test_x is digits.test_x  # the test split as given, untouched
+    # every trial of a search holds out the same images, whatever its own seed
+    assert torch.equal(Trainer(_changed(tiny_config, seed=11), digits).validation_indices, held)
+    # data that already has a validation split is used as it is
+    given = Trainer(tiny_config, trainer.data)
+    assert len(given.validation_indices) == 0 and given.data.val_x is trainer.data.val_x
+    assert len(given.data.train_y) == 1221
+
+
+def test_best_model_meta_carries_the_best_epochs_validation_figures(tiny_config, digits):
+    trainer = Trainer(tiny_config, digits)
+    trainer.fit()
+    meta = best_model_meta(trainer)
+    best = trainer.history[trainer.best_epoch - 1]
+    assert (meta["val_nat_acc"], meta["val_rob_acc"], meta["val_stability"], meta["val_examples"]) == (
+        best.val_nat_acc, best.val_rob_acc, best.val_stability, 90,
+    )  # fmt: skip
+    assert not {"nat_acc", "rob_acc", "stability", "eval_examples"} & meta.keys()
+
+
+# this release's names of the per-epoch evaluation's figures, and 0.2.0's
+RENAMED = {"val_nat_acc": "nat_acc", "val_rob_acc": "rob_acc", "val_stability": "stability",
+           "val_lipschitz": "lipschitz", "val_examples": "eval_examples"}  # fmt: skip
+
+
+def test_an_epoch_record_of_0_2_0_loads_under_the_validation_names(tiny_config, digits):
+    record = train(tiny_config, data=digits).history[0]
+    old = {RENAMED.get(k, k): v for k, v in record.metrics().items()}
+    assert "rob_acc" in old and "val_rob_acc" not in old
+    assert EpochRecord.from_dict(old) == record
+    assert EpochRecord.from_dict(record.metrics()) == record
+
+
+class ReadCounted(torch.Tensor):
+    """A tensor that counts every torch operation applied to it or to a tensor made from it
+    (slices, copies, `.to(device)`, arithmetic: they are `ReadCounted` too)."""
+
+    reads = 0
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        ReadCounted.reads += 1
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+def _with_counted_test_split(digits) -> TensorDataset:
+    """digits with its test images and labels `ReadCounted`, the count at 0."""
+    data = TensorDataset(
+        digits.info, digits.train_x, digits.train_y, digits.test_x.as_subclass(ReadCounted), digits.test_y.as_subclass(ReadCounted)
+    )
+    ReadCounted.reads = 0
+    return data
+
+
+def test_the_test_split_is_not_read_before_the_final_evaluation(tiny_config, digits):
+    data = _with_counted_test_split(digits)
+    trainer = Trainer(tiny_config, data)  # tiny: 2 epochs, 90 validation images an epoch
+    # carving, dataclasses.replace and on_device keep the counted tensors as they are
+    assert isinstance(trainer.data.test_x, ReadCounted) and trainer.data.test_x is data.test_x
+    trainer.fit()
+    assert ReadCounted.reads == 0  # neither building the trainer nor any epoch touched the test split
+    result = trainer.evaluate_test()
+    assert ReadCounted.reads > 0  # the final evaluation did
+    assert result.metrics.n == 360
+
+
+def test_the_read_counter_sees_every_read_of_the_test_split(tiny_config, digits, monkeypatch):
+    # the counter of the test above must see a read when one happens: through slicing, `.to`
+    # and `dataclasses.replace` it stays a counter; a plain evaluation of the test split and a
+    # per-epoch evaluation made to read the test split are each counted
+    import dataclasses
+
+    from wartune.engine import trainer as trainer_module
+
+    data = _with_counted_test_split(digits)
+    assert isinstance(data.test_x[:3], ReadCounted) and isinstance(data.test_x.to("cpu"), ReadCounted)
+    assert dataclasses.replace(data, train_x=data.train_x).test_x is data.test_x
+    ReadCounted.reads = 0
+    trainer = Trainer(tiny_config, data)
+    evaluate_model(trainer.net, trainer.data, trainer.eval_attack, 0, 90, split="validation")
+    assert ReadCounted.reads == 0
+    evaluate_model(trainer.net, trainer.data, trainer.eval_attack, 0, 90, split="test")
+    assert ReadCounted.reads > 0
+
+    ReadCounted.reads = 0
+    leaky = Trainer(tiny_config, data)
+
+    def on_the_test_split(*args, **kwargs):
+        return evaluate_model(*args, **{**kwargs, "split": "test"})
+
+    monkeypatch.setattr(trainer_module, "evaluate_model", on_the_test_split)
+    leaky.run_epoch()  # an epoch whose evaluation reads the test split, as 0.2.0's did
+    assert ReadCounted.reads > 0
 
 
 def test_the_old_checkpoints_module_still_gives_load_model_and_says_where_it_went():

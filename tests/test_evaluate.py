@@ -2,6 +2,8 @@
 stronger attacks find no fewer adversarial examples, PGD-20 is the per-epoch evaluation's
 own attack, and the CLI writes its table."""
 
+import dataclasses
+
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -12,6 +14,7 @@ from wartune.engine.attack_suite import ATTACKS, evaluate_attacks
 from wartune.engine.attacks import PGDConfig, cw_margin, pgd_linf
 from wartune.engine.config import TrainConfig, TrainingSettings
 from wartune.engine.evaluation import eval_seed
+from wartune.engine.models import create_model
 from wartune.engine.trainer import Trainer, best_model_meta
 from wartune.results.model_files import load_model, save_model_files
 
@@ -50,15 +53,33 @@ def test_eval_pgd_on_cifar_uses_the_datasets_step_and_keeps_its_ratio_to_eps():
     assert PGD20 == PGDConfig(eps=0.2, step_size=0.05, steps=20, loss="ce", start="uniform")
 
 
-def test_suite_pgd20_repeats_the_per_epoch_evaluation_exactly(trainer, digits):
-    # all 360 test examples: two batches, so the generator carries over between them as in training
+def _best_model(trainer: Trainer):
+    model = create_model(trainer.config.model, 10, 1, 8)
+    model.load_state_dict(trainer.best_state)
+    return model
+
+
+def test_suite_pgd20_repeats_the_per_epoch_evaluation_exactly(trainer):
+    # the per-epoch evaluation reads the validation split: all 216 of its images, the suite's
+    # (test-split) PGD-20 run on the same images by handing it the validation split as its test split
     per_epoch = trainer.evaluate(max_examples=360)
     config = trainer.config
-    [suite] = evaluate_attacks(trainer.model, digits, config.eval_pgd(), ["pgd20"], 360, seed=eval_seed(config.seed, trainer.epoch))
+    as_test = dataclasses.replace(trainer.data, test_x=trainer.data.val_x, test_y=trainer.data.val_y)
+    [suite] = evaluate_attacks(trainer.model, as_test, config.eval_pgd(), ["pgd20"], 360, seed=eval_seed(config.seed, trainer.epoch))
     assert (suite.nat_acc, suite.rob_acc, suite.stability, suite.n) == (
         per_epoch.nat_acc, per_epoch.rob_acc, per_epoch.stability, per_epoch.n
     )  # fmt: skip
+    assert per_epoch.n == 216
     assert suite.rob_acc < suite.nat_acc  # the attack changes predictions, so its random starts matter
+
+
+def test_suite_pgd20_repeats_the_test_evaluation_exactly(trainer, digits):
+    # all 360 test examples: two batches, so the generator carries over between them as in training
+    test = trainer.evaluate_test().metrics
+    seed = eval_seed(trainer.config.seed, trainer.best_epoch)
+    [suite] = evaluate_attacks(_best_model(trainer), digits, trainer.config.eval_pgd(), ["pgd20"], seed=seed)
+    assert (suite.nat_acc, suite.rob_acc, suite.stability, suite.n) == (test.nat_acc, test.rob_acc, test.stability, test.n)
+    assert test.n == 360 and suite.rob_acc < suite.nat_acc
 
 
 def test_cw_is_the_same_pgd_on_the_margin_loss(trained, digits):
@@ -125,26 +146,29 @@ def test_autoattack_is_at_least_as_strong_as_pgd20(trained, digits):
     assert aa.rob_acc <= pgd.rob_acc + 0.05
 
 
-def test_cli_evaluate_repeats_the_best_epochs_figure_by_default_and_appends_each_run(trainer, trained, capsys):
+def test_cli_evaluate_repeats_the_best_epochs_test_figure_by_default_and_appends_each_run(trainer, trained, capsys):
     # model.json's train_config gives the same PGD and its best epoch the same random starts:
-    # with no --seed, PGD-20 repeats the recorded figure (issue 28: seed 0 did not). A second
-    # run with another seed is appended beside the first, each row naming its seed.
+    # with no --seed, PGD-20 on the whole test split repeats the trial's test figure (the best
+    # epoch's weights, `evaluate_test`; issue 28: seed 0 did not). A second run with another
+    # seed is appended beside the first, each row naming its seed.
     _, folder = trained
     seed = eval_seed(trainer.config.seed, trainer.best_epoch)
-    code, out, err = _run(["evaluate", str(folder), "--attacks", "pgd20,cw", "--max-examples", "60"], capsys)
+    code, out, err = _run(["evaluate", str(folder), "--attacks", "pgd20,cw"], capsys)
     assert code == 0, err
     assert f"attack seed {seed}: the best epoch's (epoch {trainer.best_epoch})" in out
     table = pq.read_table(folder / "evaluation.parquet").to_pylist()
     assert [row["attack"] for row in table] == ["pgd20", "cw"] and "pgd20" in out and "cw" in out
-    best = trainer.history[trainer.best_epoch - 1]
-    assert (table[0]["nat_acc"], table[0]["rob_acc"], table[0]["stability"]) == (best.nat_acc, best.rob_acc, best.stability)
+    test = trainer.evaluate_test().metrics
+    assert (table[0]["nat_acc"], table[0]["rob_acc"], table[0]["stability"], table[0]["examples"]) == (
+        test.nat_acc, test.rob_acc, test.stability, 360
+    )  # fmt: skip
     assert table[0]["eps"] == trainer.eps == 0.2 and {r["attack_seed"] for r in table} == {seed}
     assert (table[0]["pgd_steps"], table[0]["pgd_step"]) == (trainer.eval_attack.steps, trainer.eval_attack.step_size)
     code, out, err = _run(["evaluate", str(folder), "--attacks", "pgd20", "--max-examples", "60", "--seed", str(seed + 1)], capsys)
     assert code == 0, err
     assert "another draw of the random starts" in out
     again = pq.read_table(folder / "evaluation.parquet").to_pylist()
-    assert again[:2] == table and [(r["attack"], r["attack_seed"]) for r in again[2:]] == [("pgd20", seed + 1)]
+    assert again[:2] == table and [(r["attack"], r["attack_seed"], r["examples"]) for r in again[2:]] == [("pgd20", seed + 1, 60)]
 
 
 def test_cli_evaluate_refuses_unknown_attacks_and_folders(trained, tmp_path, capsys):
@@ -161,7 +185,6 @@ def test_autoattack_is_the_standard_version_with_the_reference_budget(n_classes)
     import torchattacks
 
     from wartune.engine.attack_suite import standard_autoattack
-    from wartune.engine.models import create_model
 
     attack = standard_autoattack(create_model("cnn-4", n_classes, 1, 8), 0.2, n_classes, seed=0)
     apgd, apgd_t, fab_t, square = attack.attacks

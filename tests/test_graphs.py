@@ -28,7 +28,8 @@ def _with(config: TrainConfig, **changes) -> TrainConfig:
 
 
 def _history(result) -> list[tuple[float, ...]]:
-    return [(r.nat_acc, r.rob_acc, r.stability, r.l_nat, r.l_rob, r.lambda_last, r.lipschitz) for r in result.history]
+    return [(r.val_nat_acc, r.val_rob_acc, r.val_stability, r.l_nat, r.l_rob, r.lambda_last, r.val_lipschitz)
+            for r in result.history]  # fmt: skip
 
 
 def _weights_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -55,13 +56,15 @@ def test_graphs_plan_captures_on_cuda_only_and_never_with_fp16(setting, device, 
 
 @pytest.mark.parametrize("lam", [6.0, {"kind": "war", "zeta": 5.0}, {"kind": "war", "zeta": 5.0, "ratio": "ema"}])
 def test_the_captured_code_path_run_eagerly_on_cpu_matches_the_plain_run_exactly(tiny_config, digits, lam):
-    # digits: 1,437 training images in batches of 128, so every epoch ends with a partial batch;
-    # 300 test images: one full evaluation batch of 256, staged, and a partial one
-    config = _with(tiny_config, lam=lam, eval={"steps": 5, "max_examples": 300})
+    # digits with 300 of its 1,437 training images held out for validation: 1,137 left to train
+    # in batches of 128, so every epoch ends with a partial batch; 300 validation images a
+    # per-epoch evaluation: one full evaluation batch of 256, staged, and a partial one
+    config = _with(tiny_config, lam=lam, eval={"steps": 5, "max_examples": 300}, validation={"examples": 300})
     plain = train(config, data=digits)
     staged = Trainer(_with(config, graphs="on"), digits)
     result = staged.fit()
     assert staged.graph_mode == "eager"
+    assert len(staged.data.train_y) == 1137 and [r.val_examples for r in result.history] == [300, 300]
     assert _history(result) == _history(plain)
     assert _weights_equal(result.model, plain.model)
 
@@ -80,7 +83,8 @@ def test_resume_with_graphs_on_reproduces_the_uninterrupted_run(tiny_config, dig
 
 
 def test_a_failed_capture_says_so_in_one_line_and_the_trial_runs_on_eagerly(tiny_config, digits, capfd):
-    config = _with(tiny_config, eval={"steps": 5, "max_examples": 300})  # one full evaluation batch of 256
+    # 300 validation images a per-epoch evaluation: one full evaluation batch of 256
+    config = _with(tiny_config, eval={"steps": 5, "max_examples": 300}, validation={"examples": 300})
     plain = train(config, data=digits)
     trainer = Trainer(_with(config, graphs="on"), digits)
     trainer.capture = True  # as on a GPU; without CUDA the capture itself fails for real
@@ -149,16 +153,22 @@ def test_auto_keeps_cpu_runs_unstaged(tiny_config, digits):
 
 
 def _gpu_config(**changes) -> TrainConfig:
-    """A small CIFAR-shaped run: 8 full batches of 32 an epoch (3 warm-up, a capture, then replays)."""
+    """A small CIFAR-shaped run: 8 full batches of 32 an epoch (3 warm-up, a capture, then replays),
+    evaluated each epoch on 512 validation images (two full evaluation batches)."""
     base = {"model": "wrn10-1", "dataset": "synthetic-cifar10", "lam": 6.0, "epochs": 1, "batch_size": 32,
             "attack": {"steps": 3}, "eval": {"steps": 5, "max_examples": 512}, "seed": 5, "device": "cuda",
             "precision": "bf16", "schedule": "cosine"}  # fmt: skip
     return TrainConfig(**{**base, **changes})
 
 
-def _small_cifar(train: int = 256, test: int = 512):
+def _small_cifar(train: int = 256, validation: int = 512, test: int = 512):
+    """`train` training images and a validation split of the next `validation` ones (given, so
+    the trainer carves none: synthetic-cifar10's default of 1,000 would not fit), and `test`."""
     data = load_dataset("synthetic-cifar10")
-    data.train_x, data.train_y = data.train_x[:train], data.train_y[:train]
+    end = train + validation
+    data.train_x, data.train_y, data.val_x, data.val_y = (
+        data.train_x[:train], data.train_y[:train], data.train_x[train:end], data.train_y[train:end]
+    )  # fmt: skip
     data.test_x, data.test_y = data.test_x[:test], data.test_y[:test]
     return data
 

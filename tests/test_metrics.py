@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from wartune.engine.metrics import example_flags, summarize
+from wartune.engine import metrics as metrics_module
+from wartune.engine.metrics import ExampleFlags, example_flags, summarize
 
 
 def test_flags_by_hand():
@@ -33,3 +34,19 @@ def test_summarize_refuses_empty_sets():
     empty = torch.zeros(0, dtype=torch.long)
     with pytest.raises(ValueError, match="no examples to summarise"):
         summarize(example_flags(empty, empty, empty), torch.zeros(0))
+
+
+def test_flags_of_batches_join_in_order_and_a_test_result_is_their_summary():
+    # two batches of a test split, as `evaluate_flags` collects them
+    first = example_flags(torch.tensor([0, 1, 0]), torch.tensor([0, 2, 2]), torch.tensor([0, 1, 2]))
+    second = example_flags(torch.tensor([3, 3]), torch.tensor([3, 1]), torch.tensor([3, 3]))
+    every = ExampleFlags.cat([first, second])
+    assert every.correct.tolist() == [True, True, False, True, True]
+    assert every.stable.tolist() == [True, False, False, True, False]
+    assert every.robust.tolist() == [True, False, False, True, False]
+    assert every.robust.device.type == "cpu"
+    result = metrics_module.TestResult(summarize(every, torch.tensor([1.0, 1.0, 1.0, 2.0, 5.0])), every)
+    assert (result.metrics.nat_acc, result.metrics.rob_acc, result.metrics.stability, result.metrics.lipschitz, result.metrics.n) == (
+        pytest.approx(0.8), pytest.approx(0.4), pytest.approx(0.4), 2.0, 5,
+    )  # fmt: skip
+    assert result.metrics.rob_acc == result.flags.robust.float().mean().item()

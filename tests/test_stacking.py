@@ -90,7 +90,7 @@ def test_each_step_of_a_stack_is_each_members_lone_step(digits, objective, k):
     """Fixed λ and WAR members, shared and distinct seeds: l_nat, l_rob, λ_t, the attack's
     gradient norms and the updated weights, step by step over an epoch of WRN-10-0.5."""
     configs = [_config(lam, seed, objective) for lam, seed in MEMBERS[:k]]
-    assert _lockstep(configs, digits) == 12  # 1,437 training digits in batches of 128
+    assert _lockstep(configs, digits) == 10  # 1,437 training digits less 216 for validation: 1,221 in batches of 128
 
 
 @pytest.fixture
@@ -111,14 +111,18 @@ def test_whole_stacked_runs_are_their_lone_runs(digits, float64_batches):
     for t in lone:
         t.fit()
     stack = StackedTrainer([_double(Trainer(c, digits)) for c in configs])
+    # the stack evaluates every member on its first member's validation split: whatever their
+    # seeds, the members hold out the same 216 training images
+    held = stack.members[0].validation_indices
+    assert len(held) == 216 and all(torch.equal(m.validation_indices, held) for m in stack.members)
     stack.fit()
     for alone, member in zip(lone, stack.members, strict=True):
         for a, b in zip(alone.step_traces, member.step_traces, strict=True):
             for name in ("l_nat", "l_rob", "lambda_t"):
                 got, want = torch.tensor(getattr(b, name)), torch.tensor(getattr(a, name))
                 torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12, msg=name)
-        assert [(r.nat_acc, r.rob_acc, r.stability, r.lr) for r in member.history] == [
-            (r.nat_acc, r.rob_acc, r.stability, r.lr) for r in alone.history
+        assert [(r.val_nat_acc, r.val_rob_acc, r.val_stability, r.val_examples, r.lr) for r in member.history] == [
+            (r.val_nat_acc, r.val_rob_acc, r.val_stability, r.val_examples, r.lr) for r in alone.history
         ]
         assert member.best_epoch == alone.best_epoch
         torch.testing.assert_close(member.best_state, alone.best_state, rtol=1e-9, atol=1e-12)
@@ -135,7 +139,7 @@ def test_a_diverging_member_is_dropped_and_the_others_train_on(digits, float64_b
     stack.fit()
     lone = _double(Trainer(configs[2], digits))
     lone.fit()
-    assert [r.rob_acc for r in stack.members[1].history] == [r.rob_acc for r in lone.history]
+    assert [r.val_rob_acc for r in stack.members[1].history] == [r.val_rob_acc for r in lone.history]
 
 
 def test_what_cannot_share_a_stack_is_named():
@@ -147,7 +151,7 @@ def test_what_cannot_share_a_stack_is_named():
 
 
 def _histories(trainers: list[Trainer]) -> list[list[tuple[float, ...]]]:
-    return [[(r.l_nat, r.l_rob, r.lambda_last, r.nat_acc, r.rob_acc, r.stability) for r in t.history] for t in trainers]
+    return [[(r.l_nat, r.l_rob, r.lambda_last, r.val_nat_acc, r.val_rob_acc, r.val_stability) for r in t.history] for t in trainers]
 
 
 def test_a_stack_resumes_from_its_members_resume_points_as_if_never_stopped(digits, float64_batches):
@@ -206,4 +210,4 @@ def test_train_stack_returns_each_configs_train_result_in_order(digits, float64_
     for config, result in zip(configs, stacked, strict=True):
         alone = train(config, data=digits)
         assert result.config == config and result.best_epoch == alone.best_epoch
-        assert [(r.nat_acc, r.rob_acc) for r in result.history] == [(r.nat_acc, r.rob_acc) for r in alone.history]
+        assert [(r.val_nat_acc, r.val_rob_acc) for r in result.history] == [(r.val_nat_acc, r.val_rob_acc) for r in alone.history]

@@ -60,7 +60,7 @@ def summarize(flags: ExampleFlags, grad_l1_max: torch.Tensor) -> RobustnessMetri
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # its flags are tensors: compare `metrics` and each flag
 class TestResult:
     """A run's one reading of the test split: its figures and each example's flags (for paired
     comparisons of two runs on the same test images)."""

@@ -109,9 +109,12 @@ def load_state(path: Path | str, device: torch.device) -> dict[str, Any]:
 
 def config_changes(state: dict[str, Any], config: TrainConfig) -> list[str]:
     """What `config` changes against the config that wrote `state` (`key before → now`), the
-    runtime fields aside; none for a checkpoint written before configs were stored."""
+    runtime fields aside; none for a checkpoint written before configs were stored. One written
+    before the validation split goes on only with `validation.held_out` false (its data as then)."""
     if not isinstance(state.get("config"), str):
         return []
     before, now = json.loads(state["config"]), json.loads(config.model_dump_json())
+    # a config from before the validation split chose on the test split: what held_out false keeps
+    before.setdefault("validation", {**now["validation"], "held_out": False})
     keys = sorted((before.keys() | now.keys()) - RUNTIME_FIELDS)
     return [f"{key} {json.dumps(before.get(key))} → {json.dumps(now.get(key))}" for key in keys if before.get(key) != now.get(key)]
