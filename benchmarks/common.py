@@ -32,9 +32,14 @@ def _synthetic(name: str) -> TensorDataset:
 
 
 def synthetic_slice(n_train: int, n_test: int = 256, name: str = "synthetic-cifar10") -> TensorDataset:
-    """The first examples of a synthetic set (`wartune.engine.data.load_synthetic`): its shape and threat model."""
+    """The first examples of a synthetic set (`wartune.engine.data.load_synthetic`): its shape and threat model.
+
+    The validation split is given (the test slice's images again), so a trainer carves nothing
+    and trains on exactly `n_train` images: random data, where only the cost counts.
+    """
     full = _synthetic(name)
-    return TensorDataset(full.info, full.train_x[:n_train], full.train_y[:n_train], full.test_x[:n_test], full.test_y[:n_test])
+    test_x, test_y = full.test_x[:n_test], full.test_y[:n_test]
+    return TensorDataset(full.info, full.train_x[:n_train], full.train_y[:n_train], test_x, test_y, val_x=test_x, val_y=test_y)
 
 
 def median_seconds(

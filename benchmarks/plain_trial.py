@@ -61,7 +61,7 @@ def main() -> None:
     if args.mode == "trial":
         trainer = Trainer(config_of(args), synthetic_slice(args.train, args.test, args.dataset))
         trainer.fit()
-        trainer.evaluate_best()
+        trainer.evaluate_test()
         sync(trainer.device)
         print(json.dumps({"seconds": time.perf_counter() - start}), flush=True)
         return

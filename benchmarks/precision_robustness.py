@@ -41,7 +41,7 @@ def main() -> None:
                                  device=args.device, threads=args.threads)  # fmt: skip
             trainer = Trainer(config, data)
             trainer.fit()
-            best = trainer.evaluate_best()
+            best = trainer.evaluate_test().metrics
             results[precision][seed] = (best.rob_acc, best.nat_acc)
             print(f"seed {seed} {precision}: robust {best.rob_acc:.2%} natural {best.nat_acc:.2%} "
                   f"(epoch {trainer.best_epoch}, {trainer.device})", flush=True)  # fmt: skip

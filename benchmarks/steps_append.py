@@ -37,7 +37,7 @@ def meta(trial_id: str, epochs: int) -> TrialMeta:
 def report(epoch: int, steps: int) -> dict[str, Any]:
     """One epoch's result as the trainable reports it: metrics plus the per-step trace."""
     result: dict[str, Any] = {name: 0.5 for name in EPOCH_SCHEMA.names}
-    result.update(epoch=epoch, eval_examples=10_000)
+    result.update(epoch=epoch, val_examples=1_000)
     result["steps"] = {"l_nat": [1.0 + i * 1e-4 for i in range(steps)], "l_rob": [0.05] * steps, "lambda_t": [6.0] * steps}
     return result
 

@@ -46,9 +46,9 @@ GOAL = 1 / 3
 
 def model_sides(trainer: Trainer, name: str) -> dict[str, Side]:
     """A model's measured work, as a trial runs it: an epoch (`run_epoch`: training, the lr step,
-    the per-epoch evaluation, the best weights kept), and the final `evaluate_best`, which costs
-    nothing where the per-epoch evaluation already saw the whole test split."""
-    return {f"{name} epoch": trainer.run_epoch, f"{name} final": trainer.evaluate_best}
+    the per-epoch evaluation on the validation split, the best weights kept), and the final
+    `evaluate_test`, the one reading of the whole test split."""
+    return {f"{name} epoch": trainer.run_epoch, f"{name} final": trainer.evaluate_test}
 
 
 def war_over_grid(trial: dict[str, float], thin: str, targets: list[str], lambdas: int, seeds: int,
