@@ -35,11 +35,12 @@ def test_search_writes_both_parquet_tables_with_declared_schema(tiny_space, tmp_
     assert sorted(r["lambda_setting"] for r in rows) == [1.0, 6.0]
     assert all(r["status"] == "finished" and r["epochs"] == 2 for r in rows)
     assert all(r["device_seconds"] == pytest.approx(r["wall_seconds"]) for r in rows)  # 1 CPU each
-    assert steps.num_rows == 2 * 2 * 12  # trials × epochs × ceil(1437 / 128)
+    # trials × epochs × ceil(1221 / 128): digits' 1,437 training images less the 216 held out for validation
+    assert steps.num_rows == 2 * 2 * 10
     for r in rows:
         model, meta = load_model(folder / r["checkpoint"])
-        assert meta["rob_acc"] == pytest.approx(r["best_epoch_rob_acc"]) and meta["epoch"] == r["best_epoch"]
-        assert (meta["eval_examples"], r["eval_examples"], r["metrics_from"]) == (90, 360, "full_split")
+        assert meta["val_rob_acc"] == pytest.approx(r["val_rob_acc"]) and meta["epoch"] == r["best_epoch"]
+        assert (meta["val_examples"], r["val_examples"], r["test_examples"], r["selected_on"]) == (90, 90, 360, "validation")
     assert (folder / "summary.md").read_text().count("| ") > 2
     assert "★" in out and "natural" in out
 
@@ -119,20 +120,27 @@ def test_compare_checks_its_folder_before_anything_runs(tmp_path, capsys, earlie
 
 
 def test_compare_terminal_and_markdown_tables_share_their_rows():
+    # each strategy's best trial: its test figures with their intervals, and (beside the grid) its
+    # paired difference to the grid's best on the same test images
     rows = [
-        {"model": "cnn-8", "strategy": "grid", "lambda_final": 6.0, "lambda_settled_epoch": None, "nat_acc": 0.9,
-         "rob_acc": 0.41234, "stability": None, "trials": 2, "total_seconds": 12.4, "cost_vs_grid": 1.0},
-        {"model": "cnn-8", "strategy": "war", "lambda_final": 5.5, "lambda_settled_epoch": 7, "nat_acc": 0.8,
-         "rob_acc": 0.4, "stability": 0.7, "trials": 1, "total_seconds": 6.0, "cost_vs_grid": None},
+        {"model": "cnn-8", "strategy": "grid", "seed": 0, "lambda_final": 6.0, "lambda_settled_epoch": None, "val_rob_acc": 0.5,
+         "test_nat_acc": 0.9, "test_rob_acc": 0.41234, "test_rob_acc_lo": 0.36, "test_rob_acc_hi": 0.46, "rob_vs_grid": None,
+         "rob_vs_grid_lo": None, "rob_vs_grid_hi": None, "test_stability": None, "trials": 2, "total_seconds": 12.4,
+         "cost_vs_grid": 1.0},
+        {"model": "cnn-8", "strategy": "war", "seed": 0, "lambda_final": 5.5, "lambda_settled_epoch": 7, "val_rob_acc": 0.3,
+         "test_nat_acc": 0.8, "test_rob_acc": 0.4, "test_rob_acc_lo": 0.35, "test_rob_acc_hi": 0.45, "rob_vs_grid": -0.01234,
+         "rob_vs_grid_lo": -0.05, "rob_vs_grid_hi": 0.03, "test_stability": 0.7, "trials": 1, "total_seconds": 6.0,
+         "cost_vs_grid": None},
     ]  # fmt: skip
     table = compare_table(rows)
-    assert table[0] == ["cnn-8", "grid", "6.00", "–", "90.00", "41.23", "–", "–", "1", "2", "12", "1.00"]
-    assert table[1][3] == "epoch 7" and table[1][-1] == "–"
+    assert table[0] == ["cnn-8", "grid", "6.00", "–", "90.00", "41.2 (36.0–46.0)", "–", "–", "–", "1", "2", "12", "1.00"]
+    assert table[1][3:7] == ["epoch 7", "80.00", "40.0 (35.0–45.0)", "-1.2 (-5.0 to +3.0)"] and table[1][-1] == "–"
     calibration = {"model": "cnn-4", "best_lambda": 6.0, "zeta": 2.5, "seconds": 3.0}
     md = compare_markdown("c", rows, calibration, {"untuned": 1.0, "grid": 12.4, "optuna": 0.0, "war": 6.0})
     for row in table:
         assert "| " + " | ".join(row) + " |" in md
     assert "| " + " | ".join(COLUMNS) + " |" in md
+    assert "- war on cnn-8: -1.2 (-5.0 to +3.0) points of test robust accuracy against the grid's best λ: within noise." in md
 
 
 @pytest.mark.e2e
@@ -144,7 +152,9 @@ def test_a_search_on_synthetic_data_needs_no_folder_and_says_its_figures_are_cha
     assert code == 0, err
     folder = tmp_path / "runs" / "tiny"
     (row,) = pq.read_table(folder / "trials.parquet").to_pylist()
-    assert row["dataset"] == "synthetic-mnist" and row["status"] == "finished" and row["eval_examples"] == 10_000
+    assert row["dataset"] == "synthetic-mnist" and row["status"] == "finished"
+    # each epoch on the first 64 of 5,000 held-out training images; the test split read whole once
+    assert (row["selected_on"], row["val_examples"], row["test_examples"]) == ("validation", 64, 10_000)
     assert "Synthetic data (synthetic-mnist: random images and labels)" in (folder / "summary.md").read_text()
     assert "random images and labels" in " ".join(out.split())  # the terminal table's caption
 

@@ -12,6 +12,7 @@ import pytest
 from ray import tune
 
 from tests.conftest import write_space
+from wartune.results.trials import TEST_RESULT
 from wartune.tune.study import OPTUNA_FILE
 from wartune.tune.trainable import adversarial_training_trial
 
@@ -39,20 +40,23 @@ def test_optuna_study_on_disk_holds_every_trial_with_its_best_robust_accuracy(op
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     by_lambda = {t["lambda_setting"]: t for t in optuna_search["trials"]}
     assert len(done) == len(by_lambda) == 3
-    for t in done:
-        assert t.value == by_lambda[t.params["lam"]]["rob_acc"]  # the trial's result, as the searcher ranks them
-    assert study.best_value == max(t["rob_acc"] for t in optuna_search["trials"])
+    for t in done:  # each told its best epoch's validation robust accuracy, never a test figure
+        assert t.value == by_lambda[t.params["lam"]]["val_rob_acc"]
+    assert study.best_value == max(t["val_rob_acc"] for t in optuna_search["trials"])
 
 
 def _last_results_match_trials(frame, trials: list[dict]) -> None:
-    """One row per trial; the last result's accuracies are trials.parquet's final and best ones."""
+    """One row per trial; the last result's accuracies are trials.parquet's final and best
+    validation ones, and the test reading it carries is the trial's test figures."""
     rows = {r["trial_id"]: r for r in frame.to_dict("records")}
     assert sorted(rows) == sorted(t["trial_id"] for t in trials)
     for t in trials:
         row = rows[t["trial_id"]]
         assert row["epoch"] == t["epochs"] == 2
-        assert row["rob_acc"] == t["final_rob_acc"] and row["nat_acc"] == t["final_nat_acc"]
-        assert row["best_rob_acc"] == t["rob_acc"]
+        assert row["val_rob_acc"] == t["final_val_rob_acc"] and row["val_nat_acc"] == t["final_val_nat_acc"]
+        assert (row["best_rob_acc"], row["best_nat_acc"]) == (t["val_rob_acc"], t["val_nat_acc"])
+        test = {k: row[f"{TEST_RESULT}/{k}"] for k in ("test_nat_acc", "test_rob_acc", "test_stability", "test_examples")}
+        assert test == {k: t[k] for k in test} and t["test_examples"] == 360
     assert not [c for c in frame.columns if c.startswith("steps")]  # the step trace stays in steps.parquet
 
 
@@ -76,4 +80,5 @@ def test_search_output_shows_no_ray_tables(optuna_search):
     output = optuna_search["out"] + optuna_search["err"]
     for ray_table in ("Trial status", "Current time:", "Trial name", "== Status ==", "Result logdir"):
         assert ray_table not in output
-    assert "epoch 2/2" in optuna_search["err"] and "tiny: metrics at each trial's best epoch" in optuna_search["out"]
+    title = "tiny: each trial's best epoch by validation, its test figures with 95 % intervals (%)"
+    assert "epoch 2/2" in optuna_search["err"] and title in " ".join(optuna_search["out"].split())

@@ -19,13 +19,13 @@ import yaml
 
 from tests.conftest import rows_of, write_space
 from tests.test_cli import _error_line, _run
-from tests.test_store import _meta, _result
 from wartune import __version__
 from wartune.results.manifest import MANIFEST_FILE, upgrade, written_by
-from wartune.results.sinks import ParquetSink
 from wartune.results.store import (
     ADDED_COLUMNS,
+    EPOCH_SCHEMA,
     EPOCHS_FILE,
+    RENAMED_EPOCH_COLUMNS,
     SCHEMA_VERSION,
     TRIAL_SCHEMA,
     TRIALS_FILE,
@@ -35,31 +35,53 @@ from wartune.tune.ray_pickles import stored_root
 from wartune.tune.study import OPTUNA_FILE
 
 OLD_RELEASE = Path(__file__).parent / "data" / "wartune-0.1.0-searches.tar.gz"
+# What `upgrade` says of a 0.1.0 folder: both tables renamed to schema 4's val_* / test_* names,
+# and the columns added since (trials.parquet: selected_on, val_examples, the 12 interval columns,
+# the two flag columns, graphs, stack, wartune_version) filled with their empty values.
+RENAMED = "names its figures val_* (its trials chose on the test split: selected_on test) and test_*"
 UPGRADED = (f"was written by wartune 0.1.0 or before (schema 1); upgraded for wartune {__version__} (schema {SCHEMA_VERSION}): "
-            "trials.parquet gained graphs, stack, wartune_version (empty: null); epochs.parquet gained stack (empty: null)")  # fmt: skip
+            f"trials.parquet {RENAMED}; trials.parquet gained 19 columns (selected_on, val_examples, val_nat_acc_lo, ...) "
+            f"(empty: null); epochs.parquet {RENAMED}; epochs.parquet gained stack (empty: null)")  # fmt: skip
 
 
-def _older_trials_table(folder: Path) -> None:
-    """trials.parquet as wartune 0.1.0 wrote it: without the columns added since, no manifest."""
-    sink = ParquetSink(folder)
-    for epoch in (1, 2, 3):
-        sink.on_epoch(_meta("a_00000"), _result(epoch, 2))
-    sink.on_trial_end(_meta("a_00000"), "finished", None)
-    pq.write_table(
-        pq.read_table(folder / TRIALS_FILE).drop_columns(["graphs", "stack", "wartune_version"]), folder / TRIALS_FILE
-    )
-    pq.write_table(pq.read_table(folder / EPOCHS_FILE).drop_columns(["stack"]), folder / EPOCHS_FILE)
-    (folder / MANIFEST_FILE).unlink(missing_ok=True)
+def _older_folder(folder: Path) -> dict[str, list[dict]]:
+    """The tables of wartune 0.1.0's grid search (tests/data), as it wrote them, with no manifest:
+    its finished trial's figures on the whole test split (metrics_from full_split), the one it
+    was running the best epoch's. Their rows, as written."""
+    folder.mkdir(exist_ok=True)
+    with tarfile.open(OLD_RELEASE) as archive:
+        for name in (TRIALS_FILE, EPOCHS_FILE):
+            data = archive.extractfile(f"./grid/{name}")
+            assert data is not None
+            (folder / name).write_bytes(data.read())
+    return {name: rows_of(folder, name) for name in (TRIALS_FILE, EPOCHS_FILE)}
 
 
-def test_an_older_folder_gains_the_new_columns_empty_and_this_releases_manifest(tmp_path):
-    _older_trials_table(tmp_path)
+def test_an_older_folder_is_renamed_gains_the_new_columns_empty_and_this_releases_manifest(tmp_path):
+    old = _older_folder(tmp_path)
     assert not written_by(tmp_path).recorded
     line = upgrade(tmp_path)
     assert line == f"{str(tmp_path)!r} {UPGRADED}"
     assert pq.read_table(tmp_path / TRIALS_FILE).schema.equals(TRIAL_SCHEMA, check_metadata=False)
-    [row] = read_rows(tmp_path / TRIALS_FILE, TRIAL_SCHEMA)
-    assert row["graphs"] is None and row["wartune_version"] is None and row["status"] == "finished"
+    assert pq.read_table(tmp_path / EPOCHS_FILE).schema.equals(EPOCH_SCHEMA, check_metadata=False)
+    rows = read_rows(tmp_path / TRIALS_FILE, TRIAL_SCHEMA)
+    assert [r["trial_id"] for r in rows] == [t["trial_id"] for t in old[TRIALS_FILE]]
+    for row, was in zip(rows, old[TRIALS_FILE], strict=True):
+        assert row["graphs"] is None and row["wartune_version"] is None and row["status"] == was["status"]
+        assert row["selected_on"] == "test"  # 0.1.0 chose each best epoch on the test split
+        # the best epoch's per-epoch figures (on the test split then) become the val_* columns
+        for figure in ("nat_acc", "rob_acc", "stability"):
+            assert (row[f"val_{figure}"], row[f"final_val_{figure}"]) == (was[f"best_epoch_{figure}"], was[f"final_{figure}"])
+        # the whole-split figures of a finished trial become its test result; a trial that had not
+        # finished has none (0.1.0's nat_acc... were then the best epoch's figures again)
+        full = was["metrics_from"] == "full_split"
+        assert full == (was["status"] == "finished")
+        test = {k: row[f"test_{k}"] for k in ("nat_acc", "rob_acc", "stability", "lipschitz", "examples")}
+        assert test == {k: was[k if k != "examples" else "eval_examples"] if full else None for k in test}
+        assert "metrics_from" not in row and "rob_acc" not in row
+    assert [e for e in read_rows(tmp_path / EPOCHS_FILE, EPOCH_SCHEMA)] == [
+        {**{RENAMED_EPOCH_COLUMNS.get(k, k): v for k, v in e.items()}, "stack": None} for e in old[EPOCHS_FILE]
+    ]
     assert json.loads((tmp_path / MANIFEST_FILE).read_text()) == {
         "wartune_version": __version__,
         "schema_version": SCHEMA_VERSION,
@@ -157,18 +179,27 @@ def test_searches_the_previous_release_left_half_done_resume_with_this_one(tmp_p
         assert pq.read_table(folder / TRIALS_FILE).schema.equals(TRIAL_SCHEMA, check_metadata=False)
         assert trials and {(t["status"], t["epochs"]) for t in trials} == {("finished", epochs)}
         assert {t["wartune_version"] for t in trials} <= {None, __version__}
-        # nothing retrained, nothing lost (each 0.1.0 row kept as it was, beside the columns added
-        # since, which hold their empty values); nothing written where the search ran
+        # 0.1.0 began them all: every trial goes on choosing on the test split as it did then (its
+        # val_* figures are the test split's first 90 images), and a finished one read all 360 once
+        assert {t["selected_on"] for t in trials} == {"test"}, name
+        assert {(t["val_examples"], t["test_examples"]) for t in trials if t["val_examples"] is not None} == {(90, 360)}, name
+        # nothing retrained, nothing lost (each 0.1.0 row kept as it was, under schema 4's names,
+        # beside the columns added since, which hold their empty values); nothing written where the search ran
         now = rows_of(folder)
-        assert all({**e, **{k: ADDED_COLUMNS[k] for k in now[0].keys() - e.keys()}} in now for e in finished[name]), name
+        renamed = [{RENAMED_EPOCH_COLUMNS.get(k, k): v for k, v in e.items()} for e in finished[name]]
+        assert all({**e, **{k: ADDED_COLUMNS[k] for k in now[0].keys() - e.keys()}} in now for e in renamed), name
         assert made_in[name] is not None and not Path(made_in[name]).exists()
         assert json.loads((folder / MANIFEST_FILE).read_text())["wartune_version"] == __version__
-    # 0.1.0's study, continued: every trial told its result
+    # 0.1.0's study, continued: every trial told its best_rob_acc. 0.1.0 told the trial it
+    # finished its whole-split figure (now its test_rob_acc); this release tells each trial it
+    # finished the best epoch's figure (val_rob_acc: for these trials, on the test split's first 90)
     study = optuna.load_study(
         study_name="optuna", storage=f"sqlite:///{runs / 'optuna' / OPTUNA_FILE}"
     )
     done = [tr for tr in study.trials if tr.state == optuna.trial.TrialState.COMPLETE]
     told = {tr.params["lam"]: tr.value for tr in done}
-    assert told == {
-        t["lambda_setting"]: t["rob_acc"] for t in rows_of(runs / "optuna", TRIALS_FILE)
+    by_old = {e["trial_id"] for e in finished["optuna"]}
+    assert by_old and told == {
+        t["lambda_setting"]: t["test_rob_acc"] if t["trial_id"] in by_old else t["val_rob_acc"]
+        for t in rows_of(runs / "optuna", TRIALS_FILE)
     }

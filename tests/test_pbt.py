@@ -90,6 +90,7 @@ def test_pbt_scheduler_follows_the_space():
                                         "lambda": {"low": 1, "high": 12}, "pbt": {"quantile": 0.5}})  # fmt: skip
     pbt = population_based_training(space)
     assert (pbt._perturbation_interval, pbt._quantile_fraction, pbt._synch) == (2, 0.5, True)  # a quarter of 10 epochs
+    assert (pbt._time_attr, pbt._metric, pbt._metric_op) == ("epoch", "val_rob_acc", 1.0)  # ranked on validation, maximised
     clip = pbt._custom_explore_fn
     assert clip({"lam": 30.0})["lam"] == 12 and clip({"lam": 0.2})["lam"] == 1 and clip({"lam": 5.0})["lam"] == 5
 
@@ -133,13 +134,13 @@ def test_an_exploit_is_journaled_and_a_restored_trial_whose_snapshot_predates_it
         state = pbt._trial_state[strong]
         state.last_checkpoint, state.last_train_time, state.last_score = donor, 2, 0.5
         pbt._trial_state[weak].last_score = 0.1
-        state.last_result = {"epoch": 2, "rob_acc": 0.5, "training_iteration": 2, "steps": {"l_nat": [1.0]}}
+        state.last_result = {"epoch": 2, "val_rob_acc": 0.5, "training_iteration": 2, "steps": {"l_nat": [1.0]}}
         pbt._exploit(None, weak, strong)
     new_lam = weak.config["lam"]
     assert new_lam in (pytest.approx(4.0), pytest.approx(6.0))  # the donor's 5 × 0.8 or × 1.2
     exploit = latest_exploits(folder)["t_00000"]
     assert (exploit["lam"], exploit["epoch"], exploit["donor"], exploit["checkpoint"]) == (new_lam, 2, "t_00001", "t_00001/checkpoint_000001")
-    assert exploit["metrics"] == {"epoch": 2, "rob_acc": 0.5, "training_iteration": 2}  # the scalars only
+    assert exploit["metrics"] == {"epoch": 2, "val_rob_acc": 0.5, "training_iteration": 2}  # the scalars only
     with open(folder / EXPLOITS_FILE, "a") as journal:
         journal.write('{"trial": "t_00000", "lam"')  # a line cut short by a kill is skipped
 

@@ -3,6 +3,7 @@ resume after SIGKILL, and trial failures — through real Ray, Optuna and Parque
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,13 @@ from tests.conftest import (
 from tests.test_cli import _run
 from wartune.engine.config import TrainConfig
 from wartune.engine.evaluation import eval_seed, evaluate_model
+from wartune.engine.validation import carve_validation
 from wartune.results.model_files import load_model
 from wartune.results.report import summary_markdown, width_blocks
-from wartune.results.trials import lambda_settled_epoch
+from wartune.results.trials import best_epoch_row, best_trial, decode_flags, lambda_settled_epoch
 
 pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _trials(folder: Path) -> list[dict]:
@@ -84,8 +87,10 @@ def test_nsga2_search_from_the_objectives_flag_marks_its_front_in_parquet_and_ml
     sampler = NSGAIISampler(population_size=4)  # the sampler the search ran, asked through Optuna's public API
     assert max(sampler.get_trial_generation(study, tr) for tr in study.trials) == 1  # a bred generation
     told = {tr.params["lam"]: tr.values for tr in study.trials if tr.state == optuna.trial.TrialState.COMPLETE}
-    assert told == {t["lambda_setting"]: [t["rob_acc"], t["nat_acc"]] for t in trials}  # the full-split figures
-    assert [t["pareto"] for t in trials] == pareto_mask([(t["rob_acc"], t["nat_acc"]) for t in trials])
+    # the study is told each trial's best-epoch validation figures, never its test ones, and the
+    # front is judged on the same validation columns
+    assert told == {t["lambda_setting"]: [t["val_rob_acc"], t["val_nat_acc"]] for t in trials}
+    assert [t["pareto"] for t in trials] == pareto_mask([(t["val_rob_acc"], t["val_nat_acc"]) for t in trials])
     assert {t["pareto_by"] for t in trials} == {"rob_acc,nat_acc"}
     summary = (folder / "summary.md").read_text().split("## Trade-off front")[1]
     assert all((t["trial_id"] in summary) == t["pareto"] for t in trials)
@@ -97,50 +102,104 @@ def test_nsga2_search_from_the_objectives_flag_marks_its_front_in_parquet_and_ml
 
 
 def test_finished_trials_report_their_best_weights_on_the_whole_split(war_search, digits):
-    # eval.max_examples 90: each epoch attacks the first 90 of the 360 test images; the trial's
-    # figures are its exported best weights attacked once on all 360, seeded as that epoch was.
+    # eval.max_examples 90: each epoch attacks the first 90 of the 216 validation images (held
+    # out of digits' 1,437 training images), which choose the best epoch; the trial's test
+    # figures are its exported best weights attacked once on all 360 test images, seeded as
+    # that epoch was.
     folder = war_search["folder"]
     epochs = _epochs(folder)
     for trial in _trials(folder):
         rows = sorted((r for r in epochs if r["trial_id"] == trial["trial_id"]), key=lambda r: r["epoch"])
-        assert [r["epoch"] for r in rows] == [1, 2] and {r["eval_examples"] for r in rows} == {90}
+        assert [r["epoch"] for r in rows] == [1, 2] and {r["val_examples"] for r in rows} == {90}
         best = rows[trial["best_epoch"] - 1]
-        assert (trial["best_epoch_rob_acc"], trial["best_epoch_nat_acc"]) == (best["rob_acc"], best["nat_acc"])
+        assert best is best_epoch_row(rows) and trial["selected_on"] == "validation"  # the best by val_rob_acc
+        val = ("val_nat_acc", "val_rob_acc", "val_stability", "val_examples")
+        assert [trial[k] for k in val] == [best[k] for k in val]
+        assert [trial[f"final_val_{k}"] for k in ("nat_acc", "rob_acc", "stability")] == [
+            rows[-1][f"val_{k}"] for k in ("nat_acc", "rob_acc", "stability")
+        ]
         model, meta = load_model(folder / trial["checkpoint"])
+        assert meta["epoch"] == trial["best_epoch"] and [meta[k] for k in val] == [best[k] for k in val]
         config = TrainConfig.model_validate(meta["train_config"])
-        direct = evaluate_model(model, digits, config.eval_pgd(), eval_seed(config.seed, meta["epoch"]))
-        assert meta["epoch"] == trial["best_epoch"] and trial["metrics_from"] == "full_split"
-        assert (trial["nat_acc"], trial["rob_acc"], trial["stability"], trial["eval_examples"]) == (
+        seed = eval_seed(config.seed, meta["epoch"])
+        # the best epoch's figures again: the exported weights on the first 90 validation images
+        held_out, _ = carve_validation(digits, config.validation)
+        again = evaluate_model(model, held_out, config.eval_pgd(), seed, 90, split="validation")
+        assert (again.nat_acc, again.rob_acc, again.stability, again.n) == (
+            best["val_nat_acc"], best["val_rob_acc"], best["val_stability"], 90,
+        )  # fmt: skip
+        direct = evaluate_model(model, digits, config.eval_pgd(), seed)  # the whole test split
+        assert (trial["test_nat_acc"], trial["test_rob_acc"], trial["test_stability"], trial["test_examples"]) == (
             direct.nat_acc, direct.rob_acc, direct.stability, 360,
         )  # fmt: skip
-        assert trial["lipschitz"] == pytest.approx(direct.lipschitz, rel=1e-5)
+        assert trial["test_lipschitz"] == pytest.approx(direct.lipschitz, rel=1e-5)
         assert (trial["precision"], trial["graphs"]) == ("fp32", "off")  # CPU: graphs auto is off
         assert trial["war_skipped_steps"] == sum(r["war_skipped_steps"] for r in rows)
         war = trial["lambda_setting"] is None
         assert trial["lambda_settled_epoch"] == (lambda_settled_epoch(rows) if war else None)
-    assert "on all 360 test examples" in summary_markdown("tiny", _trials(folder))
+    summary = " ".join(summary_markdown("tiny", _trials(folder)).split())
+    assert "chosen on validation" in summary and "on 90 validation images" in summary and "(360 images)" in summary
 
 
-def test_width_sweep_prints_table1_blocks(tmp_path, capsys):
-    space = write_space(tmp_path, model=["cnn-4", "cnn-8"], epochs=1, **{"lambda": [1, 6]})
-    out = _search(capsys, space, tmp_path / "runs")
-    summary = (tmp_path / "runs" / "tiny" / "summary.md").read_text()
+@pytest.fixture(scope="module")
+def width_sweep(tmp_path_factory) -> dict:
+    """`wartune search` of a small grid, as a user runs it: two widths × λ {1, 6}, 1 epoch, each
+    epoch evaluated on up to 300 validation images (digits holds out 216). Its folder and stdout."""
+    root = tmp_path_factory.mktemp("width_sweep")
+    space = write_space(root, model=["cnn-4", "cnn-8"], epochs=1, eval={"steps": 5, "max_examples": 300}, **{"lambda": [1, 6]})
+    argv = [sys.executable, "-m", "wartune.cli", "search", "--space", str(space), "--out", str(root / "runs"), "--no-mlflow"]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return {"folder": root / "runs" / "tiny", "out": done.stdout}
+
+
+@pytest.mark.xdist_group("width_sweep")  # one worker builds the module's search once
+def test_width_sweep_prints_table1_blocks(width_sweep):
+    summary = (width_sweep["folder"] / "summary.md").read_text()
     for title in ("robust", "natural", "stability", "best λ per width"):
-        assert f"### {title}" in summary and title in out
+        assert f"### {title}" in summary and title in width_sweep["out"]
     assert "width 4" in summary and "width 8" in summary
 
 
-def test_width_blocks_by_hand():
-    def t(lam, width, rob):
-        return {"lambda_setting": lam, "width": width, "rob_acc": rob, "nat_acc": 0.9, "stability": 0.8,
-                "status": "finished"}  # fmt: skip
+@pytest.mark.xdist_group("width_sweep")
+def test_a_grid_search_chooses_on_validation_and_reads_the_whole_test_split_once(width_sweep):
+    """Every trial chose on the validation split (at most its 216 images) and read the 360
+    test images once, whose flags it keeps; the starred trial is the best by validation."""
+    folder = width_sweep["folder"]
+    trials = _trials(folder)
+    assert len(trials) == 4 and {t["status"] for t in trials} == {"finished"}
+    assert {e["val_examples"] for e in _epochs(folder)} == {min(300, 216)}
+    for t in trials:
+        assert (t["selected_on"], t["val_examples"], t["test_examples"]) == ("validation", min(300, 216), 360)
+        for split in ("val", "test"):
+            for figure in ("nat_acc", "rob_acc", "stability"):
+                assert t[f"{split}_{figure}_lo"] <= t[f"{split}_{figure}"] <= t[f"{split}_{figure}_hi"], (split, figure)
+        robust, correct = decode_flags(t["test_robust"], 360), decode_flags(t["test_correct"], 360)
+        # the flags are the figures' examples (the figures are float32 means of them)
+        assert robust.sum() == round(t["test_rob_acc"] * 360) and robust.mean() == pytest.approx(t["test_rob_acc"], abs=1e-6)
+        assert correct.sum() == round(t["test_nat_acc"] * 360) and correct.mean() == pytest.approx(t["test_nat_acc"], abs=1e-6)
+        assert not (robust & ~correct).any()  # robust means correct, and not moved by the attack
+    best = best_trial(trials)
+    assert best is not None and best["val_rob_acc"] == max(t["val_rob_acc"] for t in trials)
+    summary = (folder / "summary.md").read_text()
+    assert [t["trial_id"] for t in trials if f"| {t['trial_id']} ★ |" in summary] == [best["trial_id"]]
+    assert f"Best trial **{best['trial_id']}**" in summary and "chosen on validation" in summary
 
-    blocks = width_blocks([t(1, 1, 0.5), t(6, 1, 0.6), t(1, 2, 0.7), t(6, 2, 0.4)])
+
+def test_width_blocks_by_hand():
+    # the cells show the test figures; the star (best λ per width) follows validation, which
+    # here ranks each width's λ the other way round than its test figures do
+    def t(lam, width, val_rob, rob):
+        return {"lambda_setting": lam, "width": width, "val_rob_acc": val_rob, "test_rob_acc": rob, "test_nat_acc": 0.9,
+                "test_stability": 0.8, "status": "finished"}  # fmt: skip
+
+    blocks = width_blocks([t(1, 1, 0.55, 0.5), t(6, 1, 0.45, 0.6), t(1, 2, 0.5, 0.7), t(6, 2, 0.6, 0.4)])
     titles = [b[0] for b in blocks]
     assert titles == ["robust", "natural", "stability", "best λ per width"]
     robust = blocks[0][2]
-    assert robust == [["1", "50.00", "70.00 ★"], ["6", "60.00 ★", "40.00"]]
-    assert blocks[3][2] == [["6", "1"]]
+    assert robust == [["1", "50.00 ★", "70.00"], ["6", "60.00", "40.00 ★"]]
+    assert blocks[1][2] == [["1", "90.00 ★", "90.00"], ["6", "90.00", "90.00 ★"]]
+    assert blocks[3][2] == [["1", "6"]]
 
 
 def test_compare_runs_every_strategy_per_width_and_seed_with_cost(tmp_path, capsys):
@@ -177,15 +236,27 @@ def test_compare_runs_every_strategy_per_width_and_seed_with_cost(tmp_path, caps
         grid = next(g for g in rows if g["strategy"] == "grid" and (g["model"], g["seed"]) == (r["model"], r["seed"]))
         assert r["cost_vs_grid"] == pytest.approx(r["total_seconds"] / grid["total_seconds"])
         best = next(t for t in [*wide, *(_trials(sampled) if sampled.is_dir() else [])] if t["trial_id"] == r["best_trial"])
-        assert (r["rob_acc"], r["lambda_settled_epoch"], best["seed"]) == (best["rob_acc"], best["lambda_settled_epoch"], r["seed"])
+        assert (r["lambda_settled_epoch"], best["seed"]) == (best["lambda_settled_epoch"], r["seed"])
+        figures = ("val_rob_acc", "test_nat_acc", "test_rob_acc", "test_rob_acc_lo", "test_rob_acc_hi", "test_stability")
+        assert [r[k] for k in figures] == [best[k] for k in figures]
+        assert r["test_rob_acc_lo"] <= r["test_rob_acc"] <= r["test_rob_acc_hi"]
+        # against the grid's best trial of the seed, on the same 360 test images (paired)
+        grid_best = next(t for t in wide if t["trial_id"] == grid["best_trial"])
+        if r["strategy"] == "grid":
+            assert (r["rob_vs_grid"], r["rob_vs_grid_lo"], r["rob_vs_grid_hi"]) == (None, None, None)
+        else:
+            assert r["rob_vs_grid"] == pytest.approx(best["test_rob_acc"] - grid_best["test_rob_acc"], abs=1e-6)
+            assert r["rob_vs_grid_lo"] <= r["rob_vs_grid"] <= r["rob_vs_grid_hi"]
         assert r["strategy"].startswith("war") or r["lambda_settled_epoch"] is None
     assert not any(t["strategy"] == "untuned" for t in wide)  # not trained twice
     md = (root / "compare.md").read_text()
     assert "mean ± sd over seeds 0, 1" in md and "## Every seed" in md and "calibration counted once" in md
-    grid8 = [r for r in rows if (r["strategy"], r["model"]) == ("grid", "cnn-8")]
-    mean = sum(r["rob_acc"] for r in grid8) / 2
-    sd = abs(grid8[0]["rob_acc"] - grid8[1]["rob_acc"]) / 2**0.5
-    assert "| cnn-8 | grid | " in md and f"{100 * mean:.2f} ± {100 * sd:.2f}" in md
+    # the grid's test robust accuracy over the two seeds: their mean with its Student-t 95 % interval,
+    # t(0.975, 1) × sd / √2, where sd = |a - b| / √2
+    a, b = (r["test_rob_acc"] for r in rows if (r["strategy"], r["model"]) == ("grid", "cnn-8"))
+    mean, half = (a + b) / 2, 12.706204736 * abs(a - b) / 2
+    grid_md = next(line for line in md.splitlines() if line.startswith("| cnn-8 | grid | "))
+    assert f" {100 * mean:.1f} ({100 * (mean - half):.1f}–{100 * (mean + half):.1f}) |" in grid_md
     assert md.count("| cnn-8 |") == 6 + 12  # mean rows, then every seed
     # `report` on the compare folder rebuilds compare.md (0.2.0 left it missing) and each part's summary
     (root / "compare.md").unlink()
@@ -253,7 +324,7 @@ def test_killed_optuna_search_resumes_in_another_folder_keeping_its_trials_and_s
     # when killed is started afresh under a new id; its old folder stays, unused)
     assert set(ids) <= {p.parent.name.split("_")[3] for p in checkpoints}
     # the Optuna study came back with the earlier trials: the one study in optuna.db, every
-    # finished trial told its best robust accuracy
+    # finished trial told its best epoch's validation robust accuracy
     import optuna
 
     storage = f"sqlite:///{folder / 'optuna.db'}"
@@ -261,7 +332,7 @@ def test_killed_optuna_search_resumes_in_another_folder_keeping_its_trials_and_s
     study = optuna.load_study(study_name="tiny", storage=storage)
     assert len(study.trials) >= len(before)
     told = {tr.params["lam"]: tr.value for tr in study.trials if tr.state == optuna.trial.TrialState.COMPLETE}
-    assert told == {t["lambda_setting"]: t["rob_acc"] for t in after}
+    assert told == {t["lambda_setting"]: t["val_rob_acc"] for t in after}
 
 
 def _trial_worker(proc: subprocess.Popen, folder: Path, trial_id: str) -> psutil.Process | None:
@@ -316,7 +387,7 @@ def test_diverging_trial_is_marked_failed_while_the_others_finish(tmp_path, caps
 def test_asha_stops_the_trials_that_lag_at_a_rung_and_lets_the_best_train_on():
     # The search's ASHA (Ray's own), fed the epochs a search reports: eight trials, 8 epochs,
     # so rungs at epochs 2 and 4 (grace a quarter of the epochs, halving). Trials arrive in
-    # order of rising robust accuracy, then the worst of them come again: at a rung, a trial
+    # order of rising validation robust accuracy, then the worst of them come again: at a rung, a trial
     # below the best half of those recorded there stops; the best trains on.
     from ray.tune.experiment import Trial
     from ray.tune.schedulers import TrialScheduler
@@ -326,18 +397,18 @@ def test_asha_stops_the_trials_that_lag_at_a_rung_and_lets_the_best_train_on():
 
     space = SearchSpace.model_validate({"strategy": "grid", "model": "cnn-8", "lambda": [1, 2], "epochs": 8, "scheduler": "asha"})
     asha = trial_scheduler(space)
-    assert (asha._time_attr, asha._metric, asha._mode, asha._max_t) == ("epoch", "rob_acc", "max", 8)
+    assert (asha._time_attr, asha._metric, asha._mode, asha._max_t) == ("epoch", "val_rob_acc", "max", 8)
     trials = [Trial("adversarial_training_trial", config={}, trial_id=f"t_{i}", stub=True) for i in range(8)]
     for trial in trials:
         asha.on_trial_add(None, trial)
-    decisions = {t.trial_id: asha.on_trial_result(None, t, {"epoch": 2, "rob_acc": 0.1 * (i + 1)}) for i, t in enumerate(trials)}
+    decisions = {t.trial_id: asha.on_trial_result(None, t, {"epoch": 2, "val_rob_acc": 0.1 * (i + 1)}) for i, t in enumerate(trials)}
     # each arrives better than all before it: none lags, all go on
     assert set(decisions.values()) == {TrialScheduler.CONTINUE}
     late = [Trial("adversarial_training_trial", config={}, trial_id=f"late_{i}", stub=True) for i in range(3)]
     for trial, rob in zip(late, (0.05, 0.95, 0.6), strict=True):
         asha.on_trial_add(None, trial)
-        decisions[trial.trial_id] = asha.on_trial_result(None, trial, {"epoch": 2, "rob_acc": rob})
+        decisions[trial.trial_id] = asha.on_trial_result(None, trial, {"epoch": 2, "val_rob_acc": rob})
     assert decisions["late_0"] == TrialScheduler.STOP  # worse than every trial at the rung
     assert decisions["late_1"] == TrialScheduler.CONTINUE  # the best at the rung
     assert decisions["late_2"] == TrialScheduler.CONTINUE  # in the best half (halving), not the best quarter
-    assert asha.on_trial_result(None, trials[-1], {"epoch": 8, "rob_acc": 0.9}) == TrialScheduler.STOP  # max_t: done
+    assert asha.on_trial_result(None, trials[-1], {"epoch": 8, "val_rob_acc": 0.9}) == TrialScheduler.STOP  # max_t: done

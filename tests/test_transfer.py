@@ -32,9 +32,11 @@ def test_calibrate_stores_the_best_trials_zeta(calibrated):
     runs = calibrated / "runs"
     entry = ZetaRegistry(runs / "zeta.parquet").lookup("wrn10-0.5", "digits", "trades", 0.2)
     trials = pq.read_table(runs / "calibrate-wrn10-0.5" / "trials.parquet").to_pylist()
-    best = max(trials, key=lambda t: t["rob_acc"])
+    best = max(trials, key=lambda t: t["val_rob_acc"])  # chosen on validation
     assert entry.source == "calibrated" and entry.search == "calibrate-wrn10-0.5"
-    assert (entry.best_lambda, entry.zeta, entry.rob_acc) == (best["lambda_setting"], best["zeta"], best["rob_acc"])
+    assert (entry.best_lambda, entry.zeta) == (best["lambda_setting"], best["zeta"])
+    # the entry keeps the chosen trial's test figures
+    assert (entry.rob_acc, entry.nat_acc, entry.stability) == (best["test_rob_acc"], best["test_nat_acc"], best["test_stability"])
     epochs = pq.read_table(runs / "calibrate-wrn10-0.5" / "epochs.parquet").to_pylist()
     last = [e for e in epochs if e["trial_id"] == best["trial_id"] and e["epoch"] == 2][0]
     assert entry.zeta == pytest.approx(last["l_nat"] / last["l_rob"])
@@ -57,11 +59,11 @@ def test_transfer_runs_war_beside_the_untuned_lambda(calibrated, capsys):
     assert untuned["lambda_setting"] == entry.best_lambda and untuned["lambda_final"] == entry.best_lambda
     steps = [s for s in pq.read_table(folder / "steps.parquet").to_pylist() if s["trial_id"] == war["trial_id"]]
     trace = [s["lambda_t"] for s in sorted(steps, key=lambda s: (s["epoch"], s["step"]))]
-    assert len(trace) == 3 * 12 and max(trace) > 0 and min(trace) >= 0
+    assert len(trace) == 3 * 10 and max(trace) > 0 and min(trace) >= 0  # ceil(1221 / 128) steps an epoch
     assert war["lambda_final"] == pytest.approx(trace[-1])
-    state = WarRuleState(0.0)  # the default controller: α 0.3 per epoch, 0.3 / 12 a step, each step's ratio
+    state = WarRuleState(0.0)  # the default controller: α 0.3 per epoch, 0.3 / 10 a step, each step's ratio
     for s in sorted(steps, key=lambda s: (s["epoch"], s["step"])):
-        state = war_rule_step(state, s["l_nat"], s["l_rob"], WarRule(entry.zeta, 0.3 / 12, "step"))
+        state = war_rule_step(state, s["l_nat"], s["l_rob"], WarRule(entry.zeta, 0.3 / 10, "step"))
         assert s["lambda_t"] == pytest.approx(state.lambda_t, rel=1e-12)
     assert "WAR→" in out and "untuned" in out
     assert "controller: epoch (α 0.3 per epoch, spread over its steps; λ_0 0, each step's l_nat/l_rob) (the default)" in err
@@ -104,7 +106,8 @@ def test_transfer_refusals_exit_2_with_one_line(calibrated, capsys, argv, expect
 
 
 def test_transfer_with_a_settling_controller_trains_as_its_reference_rule(tmp_path, capsys):
-    # hold λ_0 = 3 until the one-epoch window's ratio reaches ζ, then α 0.1 per epoch (12 steps of digits)
+    # hold λ_0 = 3 until the one-epoch window's ratio reaches ζ, then α 0.1 per epoch (10 steps of
+    # digits: 1,221 training images once 216 are held out for validation)
     registry = tmp_path / "zeta.parquet"
     thin = dataclasses.replace(PAPER_ENTRY, model="wrn10-0.5", dataset="digits", eps=0.2, best_lambda=3.0, zeta=40.0)
     ZetaRegistry(registry).put(thin)
@@ -118,8 +121,8 @@ def test_transfer_with_a_settling_controller_trains_as_its_reference_rule(tmp_pa
     assert "controller: war: {alpha_per: epoch, ratio: window, hold: true, lambda0: thin, window: one epoch}" in err
     steps = pq.read_table(tmp_path / "runs" / "transfer-wrn10-0.5" / "steps.parquet").to_pylist()
     steps.sort(key=lambda s: (s["epoch"], s["step"]))
-    assert len(steps) == 2 * 12
-    rule, state = WarRule(40.0, 0.1 / 12, "window", window=12, hold=True), WarRuleState(3.0, holding=True)
+    assert len(steps) == 2 * 10
+    rule, state = WarRule(40.0, 0.1 / 10, "window", window=10, hold=True), WarRuleState(3.0, holding=True)
     for s in steps:  # the whole trace, replayed with the plain-Python rule
         state = war_rule_step(state, s["l_nat"], s["l_rob"], rule)
         assert s["lambda_t"] == pytest.approx(state.lambda_t, rel=1e-12)
