@@ -252,7 +252,7 @@ OPTUNA = {"strategy": "optuna", "lambda": {"low": 1, "high": 6}, "trials": 2}
         ({"sampler": "nsga2"}, "'objectives' and 'sampler' are for strategy 'optuna'"),
         ({**OPTUNA, "objectives": ["rob_acc"]}, "'objectives' needs 2 or 3 distinct names"),
         ({**OPTUNA, "objectives": ["rob_acc", "rob_acc"]}, "'objectives' needs 2 or 3 distinct names"),
-        ({**OPTUNA, "objectives": ["rob_acc", "l_rob"]}, "objectives: unknown objective 'l_rob': use trials.parquet columns rob_acc (max), nat_acc (max)"),
+        ({**OPTUNA, "objectives": ["rob_acc", "l_rob"]}, "objectives: unknown objective 'l_rob': use rob_acc (max), nat_acc (max), stability (max) (judged on their validation"),
         ({**OPTUNA, "objectives": ["rob_acc", "nat_acc:min"]}, "objectives: nat_acc is better when larger: write nat_acc or nat_acc:max"),
         ({**OPTUNA, "sampler": "cmaes"}, "sampler: Input should be 'tpe' or 'nsga2'"),
     ],

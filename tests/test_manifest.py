@@ -20,7 +20,7 @@ import yaml
 from tests.conftest import rows_of, write_space
 from tests.test_cli import _error_line, _run
 from wartune import __version__
-from wartune.results.manifest import MANIFEST_FILE, upgrade, written_by
+from wartune.results.manifest import MANIFEST_FILE, RENAMED, upgrade, written_by
 from wartune.results.store import (
     ADDED_COLUMNS,
     EPOCH_SCHEMA,
@@ -38,10 +38,9 @@ OLD_RELEASE = Path(__file__).parent / "data" / "wartune-0.1.0-searches.tar.gz"
 # What `upgrade` says of a 0.1.0 folder: both tables renamed to schema 4's val_* / test_* names,
 # and the columns added since (trials.parquet: selected_on, val_examples, the 12 interval columns,
 # the two flag columns, graphs, stack, wartune_version) filled with their empty values.
-RENAMED = "names its figures val_* (its trials chose on the test split: selected_on test) and test_*"
 UPGRADED = (f"was written by wartune 0.1.0 or before (schema 1); upgraded for wartune {__version__} (schema {SCHEMA_VERSION}): "
-            f"trials.parquet {RENAMED}; trials.parquet gained 19 columns (selected_on, val_examples, val_nat_acc_lo, ...) "
-            f"(empty: null); epochs.parquet {RENAMED}; epochs.parquet gained stack (empty: null)")  # fmt: skip
+            f"trials.parquet {RENAMED[TRIALS_FILE]}; trials.parquet gained 19 columns (selected_on, val_examples, val_nat_acc_lo, ...) "
+            f"(empty: null); epochs.parquet {RENAMED[EPOCHS_FILE]}; epochs.parquet gained stack (empty: null)")  # fmt: skip
 
 
 def _older_folder(folder: Path) -> dict[str, list[dict]]:

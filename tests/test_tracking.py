@@ -28,6 +28,9 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from tests.conftest import free_port, wartune_lines
 from tests.test_cli import _run
 from wartune.errors import WartuneError
+
+# trials.stored_test_reading through its module, as the other rules
+from wartune.results import trials as trial_rules
 from wartune.results.tracking import (
     EPOCH_METRICS,
     MlflowSinkFactory,
@@ -35,7 +38,7 @@ from wartune.results.tracking import (
     flatten,
     log_search,
 )
-from wartune.results.trials import FULL_SPLIT_RESULT, TrialMeta, full_split_of
+from wartune.results.trials import TEST_RESULT, TrialMeta
 
 
 def _tables(folder: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -77,14 +80,36 @@ def _check_trials(uri: str, runs: dict[str, Run], trials: list[dict[str, Any]], 
             history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
             assert history == [(r["epoch"], r[key]) for r in rows if r[key] is not None], key
         metrics = run.data.metrics
-        assert metrics["best_rob_acc"] == trial["rob_acc"] and metrics["best_epoch"] == trial["best_epoch"]
-        assert metrics["final_nat_acc"] == trial["final_nat_acc"] and metrics["lambda_final"] == trial["lambda_final"]
-        assert metrics["eval_examples"] == trial["eval_examples"] == 360  # the result: the whole test split
-        assert metrics["best_epoch_rob_acc"] == trial["best_epoch_rob_acc"]  # the per-epoch figure (90 examples)
-        assert metrics["war_skipped_steps"] == trial["war_skipped_steps"] and params["precision"] == trial["precision"]
+        # the trial's metrics are trials.parquet's numeric columns, under their names; the best epoch's
+        # validation figures as best_val_* (val_* are the epochs' histories above), equal to those at that epoch
+        assert {k: metrics[mlflow_name(k)] for k in TRIAL_METRICS} == {k: trial[k] for k in TRIAL_METRICS}
+        best = next(r for r in rows if r["epoch"] == trial["best_epoch"])
+        assert [best[k] for k in ("val_nat_acc", "val_rob_acc", "val_stability")] == [
+            metrics[k] for k in ("best_val_nat_acc", "best_val_rob_acc", "best_val_stability")
+        ]
+        assert metrics["test_examples"] == trial["test_examples"] == 360  # the result: the whole test split, read once
+        assert metrics["best_val_examples"] == trial["val_examples"] == 90  # the choice: the best epoch's validation figures
+        assert metrics["final_zeta"] == trial["zeta"]
+        assert not {"rob_acc", "nat_acc", "best_rob_acc", "eval_examples", "best_epoch_rob_acc"} & set(metrics)  # schema 3's
+        assert params["precision"] == trial["precision"]
         assert metrics.get("lambda_settled_epoch") == trial["lambda_settled_epoch"]
         assert run.data.tags["status"] == trial["status"] == "finished" and "error" not in run.data.tags
         assert run.info.status == "FINISHED"
+
+
+# trials.parquet's numeric columns of a finished trial that MLflow shows as its run's metrics
+TRIAL_METRICS = (
+    "best_epoch", "epochs", "val_nat_acc", "val_rob_acc", "val_stability", "val_examples",
+    *(f"{split}_{figure}_{end}" for split in ("val", "test") for figure in ("nat_acc", "rob_acc", "stability") for end in ("lo", "hi")),
+    "final_val_nat_acc", "final_val_rob_acc", "final_val_stability",
+    "test_nat_acc", "test_rob_acc", "test_stability", "test_lipschitz", "test_examples",
+    "lambda_final", "war_skipped_steps", "wall_seconds", "device_seconds",
+)  # fmt: skip
+
+
+def mlflow_name(column: str) -> str:
+    """A trials.parquet column's name as a run's metric: the best epoch's validation figures are `best_val_*`."""
+    return f"best_{column}" if column.startswith("val_") else column
 
 
 def _check_parent(parent: Run, strategy: str = "grid") -> None:
@@ -139,8 +164,8 @@ def test_sink_driven_directly_gives_the_same_structure(war_search, tmp_path):
     artifacts = (tmp_path / "artifacts").as_uri()  # not ./mlruns in the working directory
     client.delete_experiment(client.create_experiment("direct", artifact_location=artifacts))  # restored, not an error
     metas = {t["trial_id"]: TrialMeta.from_row(t) for t in trials}
-    # the last epoch's report carries the trial's full-split evaluation, as the trainable sends it
-    last = {t["trial_id"]: (t["epochs"], {FULL_SPLIT_RESULT: full_split_of(t)}) for t in trials}
+    # the last epoch's report carries the trial's test reading, as the trainable sends it
+    last = {t["trial_id"]: (t["epochs"], {TEST_RESULT: trial_rules.stored_test_reading(t)}) for t in trials}
     # Trials interleave, as they do under Ray: every trial's epoch 1, then every epoch 2.
     for epoch in sorted({r["epoch"] for r in epochs}):
         for row in (r for r in epochs if r["epoch"] == epoch):
@@ -150,7 +175,7 @@ def test_sink_driven_directly_gives_the_same_structure(war_search, tmp_path):
     for meta in metas.values():
         sink.on_trial_end(meta, "finished", None)
     diverged = replace(metas[trials[0]["trial_id"]], trial_id="x_00098")
-    sink.on_epoch(diverged, {"epoch": 1, "rob_acc": 0.0, "error": "loss is nan at step 3", "device": "cpu"})
+    sink.on_epoch(diverged, {"epoch": 1, "val_rob_acc": 0.0, "error": "loss is nan at step 3", "device": "cpu"})
     sink.on_trial_end(diverged, "finished", None)
     interrupted = replace(metas[trials[0]["trial_id"]], trial_id="x_00099")
     sink.on_epoch(interrupted, {**epochs[0], "trial_id": "x_00099"})

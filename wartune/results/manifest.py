@@ -33,8 +33,10 @@ from wartune.results.store import (
     SCHEMA_VERSION,
     TRIAL_SCHEMA,
     TRIALS_FILE,
+    read_rows,
     upgrade_steps_file,
     upgrade_table,
+    write_table,
 )
 
 MANIFEST_FILE = "wartune.json"
@@ -87,6 +89,31 @@ def _manifest_text(data: dict[str, Any]) -> str:
     """One key a line, the validation split's indices on the line of its own key (not one a line)."""
     lines = [f" {json.dumps(key)}: {json.dumps(value)}" for key, value in data.items()]
     return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
+# What schema 4's renaming says of each table (`store.RENAMED_*`)
+RENAMED = {
+    TRIALS_FILE: "names its figures val_* (chosen on the test split then: selected_on test) and test_*",
+    EPOCHS_FILE: "names its figures val_* (measured on the test split then)",
+    COMPARE_FILE: "names its figures test_*",
+}
+
+
+def _fill_intervals(folder: Path) -> None:
+    """Each upgraded trial row's interval columns, where its figures and their counts are known:
+    the test figures' count in the row, the best epoch's in epochs.parquet."""
+    from wartune.results.trials import with_intervals
+
+    rows = read_rows(folder / TRIALS_FILE, TRIAL_SCHEMA)
+    if not rows:
+        return
+    counts = {(e["trial_id"], e["epoch"]): e["val_examples"] for e in read_rows(folder / EPOCHS_FILE, EPOCH_SCHEMA)}
+    for row in rows:
+        if row["val_examples"] is None:
+            row["val_examples"] = counts.get((row["trial_id"], row["best_epoch"]))
+        for split in ("val", "test"):
+            row.update({k: v for k, v in with_intervals(row, split).items() if row.get(k) is None})
+    write_table(rows, TRIAL_SCHEMA, folder / TRIALS_FILE)
 
 
 def validation_record(seed: int, indices: list[int], train_examples: int) -> dict[str, Any]:
@@ -146,11 +173,12 @@ def upgrade(folder: Path) -> str | None:
     for name, schema in TABLES:
         renamed, cols = upgrade_table(folder / name, schema)
         if renamed:
-            changes.append(f"{name} names its figures val_* (its trials chose on the test split: selected_on test) and test_*")
+            changes.append(f"{name} {RENAMED[name]}")
         if cols:
             shown = ", ".join(cols) if len(cols) <= 4 else f"{len(cols)} columns ({', '.join(cols[:3])}, ...)"
             changes.append(f"{name} gained {shown} (empty: null)")
     upgrade_steps_file(folder)
+    _fill_intervals(folder)
     record(folder)
     tables = "; ".join(changes) if changes else "its tables needed no change"
     return f"{str(folder)!r} was written by {found.describe()}; upgraded for wartune {__version__} (schema {SCHEMA_VERSION}): {tables}"

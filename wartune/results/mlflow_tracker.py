@@ -36,7 +36,7 @@ from wartune.results.trials import (
     TrialMeta,
     TrialSummary,
     is_finite,
-    test_result_of,
+    stored_test_reading,
     trial_status,
 )
 
@@ -122,14 +122,15 @@ def newest_trial_run(client: MlflowClient, experiment: str, trial_id: str) -> st
 
 
 def summary_metrics(rows: list[dict[str, Any]], meta: TrialMeta, test: dict[str, Any] | None = None) -> dict[str, float]:
-    """A trial's end-of-run metrics, named as trials.parquet's columns (`val_rob_acc` and its
-    interval `val_rob_acc_lo` / `_hi`, `test_rob_acc`..., `final_zeta`).
+    """A trial's end-of-run metrics, named as trials.parquet's columns (`test_rob_acc` and its
+    interval `test_rob_acc_lo` / `_hi`, `final_val_rob_acc`...), the best epoch's validation
+    figures as `best_val_*` (`val_*` are each epoch's, logged with their step), and `final_zeta`.
 
-    `val_*` are the best epoch's validation figures, which chose it; `test_*` its weights' one
-    reading of the test split once the trial finished; `final_val_*` the last epoch's.
+    `best_val_*` chose the best epoch; `test_*` are its weights' one reading of the test split
+    once the trial finished; `final_val_*` the last epoch's.
     """
     summary = TrialSummary.of(rows, meta, test).as_dict()
-    out = {k: v for k, v in summary.items() if k not in ("zeta", "zeta_step_std")}
+    out = {f"best_{k}" if k.startswith("val_") else k: v for k, v in summary.items() if k not in ("zeta", "zeta_step_std")}
     out["final_zeta"] = summary["zeta"]
     return {k: float(v) for k, v in out.items() if is_finite(v)}
 
@@ -298,7 +299,7 @@ class MlflowTracker:
             if meta.checkpoint:
                 meta = replace(meta, model_dir=str(folder / meta.checkpoint))
             rows = sorted((r for r in epochs if r["trial_id"] == meta.trial_id), key=lambda r: r["epoch"])
-            if (test := test_result_of(trial)) is not None:
+            if (test := stored_test_reading(trial)) is not None:
                 self.test_results[meta.trial_id] = test
             for row in rows:
                 self.epoch(meta, row)

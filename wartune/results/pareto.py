@@ -34,7 +34,7 @@ def objective_name(text: str) -> str:
     name, _, direction = text.strip().partition(":")
     if name not in OBJECTIVES:
         known = ", ".join(f"{n} ({d})" for n, d in OBJECTIVES.items())
-        raise ValueError(f"unknown objective {name!r}: use trials.parquet columns {known}")
+        raise ValueError(f"unknown objective {name!r}: use {known} (judged on their validation figures, trials.parquet's val_*)")
     if direction and direction != OBJECTIVES[name]:
         raise ValueError(f"{name} is better when larger: write {name} or {name}:{OBJECTIVES[name]}, not {text.strip()!r}")
     return name

@@ -242,17 +242,17 @@ def war_lambda(data: SearchData) -> Figure | None:
 
 def lipschitz_vs_width(data: SearchData) -> Figure | None:
     """The Lipschitz estimate at each trial's best epoch against width, per λ (Fig. 4)."""
-    done = [t for t in data.trials if t.get("status") == "finished" and t.get("lipschitz") is not None]
+    done = [t for t in data.trials if t.get("status") == "finished" and t.get("test_lipschitz") is not None]
     widths = sorted({t["width"] for t in done})
     if len(widths) < 2:
         return None
     fig, (ax,) = _figure(1, f"Lipschitz estimate against width\n{_subtitle(data)}")
     for lam in sorted({t["lambda_setting"] for t in done if t["lambda_setting"] is not None}):
-        xs, ys = _mean_by([t for t in done if t["lambda_setting"] == lam], "width", "lipschitz")
+        xs, ys = _mean_by([t for t in done if t["lambda_setting"] == lam], "width", "test_lipschitz")
         ax.plot(xs, ys, marker="o", label=f"λ = {lam:g}")
     war = [t for t in done if t["trial_id"] in data.war_ids]
     if war:
-        xs, ys = _mean_by(war, "width", "lipschitz")
+        xs, ys = _mean_by(war, "width", "test_lipschitz")
         ax.plot(xs, ys, marker="s", linestyle="--", color="black", label="WAR")
     _width_axis(ax, widths)
     ax.set_ylabel("Lipschitz estimate\n(mean input-gradient ℓ1 norm under PGD)")
@@ -263,10 +263,10 @@ def lipschitz_vs_width(data: SearchData) -> Figure | None:
 def robust_vs_cost(data: SearchData) -> Figure | None:
     """Robust accuracy against compute per strategy, from compare.parquet (Table 3's trade-off)."""
     cost_key = "total_seconds" if any(r.get("total_seconds") is not None for r in data.compare) else "device_seconds"
-    rows = [r for r in data.compare if r.get(cost_key) is not None and r.get("rob_acc") is not None]
+    rows = [r for r in data.compare if r.get(cost_key) is not None and r.get("test_rob_acc") is not None]
     # One point per strategy and model: repeats over seeds as the mean robust accuracy at their summed cost.
     rows = [
-        {**repeats[0], "rob_acc": mean_of(repeats, "rob_acc"), cost_key: sum(r[cost_key] for r in repeats)}
+        {**repeats[0], "test_rob_acc": mean_of(repeats, "test_rob_acc"), cost_key: sum(r[cost_key] for r in repeats)}
         for repeats in group(rows, key=lambda r: (r["strategy"], r["model"])).values()
     ]
     if not rows:
@@ -277,7 +277,7 @@ def robust_vs_cost(data: SearchData) -> Figure | None:
     fig, (ax,) = _figure(1, f"Robust accuracy against compute\n{data.name}: each strategy's best trial per model{seeds}")
     for marker, strategy in zip("osD^v<>p*", sorted({r["strategy"] for r in rows}), strict=False):
         points = sorted((r for r in rows if r["strategy"] == strategy), key=lambda r: (r.get("width") or 0, r["model"]))
-        xs, ys = [r[cost_key] * scale for r in points], [_as_percent(r["rob_acc"]) for r in points]
+        xs, ys = [r[cost_key] * scale for r in points], [_as_percent(r["test_rob_acc"]) for r in points]
         ax.plot(xs, ys, marker=marker, label=strategy)
         for r, x, y in zip(points, xs, ys, strict=True):
             ax.annotate(r["model"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize="x-small")

@@ -30,7 +30,7 @@ from wartune.results.trials import (
     TrialMeta,
     TrialSummary,
     final_attack_of,
-    test_result_of,
+    stored_test_reading,
     trial_status,
 )
 
@@ -80,7 +80,7 @@ class ParquetSink:
         self.trials = {r["trial_id"]: r for r in read_rows(folder / TRIALS_FILE, TRIAL_SCHEMA)}
         self.errors: dict[str, str] = {}
         self.timing: dict[str, dict[str, Any]] = {t: {k: r[k] for k in TIMING_COLUMNS} for t, r in self.trials.items()}
-        self.test_results = {t: f for t, r in self.trials.items() if (f := test_result_of(r)) is not None}
+        self.test_results = {t: f for t, r in self.trials.items() if (f := stored_test_reading(r)) is not None}
 
     def on_epoch(self, meta: TrialMeta, result: dict[str, Any]) -> None:
         trial_id = meta.trial_id

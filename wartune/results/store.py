@@ -256,7 +256,7 @@ ADDED_COLUMNS: dict[str, Any] = {
     "rob_vs_grid_hi": None,
     "test_robust": None,  # the flags of a test reading were not kept before schema 4
     "test_correct": None,
-    **{name: None for name, _ in _interval_columns("val") + _interval_columns("test")},  # filled in on upgrade
+    **{name: None for name, _ in _interval_columns("val") + _interval_columns("test")},  # manifest.upgrade fills them in
 }
 
 # Columns schema 4 renamed, per table (`upgrade_table`). Before it, epochs.parquet's figures and

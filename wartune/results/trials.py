@@ -177,7 +177,7 @@ TEST_KEYS = ("test_nat_acc", "test_rob_acc", "test_stability", "test_lipschitz",
              "test_robust", "test_correct")  # fmt: skip
 
 
-def test_result_of(trial: Mapping[str, Any]) -> dict[str, Any] | None:
+def stored_test_reading(trial: Mapping[str, Any]) -> dict[str, Any] | None:
     """The test figures a trials.parquet row holds (None before the trial finished): a resumed
     search or a replay to MLflow starts from them."""
     if not is_finite(trial.get("test_rob_acc")):

@@ -238,7 +238,11 @@ def _over_seeds(repeats: list[dict[str, Any]], column: str, signed: bool) -> str
         r = repeats[0]
         return ci_text(r.get(column), r.get(f"{column}_lo"), r.get(f"{column}_hi"), signed)
     stats = mean_interval(r.get(column) for r in repeats)
-    return ci_text(*stats, signed) if stats is not None else "–"
+    if stats is None:
+        return "–"
+    mean, lo, hi = stats
+    floor = -1.0 if signed else 0.0  # a proportion's interval stays in [0, 1], a difference's in [-1, 1]
+    return ci_text(mean, max(lo, floor), min(hi, 1.0), signed)
 
 
 def noise_lines(rows: list[dict[str, Any]]) -> list[str]:
@@ -252,7 +256,7 @@ def noise_lines(rows: list[dict[str, Any]]) -> list[str]:
             repeats[0].get("rob_vs_grid"), repeats[0].get("rob_vs_grid_lo"), repeats[0].get("rob_vs_grid_hi"))  # fmt: skip
         if stats is None or not all(is_finite(v) for v in stats):
             continue
-        diff, lo, hi = stats
+        diff, lo, hi = stats[0], max(stats[1], -1.0), min(stats[2], 1.0)
         verdict = "within noise" if lo <= 0 <= hi else ("ahead of the grid" if lo > 0 else "behind the grid")
         lines.append(f"- {strategy} on {model}: {ci_text(diff, lo, hi, signed=True)} points of test robust accuracy "
                      f"against the grid's best λ: {verdict}.")  # fmt: skip

@@ -38,6 +38,7 @@ from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 from ray.tune.schedulers.pbt import _make_experiment_tag
 
 from wartune.tune.running import current
+from wartune.tune.scheduler_metrics import CurrentMetricName
 from wartune.tune.spaces import LambdaRange, SearchSpace
 
 EXPLOITS_FILE = "pbt_exploits.jsonl"  # one line per exploit: the trial, its new λ, the donor's checkpoint
@@ -71,8 +72,9 @@ def _scalars(result: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in result.items() if isinstance(v, int | float | str | bool)}
 
 
-class ResumablePBT(PopulationBasedTraining):
-    """Ray's PBT, whose synchronous population meets again after a restore (module docstring)."""
+class ResumablePBT(CurrentMetricName, PopulationBasedTraining):
+    """Ray's PBT, whose synchronous population meets again after a restore (module docstring),
+    ranking by the metric's current name (`scheduler_metrics.py`)."""
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         time = result.get(self._time_attr)

@@ -47,10 +47,11 @@ EXPERIMENT_STATE = "experiment_state-*.json"
 HEX_PICKLE = "CLOUDPICKLE_FALLBACK"
 ROOT_KEY = "storage_fs_path"  # the field of Ray's StorageContext that holds the storage root
 # Classes a search started by an older wartune holds, and wartune's class in their place: Ray's
-# PBT (hangs on resume), Optuna's NSGA-II sampler (unpicklable since Optuna 5) and Ray's Optuna
+# PBT (hangs on resume) and ASHA (their metric was renamed: scheduler_metrics.py), Optuna's NSGA-II sampler (unpicklable since Optuna 5) and Ray's Optuna
 # searcher (stops a resume whose study is ahead of Ray's snapshot of it).
 ADOPTED = {
     ("ray.tune.schedulers.pbt", "PopulationBasedTraining"): ("wartune.tune.pbt", "ResumablePBT"),
+    ("ray.tune.schedulers.async_hyperband", "AsyncHyperBandScheduler"): ("wartune.tune.scheduler_metrics", "ResumableASHA"),
     ("optuna.samplers.nsgaii._sampler", "NSGAIISampler"): ("wartune.tune.study", "NSGAIISampler"),
     ("ray.tune.search.optuna.optuna_search", "OptunaSearch"): ("wartune.tune.study", "FolderOptunaSearch"),
 }
