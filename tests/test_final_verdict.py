@@ -26,13 +26,19 @@ from wartune.tune.spaces import load_space
 
 
 def _trial(trial_id: str, rob: float, *, strategy: str = "grid", status: str = "finished", aa: float | None = None,
-           checkpoint: str | None = "models/x", seed: int = 0, lam: float | None = 1.0) -> dict[str, Any]:  # fmt: skip
+           checkpoint: str | None = "models/x", seed: int = 0, lam: float | None = 1.0,
+           test_rob: float | None = None) -> dict[str, Any]:  # fmt: skip
+    """A trials.parquet row: validation robust accuracy `rob` (what chooses, and picks the trials to
+    attack); test robust accuracy `test_rob`, by default 1 − rob, so any ranking by the test split
+    would be validation's reversed."""
     return {
         "trial_id": trial_id, "search": "s", "strategy": strategy, "model": "cnn-8", "width": 8.0, "dataset": "digits",
         "objective": "trades", "eps": 0.2, "seed": seed, "lambda_setting": lam, "zeta_used": None if lam is not None else 3.0,
-        "lambda_final": lam or 5.0, "lambda_settled_epoch": None, "status": status, "nat_acc": 0.9, "rob_acc": rob,
-        "stability": 0.6, "zeta": 2.0, "wall_seconds": 10.0, "device_seconds": 10.0, "error": None, "best_epoch": 2,
-        "eval_examples": 360, "metrics_from": "full_split", "checkpoint": checkpoint,
+        "lambda_final": lam or 5.0, "lambda_settled_epoch": None, "status": status, "selected_on": "validation",
+        "val_nat_acc": 0.9, "val_rob_acc": rob, "val_stability": 0.6, "val_examples": 216,
+        "test_nat_acc": 0.9, "test_rob_acc": 1 - rob if test_rob is None else test_rob, "test_stability": 0.6,
+        "test_examples": 360, "zeta": 2.0, "wall_seconds": 10.0, "device_seconds": 10.0, "error": None, "best_epoch": 2,
+        "checkpoint": checkpoint,
         "aa_rob_acc": aa, "aa_examples": None if aa is None else 360, "aa_seconds": None if aa is None else 5.0,
     }  # fmt: skip
 
@@ -53,7 +59,8 @@ TRIALS = [
     [(1, ["b", "w", "s1"]), (2, ["b", "w", "s1"]), (3, ["b", "a", "w", "s1"]), (None, ["b", "a", "w", "s1"])],
 )
 def test_the_verdict_takes_the_best_k_finished_trials_of_each_cell_and_skips_attacked_ones(top, expected):
-    # top 2 of grid/seed 0 is b and d; d has its figure (a resumed search), so only b runs again
+    # top 2 of grid/seed 0 by validation is b and d; d has its figure (a resumed search), so only b runs
+    # again (by the test split, which never chooses, a would lead: its test robust accuracy is b's reversed)
     assert [t["trial_id"] for t in trials_to_attack(TRIALS, top)] == expected
 
 
@@ -83,11 +90,14 @@ def test_autoattack_columns_survive_every_rewrite_of_the_trials_table(tmp_path):
 
 
 def test_summary_shows_autoattack_beside_robust_and_names_the_best_under_both_rules():
-    trials = [_trial("a", 0.70, aa=0.40), _trial("b", 0.60, aa=0.45), _trial("c", 0.50)]
+    trials = [_trial("a", 0.70, aa=0.40, test_rob=0.65), _trial("b", 0.60, aa=0.45, test_rob=0.55),
+              _trial("c", 0.50, test_rob=0.50)]  # fmt: skip
     md = summary_markdown("s", trials)
-    assert "| natural | robust | AutoAttack | stability |" in md
-    assert "Best by PGD-20: **a** (robust 70.00 %, AutoAttack 40.00 %); best by AutoAttack: **b**" in md
-    assert "| 45.00 |" in md and "| 50.00 | – |" in md  # c was not attacked
+    assert "| val robust | natural | robust | AutoAttack | stability | test n |" in md
+    assert ("Best by validation PGD-20: **a** (test robust 65.00 %, AutoAttack 40.00 %); "
+            "best by test AutoAttack: **b** (AutoAttack 45.00 %, test robust 55.00 %)") in md  # fmt: skip
+    # c was not attacked; its test robust accuracy 180 of 360 with its Wilson interval, 44.86–55.14 %
+    assert "| 45.00 |" in md and "| 50.0 (44.9–55.1) | – | 60.0 (54.9–64.9) | 360 |" in md
     plain = summary_markdown("s", [_trial("a", 0.7), _trial("b", 0.6)])
     assert "AutoAttack" not in plain
 
@@ -101,7 +111,7 @@ def test_compare_shows_each_strategys_best_trial_under_autoattack_and_prices_it_
     assert [(r["best_trial"], r["aa_rob_acc"], r["aa_seconds"]) for r in rows] == [("g1", 0.41, 10.0), ("w", None, 0.0)]
     grid, war = compare_table(rows)
     at = COLUMNS.index("AutoAttack %")
-    assert COLUMNS[at - 1] == "robust %" and (grid[at], war[at]) == ("41.00", "–")
+    assert COLUMNS[at - 2 : at] == ("robust %", "vs grid") and (grid[at], war[at]) == ("41.00", "–")
     assert grid[COLUMNS.index("cost s")] == "20"  # the tuning's cost; AutoAttack's is stated beside
     md = compare_markdown("c", rows, {"model": "cnn-4", "best_lambda": 1.0, "zeta": 2.0, "seconds": 0.0}, {"grid": 20.0, "war": 10.0})
     assert "it cost 10 device-seconds, not in the costs below" in md
@@ -146,12 +156,12 @@ def test_search_attacks_its_best_trial_with_autoattack_at_the_end(tmp_path, caps
     trials = read_rows(folder / TRIALS_FILE, TRIAL_SCHEMA)
     best = best_trial(trials)
     assert best is not None and [t["trial_id"] for t in trials if t["aa_rob_acc"] is not None] == [best["trial_id"]]
-    assert best["aa_examples"] == best["eval_examples"] == 360 and best["aa_seconds"] > 0
+    assert best["aa_examples"] == best["test_examples"] == 360 and best["aa_seconds"] > 0
     # the figure is `wartune evaluate --attacks autoattack`'s: the same attack, examples and seed
     model, _ = load_model(folder / best["checkpoint"])
     [again] = evaluate_attacks(model, digits, load_space(str(space)).eval_pgd(), ["autoattack"], seed=AUTOATTACK_SEED)
-    assert best["aa_rob_acc"] == again.rob_acc <= best["nat_acc"]
+    assert best["aa_rob_acc"] == again.rob_acc <= best["test_nat_acc"]
     assert "AutoAttack on 1 trials: " in err
     md = (folder / "summary.md").read_text()
-    assert f"Best by PGD-20: **{best['trial_id']}**" in md and f"best by AutoAttack: **{best['trial_id']}**" in md
+    assert f"Best by validation PGD-20: **{best['trial_id']}**" in md and f"best by test AutoAttack: **{best['trial_id']}**" in md
     assert "AutoAttack" in out  # the terminal table has the column too

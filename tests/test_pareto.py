@@ -11,7 +11,7 @@ from wartune.results.pareto import dominates, mark_pareto, pareto_mask
 from wartune.results.report import front_markdown
 from wartune.results.sinks import ParquetSink
 from wartune.results.store import EPOCH_SCHEMA, TRIAL_SCHEMA, TRIALS_FILE, read_rows
-from wartune.results.trials import FULL_SPLIT_RESULT, TrialMeta
+from wartune.results.trials import TEST_RESULT, TrialMeta
 
 
 @pytest.mark.parametrize(
@@ -39,15 +39,21 @@ def test_minimising_turns_the_front_around():
 
 
 def _trial(trial_id: str, model: str, rob: float | None, nat: float, stability: float = 0.5,
-           status: str = "finished", lam: float | None = 1.0) -> dict[str, Any]:  # fmt: skip
-    return {"trial_id": trial_id, "model": model, "rob_acc": rob, "nat_acc": nat, "stability": stability,
-            "status": status, "lambda_setting": lam, "lambda_final": lam or 3.0}  # fmt: skip
+           status: str = "finished", lam: float | None = 1.0,
+           test: tuple[float, float, float] | None = None) -> dict[str, Any]:  # fmt: skip
+    """A trial whose validation figures are (rob, nat, stability); its test figures, unless given, are
+    1 minus each, so every ordering on the test split is the reverse of validation's: a front judged
+    on the test split would differ."""
+    test_rob, test_nat, test_stability = test or (1 - (rob or 0), 1 - nat, 1 - stability)
+    return {"trial_id": trial_id, "model": model, "val_rob_acc": rob, "val_nat_acc": nat, "val_stability": stability,
+            "test_rob_acc": test_rob, "test_nat_acc": test_nat, "test_stability": test_stability,
+            "test_examples": 100, "status": status, "lambda_setting": lam, "lambda_final": lam or 3.0}  # fmt: skip
 
 
 def test_marks_a_front_per_model_among_finished_trials_only():
     trials = [
         _trial("a", "wrn10-1", 0.6, 0.9),
-        _trial("b", "wrn10-1", 0.5, 0.8, stability=0.7),  # dominated by a (but the more stable)
+        _trial("b", "wrn10-1", 0.5, 0.8, stability=0.7),  # dominated by a (but the more stable; it beats a on test)
         _trial("c", "wrn10-1", 0.9, 0.95, status="stopped"),  # would dominate, but did not finish
         _trial("d", "wrn10-2", 0.4, 0.7),  # a wider net's own front: not beaten by a
         _trial("e", "wrn10-2", None, 0.99),  # no robust figure: not judged
@@ -72,9 +78,12 @@ def test_parquet_sink_marks_the_front_by_the_searchs_objectives_at_every_write(t
     sink = ParquetSink(tmp_path, ["nat_acc", "stability"])
     figures = {"a": (0.5, 0.9, 0.4), "b": (0.6, 0.8, 0.5), "c": (0.4, 0.7, 0.6)}  # (rob, nat, stability)
     for i, (trial_id, (rob, nat, stability)) in enumerate(figures.items()):
-        result: dict[str, Any] = {name: 0.5 for name in EPOCH_SCHEMA.names} | {"epoch": 1, "eval_examples": 30}
-        full = {"nat_acc": nat, "rob_acc": rob, "stability": stability, "lipschitz": 1.0, "eval_examples": 360}
-        sink.on_epoch(_meta(trial_id, float(i + 1)), result | {FULL_SPLIT_RESULT: full})
+        result: dict[str, Any] = {name: 0.5 for name in EPOCH_SCHEMA.names} | {"epoch": 1, "val_examples": 30}
+        result |= {"val_rob_acc": rob, "val_nat_acc": nat, "val_stability": stability}
+        # the test reading reverses every ordering: the front must not follow it
+        test = {"test_nat_acc": 1 - nat, "test_rob_acc": 1 - rob, "test_stability": 1 - stability, "test_lipschitz": 1.0,
+                "test_examples": 360, "test_robust": None, "test_correct": None}  # fmt: skip
+        sink.on_epoch(_meta(trial_id, float(i + 1)), result | {TEST_RESULT: test})
         running = {t["trial_id"]: t for t in read_rows(tmp_path / TRIALS_FILE, TRIAL_SCHEMA)}[trial_id]
         assert running["status"] == "running" and running["pareto"] is False  # not judged before it finished
         sink.on_trial_end(_meta(trial_id, float(i + 1)), "finished", None)
@@ -87,14 +96,18 @@ def test_parquet_sink_marks_the_front_by_the_searchs_objectives_at_every_write(t
 
 
 def test_summary_lists_the_front_per_model_best_first_objective_first():
-    trials = mark_pareto([_trial("a", "m", 0.6, 0.9, lam=2.0), _trial("b", "m", 0.7, 0.8, lam=9.0),
-                          _trial("c", "m", 0.5, 0.5, lam=30.0), _trial("w", "m", 0.65, 0.85, lam=None)])  # fmt: skip
+    # the front and its order are by validation; the cells are the test figures (on 100 images) with
+    # their Wilson intervals: a's test robust accuracy is the highest, but its validation one the lowest
+    trials = mark_pareto([_trial("a", "m", 0.6, 0.9, lam=2.0, test=(0.70, 0.90, 0.5)),
+                          _trial("b", "m", 0.7, 0.8, lam=9.0, test=(0.66, 0.80, 0.5)),
+                          _trial("c", "m", 0.5, 0.5, lam=30.0, test=(0.99, 0.99, 0.99)),
+                          _trial("w", "m", 0.65, 0.85, lam=None, test=(0.60, 0.85, 0.5))])  # fmt: skip
     text = front_markdown(trials)
-    assert text.startswith("## Trade-off front") and "robust accuracy, natural accuracy" in text
+    assert text.startswith("## Trade-off front") and "robust accuracy, natural accuracy on the validation split" in text
     lines = [ln for ln in text.splitlines() if ln.startswith("| ") and not ln.startswith("| trial")]
     assert lines == [
-        "| b | m | 9 | 80.00 | 70.00 | 50.00 |",
-        "| w | m | WAR→3.00 | 85.00 | 65.00 | 50.00 |",
-        "| a | m | 2 | 90.00 | 60.00 | 50.00 |",
+        "| b | m | 9 | 80.0 (71.1–86.7) | 66.0 (56.3–74.5) | 50.0 (40.4–59.6) |",
+        "| w | m | WAR→3.00 | 85.0 (76.7–90.7) | 60.0 (50.2–69.1) | 50.0 (40.4–59.6) |",
+        "| a | m | 2 | 90.0 (82.6–94.5) | 70.0 (60.4–78.1) | 50.0 (40.4–59.6) |",
     ]
     assert front_markdown([_trial("a", "m", 0.6, 0.9)]) == ""  # not marked (a table from before the column)

@@ -13,6 +13,7 @@ import matplotlib.image
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import pytest
 
 from wartune.results.plots import write_plots
 
@@ -66,19 +67,34 @@ def test_figures_without_data_are_skipped(war_search, tmp_path):
     assert write_plots(empty) == [] and not (empty / "plots").exists()
 
 
-def test_compare_table_adds_robust_accuracy_against_compute(war_search, tmp_path):
-    trials = pq.read_table(war_search["folder"] / "trials.parquet").to_pylist()
-    rows = [
+def _compare_rows(trials: list[dict[str, Any]], robust: str) -> list[dict[str, Any]]:
+    """compare.parquet rows, one per trial, its test robust accuracy under the column `robust`."""
+    return [
         {"compare": "c", "strategy": t["strategy"], "model": t["model"], "width": t["width"],
-         "rob_acc": t["rob_acc"], "device_seconds": t["device_seconds"] * (8 if t["strategy"] == "grid" else 1)}
+         robust: t["test_rob_acc"], "device_seconds": t["device_seconds"] * (8 if t["strategy"] == "grid" else 1)}
         for t in trials
     ]  # fmt: skip
-    only_compare = tmp_path / "compare"
-    only_compare.mkdir()
-    pq.write_table(pa.Table.from_pylist(rows), only_compare / "compare.parquet")
-    (path,) = write_plots(only_compare)
-    assert path.name == "robust_vs_cost.png"
-    _assert_png(path)
+
+
+def test_compare_table_adds_robust_accuracy_against_compute(war_search, tmp_path):
+    from wartune.results.plots import figures
+
+    trials = pq.read_table(war_search["folder"] / "trials.parquet").to_pylist()
+    # test_rob_acc: schema 4's compare.parquet; rob_acc: schema 3's, read under its current name
+    for robust in ("test_rob_acc", "rob_acc"):
+        only_compare = tmp_path / f"compare_{robust}"
+        only_compare.mkdir()
+        pq.write_table(pa.Table.from_pylist(_compare_rows(trials, robust)), only_compare / "compare.parquet")
+        (path,) = write_plots(only_compare)
+        assert path.name == "robust_vs_cost.png"
+        _assert_png(path)
+        (ax,) = figures(only_compare)["robust_vs_cost.png"].axes
+        # a line per strategy across the two models: each best trial's test robust accuracy (%) at its cost
+        lines = {line.get_label(): sorted(_xy(line)) for line in ax.lines}
+        assert lines == {
+            s: sorted(((8 if s == "grid" else 1) * t["device_seconds"], 100 * t["test_rob_acc"]) for t in trials if t["strategy"] == s)
+            for s in ("grid", "war")
+        }
     folder = _copy(war_search["folder"], tmp_path / "search")
     shutil.copy(only_compare / "compare.parquet", folder)
     assert {p.name for p in write_plots(folder)} == ALL | {"robust_vs_cost.png"}
@@ -90,7 +106,8 @@ def test_pareto_front_draws_a_panel_per_width_from_a_hand_made_table(tmp_path):
     def trial(i: int, model: str, width: float, lam: float | None, rob: float, nat: float) -> dict[str, Any]:
         return {"trial_id": f"t{i}", "model": model, "width": width, "lambda_setting": lam, "lambda_final": lam or 4.2,
                 "zeta_used": None if lam else 4.0, "objective": "trades", "dataset": "digits", "eps": 0.2,
-                "status": "finished", "rob_acc": rob, "nat_acc": nat, "stability": 0.5}  # fmt: skip
+                "status": "finished", "val_rob_acc": rob, "val_nat_acc": nat, "val_stability": 0.5,
+                "test_rob_acc": 1 - rob, "test_nat_acc": 1 - nat, "test_stability": 0.5}  # fmt: skip
 
     points = [(1, 0.30, 0.97), (6, 0.36, 0.95), (12, 0.38, 0.91), (21, 0.33, 0.90), (None, 0.37, 0.94)]
     rows = [trial(i, m, w, lam, rob + w / 100, nat) for m, w in (("wrn10-0.5", 0.5), ("wrn10-2", 2.0))
@@ -102,6 +119,15 @@ def test_pareto_front_draws_a_panel_per_width_from_a_hand_made_table(tmp_path):
     _assert_png(written["pareto_front.png"])
     height, width, _ = matplotlib.image.imread(written["pareto_front.png"]).shape
     assert width > 1.5 * height  # two panels side by side
+    from wartune.results.plots import figures
+
+    # each panel's points are its model's validation figures (natural, robust), in %: the front's
+    # split; the test figures (1 minus each here) would draw the mirror image
+    for ax, model in zip(figures(folder)["pareto_front.png"].axes, ("wrn10-0.5", "wrn10-2"), strict=True):
+        (points,) = ax.collections
+        expected = [(100 * r["val_nat_acc"], 100 * r["val_rob_acc"]) for r in rows if r["model"] == model]
+        assert [tuple(p) for p in points.get_offsets().tolist()] == [pytest.approx(xy) for xy in expected]
+        assert "validation" in ax.get_xlabel() and "validation" in ax.get_ylabel()
     pq.write_table(pa.Table.from_pylist(rows[:1]), folder / "trials.parquet")  # one trial: nothing to trade off
     assert "pareto_front.png" not in {p.name for p in write_plots(folder)}
 
@@ -121,7 +147,7 @@ def test_the_figures_plot_the_tables_figures(war_search, tmp_path):
     drawn = figures(folder)
 
     robust, natural, stable = drawn["lambda_metrics.png"].axes
-    for panel, key in ((robust, "rob_acc"), (natural, "nat_acc"), (stable, "stability")):
+    for panel, key in ((robust, "test_rob_acc"), (natural, "test_nat_acc"), (stable, "test_stability")):
         lines = {line.get_label().split()[0]: _xy(line) for line in panel.lines}
         expected = {t["model"]: [(t["lambda_setting"], 100 * t[key])] for t in trials if t["lambda_setting"] is not None}
         assert lines == expected, key  # one λ per model in this search: one point per line
@@ -133,8 +159,14 @@ def test_the_figures_plot_the_tables_figures(war_search, tmp_path):
         from wartune.results.trials import trial_label
 
         rows = sorted((e for e in epochs if e["trial_id"] == t["trial_id"]), key=lambda e: e["epoch"])
-        assert labels[trial_label(t)] == [(e["epoch"], 100 * e["rob_acc"]) for e in rows]
+        assert labels[trial_label(t)] == [(e["epoch"], 100 * e["val_rob_acc"]) for e in rows]  # validation's
 
     (by_width,) = drawn["stability_vs_width.png"].axes
     (line,) = by_width.lines  # the one fixed λ, across the two widths
-    assert _xy(line) == sorted((t["width"], 100 * t["stability"]) for t in trials if t["lambda_setting"] is not None)
+    assert _xy(line) == sorted((t["width"], 100 * t["test_stability"]) for t in trials if t["lambda_setting"] is not None)
+
+    (lipschitz,) = drawn["lipschitz_vs_width.png"].axes
+    fixed, war = lipschitz.lines  # λ = 1, then WAR: each across the two widths, the test reading's estimate
+    assert _xy(fixed) == sorted((t["width"], t["test_lipschitz"]) for t in trials if t["lambda_setting"] is not None)
+    assert _xy(war) == sorted((t["width"], t["test_lipschitz"]) for t in trials if t["lambda_setting"] is None)
+    assert all(t["test_lipschitz"] is not None for t in trials)

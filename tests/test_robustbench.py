@@ -59,4 +59,6 @@ def test_evaluate_writes_a_robustbench_entry_with_autoattack_added(tiny_model, t
     assert (entry["architecture"], entry["dataset"], entry["eps"], entry["threat_model"]) == ("CNN-4", "digits", "51/255", "Linf")
     assert entry["additional_data"] is False and entry["number_forward_passes"] == 1
     meta = json.loads((tiny_model / "model.json").read_text())
-    assert entry["reported"] == f"{100 * meta['rob_acc']:.2f}"
+    # reported: the best epoch's PGD figure on the validation split (model.json's), and said so
+    assert entry["reported"] == f"{100 * meta['val_rob_acc']:.2f}" and "rob_acc" not in meta
+    assert "validation split" in entry["footnote"] and f"on {aa['examples']} test examples" in entry["footnote"]

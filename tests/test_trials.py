@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import numpy as np
 import pytest
 
-from wartune.results.trials import TrialMeta, TrialSummary, lambda_settled_epoch
+from wartune.results.trials import (
+    TEST_KEYS,
+    TrialMeta,
+    TrialSummary,
+    best_trial,
+    decode_flags,
+    encode_flags,
+    lambda_settled_epoch,
+    rivals_within_noise,
+)
 
 
 def _epoch(epoch: int, low: float, high: float, last: float, skipped: int = 0, rob: float = 0.5) -> dict[str, Any]:
     return {"epoch": epoch, "lambda_min": low, "lambda_max": high, "lambda_last": last, "war_skipped_steps": skipped,
-            "nat_acc": 0.9, "rob_acc": rob, "stability": 0.6, "lipschitz": 1.0, "eval_examples": 90,
+            "val_nat_acc": 0.9, "val_rob_acc": rob, "val_stability": 0.6, "val_lipschitz": 1.0, "val_examples": 90,
             "zeta": 3.0, "zeta_step_std": 0.1, "wall_seconds": 2.0}  # fmt: skip
 
 
@@ -51,14 +62,73 @@ def test_summary_totals_skipped_steps_and_settles_only_war():
     assert (fixed.war_skipped_steps, fixed.lambda_settled_epoch) == (0, None)
 
 
-def test_a_finished_trials_result_is_its_full_split_evaluation_and_the_epochs_figures_stay_beside_it():
+def _wilson(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The 95 % Wilson score interval, written out here so the test does not trust the code under test."""
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def test_a_finished_trials_result_is_its_test_reading_and_the_best_epochs_validation_figures_stay_beside_it():
     rows = [_epoch(1, 6, 6, 6, rob=0.4), _epoch(2, 6, 6, 6, rob=0.5), _epoch(3, 6, 6, 6, rob=0.45)]
     running = TrialSummary.of(rows, _meta(6.0))
-    assert (running.rob_acc, running.eval_examples, running.metrics_from, running.best_epoch) == (0.5, 90, "best_epoch", 2)
-    full = {"nat_acc": 0.8, "rob_acc": 0.47, "stability": 0.55, "lipschitz": 2.0, "eval_examples": 360}
-    done = TrialSummary.of(rows, _meta(6.0), full)
-    assert {k: getattr(done, k) for k in full} == full and done.metrics_from == "full_split"
-    assert (done.best_epoch, done.best_epoch_rob_acc, done.final_rob_acc) == (2, 0.5, 0.45)
+    assert (running.val["val_rob_acc"], running.val["val_examples"], running.best_epoch) == (0.5, 90, 2)
+    assert running.selected_on == "validation"
+    assert all(v is None for v in running.test.values())  # not read yet: no test figure, no interval
+    robust = np.arange(360) % 2 == 0  # 180 of 360
+    correct = np.arange(360) % 10 < 8  # 288 of 360
+    test = {"test_nat_acc": 0.8, "test_rob_acc": 0.5, "test_stability": 0.55, "test_lipschitz": 2.0,
+            "test_examples": 360, "test_robust": encode_flags(robust), "test_correct": encode_flags(correct)}  # fmt: skip
+    done = TrialSummary.of(rows, _meta(6.0), test)
+    assert {k: done.test[k] for k in TEST_KEYS} == test
+    assert (done.test["test_rob_acc_lo"], done.test["test_rob_acc_hi"]) == pytest.approx(_wilson(180, 360))
+    assert (done.test["test_rob_acc_lo"], done.test["test_rob_acc_hi"]) == pytest.approx((0.4486, 0.5514), abs=1e-4)
+    assert (done.test["test_nat_acc_lo"], done.test["test_nat_acc_hi"]) == pytest.approx(_wilson(288, 360))
+    assert (done.test["test_stability_lo"], done.test["test_stability_hi"]) == pytest.approx(_wilson(198, 360))
+    # the best epoch is chosen by validation, and its validation figures keep their own interval on 90 images
+    assert (done.best_epoch, done.val["val_rob_acc"], done.final_val["final_val_rob_acc"]) == (2, 0.5, 0.45)
+    assert (done.val["val_rob_acc_lo"], done.val["val_rob_acc_hi"]) == pytest.approx(_wilson(45, 90))
+    assert (done.val["val_nat_acc_lo"], done.val["val_nat_acc_hi"]) == pytest.approx(_wilson(81, 90))
+    flat = done.as_dict()
+    assert flat["test_rob_acc"] == 0.5 and flat["val_rob_acc"] == 0.5 and flat["final_val_rob_acc"] == 0.45
+    assert not {"val", "final_val", "test"} & set(flat)
+
+
+def test_the_best_epoch_is_the_highest_validation_robust_accuracy_the_earliest_on_ties():
+    rows = [_epoch(1, 6, 6, 6, rob=0.3), _epoch(2, 6, 6, 6, rob=0.6), _epoch(3, 6, 6, 6, rob=0.6)]
+    summary = TrialSummary.of(list(reversed(rows)), _meta(6.0))
+    assert (summary.best_epoch, summary.val["val_rob_acc"]) == (2, 0.6)
+
+
+def _trial(trial_id: str, val: float, test: float | None, status: str = "finished", n: int = 216) -> dict[str, Any]:
+    return {"trial_id": trial_id, "status": status, "val_rob_acc": val, "val_examples": n, "test_rob_acc": test}
+
+
+def test_the_best_trial_is_chosen_by_validation_never_by_test():
+    trials = [_trial("a", 0.50, 0.70), _trial("b", 0.55, 0.40), _trial("c", 0.90, 0.95, status="stopped"),
+              _trial("d", float("nan"), 0.99), _trial("e", None, 0.99)]  # fmt: skip
+    assert best_trial(trials)["trial_id"] == "b"  # a has the higher test robust accuracy: the test split never chooses
+    assert best_trial([_trial("c", 0.9, 0.9, status="failed")]) is None
+
+
+def test_rivals_within_noise_reach_the_best_trials_validation_lower_bound():
+    lo, _ = _wilson(108, 216)  # the best trial: 0.5 of 216 validation images, lower bound about 0.4335
+    trials = [_trial("best", 0.5, 0.4), _trial("near", lo + 0.001, 0.6), _trial("far", lo - 0.001, 0.6),
+              _trial("stopped", 0.49, None, status="stopped")]  # fmt: skip
+    assert [t["trial_id"] for t in rivals_within_noise(trials)] == ["near"]
+    assert rivals_within_noise([_trial("best", 0.5, 0.4), _trial("far", 0.2, 0.6)]) == []
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 360, 10000])
+def test_flags_round_trip_through_text(n):
+    flags = np.random.default_rng(n).random(n) < 0.4
+    text = encode_flags(flags)
+    assert isinstance(text, str) and text.isascii()
+    assert len(text) == 4 * math.ceil(math.ceil(n / 8) / 3)  # base64 of ceil(n/8) bytes
+    back = decode_flags(text, n)
+    assert back.dtype == np.bool_ and np.array_equal(back, flags)
+    assert np.array_equal(decode_flags(encode_flags(flags.tolist()), n), flags)  # a list, as JSON gives back
 
 
 def test_trials_at_chance_accuracy_are_named_whatever_their_stability():
@@ -66,11 +136,11 @@ def test_trials_at_chance_accuracy_are_named_whatever_their_stability():
     from wartune.results.trials import at_chance
 
     trials = [
-        {"trial_id": "a", "status": "finished", "nat_acc": 0.10, "stability": 1.0},
-        {"trial_id": "b", "status": "finished", "nat_acc": 0.149, "stability": 0.9},
-        {"trial_id": "c", "status": "finished", "nat_acc": 0.15, "stability": 0.5},
-        {"trial_id": "d", "status": "failed", "nat_acc": 0.05, "stability": 1.0},
-        {"trial_id": "e", "status": "finished", "nat_acc": None, "stability": None},
+        {"trial_id": "a", "status": "finished", "val_nat_acc": 0.10, "val_stability": 1.0, "test_nat_acc": 0.5},
+        {"trial_id": "b", "status": "finished", "val_nat_acc": 0.149, "val_stability": 0.9, "test_nat_acc": 0.5},
+        {"trial_id": "c", "status": "finished", "val_nat_acc": 0.15, "val_stability": 0.5, "test_nat_acc": 0.1},
+        {"trial_id": "d", "status": "failed", "val_nat_acc": 0.05, "val_stability": 1.0, "test_nat_acc": None},
+        {"trial_id": "e", "status": "finished", "val_nat_acc": None, "val_stability": None, "test_nat_acc": 0.1},
     ]
     assert [t["trial_id"] for t in at_chance(trials, 10)] == ["a", "b"]
     assert [t["trial_id"] for t in at_chance(trials, 2)] == ["a", "b", "c"]

@@ -92,19 +92,23 @@ def test_two_processes_writing_at_once_lose_no_row(tmp_path):
     assert len(models) == 31  # 2 × 15 + the paper's row
 
 
-def _trial(trial_id, lam, rob, model="wrn10-0.5", status="finished", zeta=8.0):
+def _trial(trial_id, lam, rob, model="wrn10-0.5", status="finished", zeta=8.0, test_rob=None):
+    """A trial whose validation robust accuracy is `rob` (what chooses) and test one `test_rob` (reported)."""
     return {
         "trial_id": trial_id, "model": model, "dataset": "digits", "objective": "trades", "eps": 0.2,
-        "lambda_setting": lam, "zeta": zeta, "zeta_step_std": 0.1, "rob_acc": rob, "nat_acc": 0.9,
-        "stability": 0.7, "status": status,
+        "lambda_setting": lam, "zeta": zeta, "zeta_step_std": 0.1, "val_rob_acc": rob, "val_nat_acc": 0.95,
+        "val_stability": 0.75, "test_rob_acc": rob if test_rob is None else test_rob, "test_nat_acc": 0.9,
+        "test_stability": 0.7, "status": status,
     }  # fmt: skip
 
 
 def test_calibration_takes_the_best_finished_fixed_lambda_trial():
-    trials = [_trial("a", 3.0, 0.5), _trial("b", 6.0, 0.61, zeta=11.0), _trial("c", 9.0, 0.7, status="failed"),
-              _trial("d", None, 0.9)]  # fmt: skip
+    # b leads on validation; a's test robust accuracy is higher, which never chooses; the entry keeps b's test figures
+    trials = [_trial("a", 3.0, 0.5, test_rob=0.8), _trial("b", 6.0, 0.61, zeta=11.0, test_rob=0.58),
+              _trial("c", 9.0, 0.7, status="failed"), _trial("d", None, 0.9)]  # fmt: skip
     e = best_trial_entry(trials, "grid")
-    assert (e.best_lambda, e.zeta, e.rob_acc, e.search, e.source) == (6.0, 11.0, 0.61, "grid", "calibrated")
+    assert (e.best_lambda, e.zeta, e.rob_acc, e.search, e.source) == (6.0, 11.0, 0.58, "grid", "calibrated")
+    assert (e.nat_acc, e.stability, e.zeta_step_std) == (0.9, 0.7, 0.1)
 
 
 def test_calibration_needs_a_model_when_the_search_had_several():
