@@ -252,11 +252,12 @@ def test_compare_runs_every_strategy_per_width_and_seed_with_cost(tmp_path, caps
     md = (root / "compare.md").read_text()
     assert "mean ± sd over seeds 0, 1" in md and "## Every seed" in md and "calibration counted once" in md
     # the grid's test robust accuracy over the two seeds: their mean with its Student-t 95 % interval,
-    # t(0.975, 1) × sd / √2, where sd = |a - b| / √2
+    # t(0.975, 1) × sd / √2, where sd = |a - b| / √2, clipped to [0, 1]
     a, b = (r["test_rob_acc"] for r in rows if (r["strategy"], r["model"]) == ("grid", "cnn-8"))
     mean, half = (a + b) / 2, 12.706204736 * abs(a - b) / 2
     grid_md = next(line for line in md.splitlines() if line.startswith("| cnn-8 | grid | "))
-    assert f" {100 * mean:.1f} ({100 * (mean - half):.1f}–{100 * (mean + half):.1f}) |" in grid_md
+    lo, hi = max(mean - half, 0.0), min(mean + half, 1.0)  # a proportion's interval, kept inside [0, 1]
+    assert f" {100 * mean:.1f} ({100 * lo:.1f}–{100 * hi:.1f}) |" in grid_md
     assert md.count("| cnn-8 |") == 6 + 12  # mean rows, then every seed
     # `report` on the compare folder rebuilds compare.md (0.2.0 left it missing) and each part's summary
     (root / "compare.md").unlink()
