@@ -29,6 +29,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PARENT_RUN_ID
 from sqlalchemy.exc import SQLAlchemyError
 
+from wartune import interrupts
 from wartune.results.model_files import META_FILE
 from wartune.results.store import EPOCHS_FILE, TRIALS_FILE
 from wartune.results.trials import (
@@ -48,7 +49,7 @@ TRACKING_ERRORS: tuple[type[Exception], ...] = (MlflowException, OSError, SQLAlc
 EPOCH_METRICS = ("val_nat_acc", "val_rob_acc", "val_stability", "l_nat", "l_rob", "zeta", "lambda_mean", "lambda_last", "val_lipschitz", "lr")
 TRIAL_PARAMS = ("trial_id", "strategy", "model", "width", "dataset", "objective", "eps", "seed", "lambda_setting", "zeta_used", "zeta_from", "precision", "graphs")
 FINAL_ATTACK_METRICS = ("aa_rob_acc", "aa_seconds")  # trials.parquet's AutoAttack columns MLflow shows
-_RUN_STATUS = {"finished": "FINISHED", "stopped": "FINISHED", "running": "KILLED"}  # error, failed: FAILED
+_RUN_STATUS = {"finished": "FINISHED", "stopped": "FINISHED", "running": "KILLED", "interrupted": "KILLED"}  # error, failed: FAILED
 _BATCH = 100  # MLflow's limit of params or tags per log_batch call (metrics: 1000)
 
 
@@ -278,12 +279,13 @@ class MlflowTracker:
                 self._log(run_id, tags={"pareto": str(trial["pareto"]).lower(), "pareto_by": trial["pareto_by"]})
 
     def close(self) -> None:
-        """End trials that never ended (an interrupted search) as KILLED, then the parent."""
+        """End trials that never ended (an interrupted search) as KILLED, then the parent:
+        KILLED too when a stop signal ended the search (`interrupts.py`)."""
         for trial_id, run_id in self.runs.items():
             if trial_id not in self.ended:
                 self.client.set_terminated(run_id, status="KILLED")
         if self.parent_id is not None:
-            self.client.set_terminated(self.parent_id, status="FINISHED")
+            self.client.set_terminated(self.parent_id, status="KILLED" if interrupts.received() is not None else "FINISHED")
 
     def replay(self, folder: Path) -> None:
         """Log from the search's Parquet tables whatever this tracker has not logged yet.

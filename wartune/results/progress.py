@@ -60,7 +60,9 @@ class ProgressSink:
             self.console.print(f"{label}  epoch {epoch}/{self.epochs}  {status}", highlight=False)
 
     def on_trial_end(self, meta: TrialMeta, status: str, error: str | None) -> None:
-        if status != "finished" or error:
+        if status == "interrupted":
+            self.console.print(f"[yellow]trial {self.label(meta)} interrupted: its recorded epochs are kept[/yellow]")
+        elif status != "finished" or error:
             self.console.print(f"[red]trial {self.label(meta)} {status}: {error}[/red]")
 
     def label(self, meta: TrialMeta) -> str:

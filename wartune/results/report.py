@@ -121,6 +121,10 @@ def summary_markdown(name: str, trials: list[dict[str, Any]]) -> str:
         "l_nat/l_rob = ζ of the last epoch; every epoch's validation figures are in epochs.parquet.",
         "",
     ]
+    if interrupted := [t for t in trials if t["status"] in ("interrupted", "running")]:
+        head += [f"**This search is incomplete**: it was interrupted with {len(interrupted)} trial(s) unfinished "
+                 f"({sum(t['status'] == 'finished' for t in trials)} finished); the same command with `--resume` "
+                 "continues it, each trial from its last recorded epoch.", ""]  # fmt: skip
     if chosen_on_test(trials):
         head += ["**Trials begun by wartune 0.2.0 or before chose their best epoch on the test split**, which then "
                  "tested them too: their `val robust` is a test figure and their test figures are optimistic.", ""]  # fmt: skip

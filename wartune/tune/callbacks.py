@@ -11,6 +11,7 @@ from typing import Any
 
 from ray import tune
 
+from wartune import interrupts
 from wartune.results.model_files import WEIGHTS_FILE, copy_model_files
 from wartune.results.progress import ProgressSink
 from wartune.results.sinks import ParquetSink, Sink
@@ -69,6 +70,8 @@ class SinkCallback(tune.Callback):
         self.sinks: list[Sink] = []
         self._ran_on: dict[str, dict[str, Any]] = {}  # trial id -> its results' device, precision, graphs
         self._ran_with: dict[str, dict[str, Any]] = {}  # trial id -> the config of its latest result
+        self._reported: set[str] = set()  # the trials that reported an epoch to this driver
+        self._ended: set[str] = set()  # the trials whose end the sinks were told
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.SETTINGS}
@@ -135,6 +138,7 @@ class SinkCallback(tune.Callback):
             raise
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self._reported.add(trial.trial_id)
         config = self._config(trial, result)
         if is_stack(config):  # one result per member (a member that diverged, or was dropped, has none)
             units = dict(self._units(trial, config))
@@ -156,6 +160,7 @@ class SinkCallback(tune.Callback):
         self._end(trial, "error", _error_line(trial))
 
     def _end(self, trial: Any, status: str, error: str | None) -> None:
+        self._ended.add(trial.trial_id)
         config = self._config(trial)
         self._writing(self._export_best_models, trial, config)
         for unit, unit_config in self._units(trial, config):
@@ -180,6 +185,12 @@ class SinkCallback(tune.Callback):
                     copy_model_files(Path(folder) / member_folder(i), self.models_dir / member_id(trial.trial_id, i))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
+        """The tables' last write; a trial that a stop signal left unfinished, with epochs to
+        show, ends `interrupted` (not `running`), its MLflow run KILLED (`interrupts.py`)."""
+        if interrupts.received() is not None:  # Ray marks the trials it stopped TERMINATED, never ended
+            for trial in trials:
+                if trial.trial_id in self._reported and trial.trial_id not in self._ended:
+                    self._end(trial, "interrupted", None)
         known = {unit for t in trials for unit in trial_ids(t.trial_id, t.config)}
         for sink in self.sinks:
             if isinstance(sink, ParquetSink):

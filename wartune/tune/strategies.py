@@ -25,6 +25,7 @@ from typing import Any
 import ray
 from ray import tune
 
+from wartune import interrupts
 from wartune.engine.data import TensorDataset, dataset_info, load_dataset
 from wartune.engine.stack_memory import free_bytes, largest_stack, member_bytes
 from wartune.engine.validation import carve_validation
@@ -165,14 +166,15 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, num_gpu
     # trials.parquet give its one-line reason, so Ray's own ERROR log would only repeat it.
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     reaper = None
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
-        before = children(os.getpid())
-        ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, include_dashboard=False, **kwargs)
-        # the processes ray.init started; the watchdog ends them if this driver is killed
-        reaper = start_reaper(children(os.getpid()) - before)
+    before = children(os.getpid())
     try:
+        with interrupts.ray_starting():  # a stop signal meanwhile is raised once Ray stands
+            if address:
+                ray.init(address=address, **kwargs)
+            else:
+                ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, include_dashboard=False, **kwargs)
+                # the processes ray.init started; the watchdog ends them if this driver is killed
+                reaper = start_reaper(children(os.getpid()) - before)
         yield
     finally:
         ray.shutdown()
@@ -268,11 +270,11 @@ def run_search(
     return SearchOutcome(folder, space, read_rows(folder / TRIALS_FILE, TRIAL_SCHEMA))
 
 
-def held_out_split(space: SearchSpace, data: SearchData) -> dict[str, Any] | None:
+def held_out_split(space: SearchSpace, data: SearchData) -> dict[str, Any]:
     """The validation split every trial of the search carves (`engine/validation.py`), as the
     manifest records it: the same function on the same data, so the driver's account is the trials'."""
     if not isinstance(data, TensorDataset):
-        return None
+        data = ray.get(data)  # compare's parts share one copy in the object store
     _, held = carve_validation(data, space.validation)
     return manifest.validation_record(space.validation.seed, held.tolist(), len(data.train_y))
 
@@ -317,6 +319,12 @@ def _fit(space: SearchSpace, folder: Path, params: dict[str, Any], resume: bool,
                     f"search {folder.name!r} stopped: {failure}; the tables written before are intact "
                     "(free space or fix the folder, then run again with --resume)"
                 )
+        if (signum := interrupts.received()) is not None:  # Ray stopped the trials at a safe point
+            from wartune.results.report import write_summary
+
+            interrupts.settle()
+            write_summary(folder, space.name, read_rows(folder / TRIALS_FILE, TRIAL_SCHEMA))
+            raise interrupts.SearchInterrupted(signum, folder, count_trials(space, params))
         final_verdict(space, folder, data, extra_sinks)  # after the sinks closed, in the same Ray session
 
 
