@@ -76,13 +76,17 @@ def _run_until(proc: subprocess.Popen, lines_with: str, count: int) -> list[str]
     raise AssertionError("the command ended first:\n" + "".join(out))
 
 
+GRACE_S = 30  # what a scheduler gives between SIGTERM and SIGKILL, at the least (Kubernetes: 30 s)
+
+
 def _interrupt(proc: subprocess.Popen, signum: int, to_group: bool) -> tuple[int, list[str]]:
     """Send the signal (to the whole group, as a terminal's Ctrl-C does); the exit status and
-    the rest of the output; every process the command started is gone afterwards."""
+    the rest of the output. The command and every process it started are gone within a
+    scheduler's grace period (about 5 s here: the bound is the issue's, not a speed target)."""
     family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
     (os.killpg if to_group else os.kill)(proc.pid, signum)
-    rest, _ = proc.communicate(timeout=120)
-    wait_gone(family, timeout=30)
+    rest, _ = proc.communicate(timeout=GRACE_S)  # raises TimeoutExpired past the grace period
+    wait_gone(family, timeout=GRACE_S)
     return proc.returncode, rest.splitlines()
 
 
