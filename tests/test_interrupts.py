@@ -94,31 +94,60 @@ def _rows(folder: Path, table: str) -> list[dict]:
     return pq.read_table(folder / table).to_pylist()
 
 
-@pytest.mark.e2e
-def test_ctrl_c_to_the_group_stops_the_search_says_how_to_resume_and_resume_trains_nothing_twice(tmp_path):
+def _search(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, Path, Path, Path]:
     space = tmp_path / "grid.yaml"
     space.write_text(yaml.safe_dump({**SPACE, "name": "grid"}))
     out = tmp_path / "runs"
-    proc = _start(["search", "--space", str(space), "--out", str(out), "--num-cpus", "2", "--overwrite"], REPO)
+    proc = _start(["search", "--space", str(space), "--out", str(out), "--num-cpus", "2", *extra], REPO)
+    return proc, space, out, out / "grid"
+
+
+def _resumed(command: str) -> subprocess.CompletedProcess:
+    """The printed command, run as the user would (as `python -m wartune.cli`)."""
+    return subprocess.run([sys.executable, "-m", "wartune.cli", *shlex.split(command)[1:]], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+
+
+def _said(lines: list[str]) -> list[str]:
+    assert not any("Traceback" in ln or "*** SIGTERM" in ln for ln in lines), lines  # no stack, no native dump
+    return [ln for ln in lines if ln.startswith("wartune: ")]
+
+
+def _continue_with(said: list[str]) -> str:
+    return next(ln for ln in said if ln.startswith("wartune: continue it with: ")).removeprefix("wartune: continue it with: ")
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("signum", "to_group"), [(signal.SIGINT, True), (signal.SIGTERM, False), (signal.SIGHUP, False)], ids=["ctrl-c", "sigterm", "sighup"]
+)
+def test_a_stop_signal_ends_a_search_at_a_safe_point_records_it_and_says_how_to_resume(signum, to_group, tmp_path):
+    proc, space, out, folder = _search(tmp_path, "--overwrite")
     _run_until(proc, " epoch ", 2)  # the first trial's second epoch is recorded
-    code, lines = _interrupt(proc, signal.SIGINT, to_group=True)
-    assert code == 130, lines
-    said = [ln for ln in lines if ln.startswith("wartune: ")]
-    assert any(ln.startswith("wartune: search interrupted by Ctrl-C (SIGINT): 0 of 3 trials finished,") for ln in said), said
-    command = next(ln for ln in said if ln.startswith("wartune: continue it with: ")).removeprefix("wartune: continue it with: ")
-    assert command == f"wartune search --space {space} --out {out} --num-cpus 2 --resume"
-    assert not any("Traceback" in ln or "*** SIGTERM" in ln for ln in lines)
-    folder = out / "grid"
+    code, lines = _interrupt(proc, signum, to_group)
+    assert code == 128 + signum, lines
+    said = _said(lines)
+    name = interrupts.signal_name(signum)
+    assert any(ln.startswith(f"wartune: search interrupted by {name}: 0 of 3 trials finished,") for ln in said), said
+    assert _continue_with(said) == f"wartune search --space {space} --out {out} --num-cpus 2 --resume"
     [trial] = _rows(folder, "trials.parquet")  # one at a time: the other two never started
-    recorded = {(e["trial_id"], e["epoch"]): e for e in _rows(folder, "epochs.parquet")}
-    assert trial["status"] == "interrupted" and trial["epochs"] == len(recorded) >= 2
+    epochs = _rows(folder, "epochs.parquet")
+    assert trial["status"] == "interrupted" and trial["epochs"] == len(epochs) >= 2
     assert "**This search is incomplete**" in (folder / "summary.md").read_text()
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("grid").experiment_id])
     assert {r.info.status for r in runs} == {"KILLED"} and len(runs) == 2  # the parent and the trial's run
 
-    resumed = subprocess.run([sys.executable, "-m", "wartune.cli", *shlex.split(command)[1:]], cwd=REPO,
-                             capture_output=True, text=True, timeout=600)  # fmt: skip
+
+@pytest.mark.e2e
+def test_resume_after_ctrl_c_finishes_every_trial_and_trains_no_recorded_epoch_again(tmp_path):
+    proc, _, _, folder = _search(tmp_path, "--no-mlflow")
+    _run_until(proc, " epoch ", 2)
+    code, lines = _interrupt(proc, signal.SIGINT, to_group=True)
+    assert code == 130, lines
+    [trial] = _rows(folder, "trials.parquet")
+    recorded = {(e["trial_id"], e["epoch"]): e for e in _rows(folder, "epochs.parquet")}
+    resumed = _resumed(_continue_with(_said(lines)))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     trials = {t["trial_id"]: t for t in _rows(folder, "trials.parquet")}
     assert len(trials) == 3 and {(t["status"], t["epochs"]) for t in trials.values()} == {("finished", 6)}
@@ -128,23 +157,26 @@ def test_ctrl_c_to_the_group_stops_the_search_says_how_to_resume_and_resume_trai
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
-def test_a_schedulers_sigterm_and_a_closed_terminals_sighup_stop_a_compare_part_way(signum, tmp_path):
+def test_sigterm_stops_a_compare_part_way_and_resume_finishes_every_part(tmp_path):
     space = tmp_path / "cmp.yaml"
     space.write_text(yaml.safe_dump({**SPACE, "name": "cmp", "strategy": "compare", "thin_model": "cnn-4", "model": ["cnn-8"],
                                      "lambda": [1, 6], "epochs": 4, "strategies": ["untuned", "grid", "war"]}))  # fmt: skip
     out = tmp_path / "runs"
     proc = _start(["compare", "--space", str(space), "--out", str(out), "--num-cpus", "2", "--no-mlflow"], REPO)
     _run_until(proc, "cnn-8 λ=", 1)  # the calibration is done; the wide part trains
-    code, lines = _interrupt(proc, signum, to_group=False)
-    assert code == 128 + signum, lines
-    name = interrupts.signal_name(signum)
-    said = [ln for ln in lines if ln.startswith("wartune: ")]
-    stop = next(ln for ln in said if ln.startswith(f"wartune: compare interrupted by {name}: "))
+    code, lines = _interrupt(proc, signal.SIGTERM, to_group=False)
+    assert code == 143, lines
+    said = _said(lines)
+    stop = next(ln for ln in said if ln.startswith("wartune: compare interrupted by SIGTERM: "))
     finished, total = (int(n) for n in stop.split(": ")[2].split(" trials finished")[0].split(" of "))
     assert finished < total, stop  # the part it stopped in had trials left
-    assert f"wartune: continue it with: wartune compare --space {space} --out {out} --num-cpus 2 --no-mlflow --resume" in said
-    assert not any("Traceback" in ln or "*** SIGTERM" in ln for ln in lines)
-    wide = [t for part in (out / "cmp").iterdir() if (part / "trials.parquet").is_file() and part.name != "calibrate"
-            for t in _rows(part, "trials.parquet")]  # fmt: skip
-    assert {t["status"] for t in wide} <= {"finished", "interrupted"}  # none left `running`
+    command = _continue_with(said)
+    assert command == f"wartune compare --space {space} --out {out} --num-cpus 2 --no-mlflow --resume"
+    parts = [p for p in (out / "cmp").iterdir() if (p / "trials.parquet").is_file()]
+    assert {t["status"] for p in parts for t in _rows(p, "trials.parquet")} <= {"finished", "interrupted"}  # none `running`
+    resumed = _resumed(command)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    rows = _rows(out / "cmp", "compare.parquet")
+    assert {r["strategy"] for r in rows} == {"untuned", "grid", "war"}
+    parts = [p for p in (out / "cmp").iterdir() if (p / "trials.parquet").is_file()]
+    assert {(t["status"], t["epochs"]) for p in parts for t in _rows(p, "trials.parquet")} == {("finished", 4)}
