@@ -125,7 +125,7 @@ def test_a_stop_signal_ends_a_search_at_a_safe_point_records_it_and_says_how_to_
     proc, space, out, folder = _search(tmp_path, "--overwrite")
     _run_until(proc, " epoch ", 2)  # the first trial's second epoch is recorded
     code, lines = _interrupt(proc, signum, to_group)
-    assert code == 128 + signum, lines
+    assert code == 128 + signum, "\n".join(lines)
     said = _said(lines)
     name = interrupts.signal_name(signum)
     assert any(ln.startswith(f"wartune: search interrupted by {name}: 0 of 3 trials finished,") for ln in said), said
@@ -144,7 +144,7 @@ def test_resume_after_ctrl_c_finishes_every_trial_and_trains_no_recorded_epoch_a
     proc, _, _, folder = _search(tmp_path, "--no-mlflow")
     _run_until(proc, " epoch ", 2)
     code, lines = _interrupt(proc, signal.SIGINT, to_group=True)
-    assert code == 130, lines
+    assert code == 130, "\n".join(lines)
     [trial] = _rows(folder, "trials.parquet")
     recorded = {(e["trial_id"], e["epoch"]): e for e in _rows(folder, "epochs.parquet")}
     resumed = _resumed(_continue_with(_said(lines)))
@@ -165,7 +165,7 @@ def test_sigterm_stops_a_compare_part_way_and_resume_finishes_every_part(tmp_pat
     proc = _start(["compare", "--space", str(space), "--out", str(out), "--num-cpus", "2", "--no-mlflow"], REPO)
     _run_until(proc, "cnn-8 λ=", 1)  # the calibration is done; the wide part trains
     code, lines = _interrupt(proc, signal.SIGTERM, to_group=False)
-    assert code == 143, lines
+    assert code == 143, "\n".join(lines)
     said = _said(lines)
     stop = next(ln for ln in said if ln.startswith("wartune: compare interrupted by SIGTERM: "))
     finished, total = (int(n) for n in stop.split(": ")[2].split(" trials finished")[0].split(" of "))

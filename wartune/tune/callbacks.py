@@ -72,6 +72,7 @@ class SinkCallback(tune.Callback):
         self._ran_with: dict[str, dict[str, Any]] = {}  # trial id -> the config of its latest result
         self._reported: set[str] = set()  # the trials that reported an epoch to this driver
         self._ended: set[str] = set()  # the trials whose end the sinks were told
+        self._closed = False  # the sinks closed at the experiment's end: a late result is not theirs
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.SETTINGS}
@@ -138,6 +139,8 @@ class SinkCallback(tune.Callback):
             raise
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if self._closed or trial.trial_id in self._ended:  # an epoch that reached Ray while it stopped the trial:
+            return  # its checkpoint is Ray's to resume from; the tables were closed on what was recorded
         self._reported.add(trial.trial_id)
         config = self._config(trial, result)
         if is_stack(config):  # one result per member (a member that diverged, or was dropped, has none)
@@ -160,6 +163,8 @@ class SinkCallback(tune.Callback):
         self._end(trial, "error", _error_line(trial))
 
     def _end(self, trial: Any, status: str, error: str | None) -> None:
+        if self._closed:
+            return
         self._ended.add(trial.trial_id)
         config = self._config(trial)
         self._writing(self._export_best_models, trial, config)
@@ -191,6 +196,7 @@ class SinkCallback(tune.Callback):
             for trial in trials:
                 if trial.trial_id in self._reported and trial.trial_id not in self._ended:
                     self._end(trial, "interrupted", None)
+        self._closed = True
         known = {unit for t in trials for unit in trial_ids(t.trial_id, t.config)}
         for sink in self.sinks:
             if isinstance(sink, ParquetSink):

@@ -312,6 +312,10 @@ def _fit(space: SearchSpace, folder: Path, params: dict[str, Any], resume: bool,
         WRITE_FAILURES.pop(str(folder), None)
         try:
             tuner.fit()
+        except Exception as err:  # noqa: BLE001 - Ray stopping its trials after a stop signal
+            if interrupts.received() is None:
+                raise
+            _stop_error(folder, err)
         finally:
             failure = WRITE_FAILURES.pop(str(folder), None)
             if failure:  # raised from `finally`: replaces whatever Ray raised after it
@@ -326,6 +330,16 @@ def _fit(space: SearchSpace, folder: Path, params: dict[str, Any], resume: bool,
             write_summary(folder, space.name, read_rows(folder / TRIALS_FILE, TRIAL_SCHEMA))
             raise interrupts.SearchInterrupted(signum, folder, count_trials(space, params))
         final_verdict(space, folder, data, extra_sinks)  # after the sinks closed, in the same Ray session
+
+
+def _stop_error(folder: Path, err: Exception) -> None:
+    """What Ray raised while it stopped the trials after a stop signal: the records stand (each
+    trial's last epoch and checkpoint), so one line and a file say it, not a traceback."""
+    import traceback
+
+    path = folder / "stop_error.txt"
+    path.write_text("".join(traceback.format_exception(err)))
+    warn(f"Ray raised while stopping the trials ({type(err).__name__}; {path}); the recorded epochs stand")
 
 
 def _ready_to_resume(folder: Path, experiment: Path | None) -> None:
