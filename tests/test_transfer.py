@@ -127,3 +127,32 @@ def test_transfer_with_a_settling_controller_trains_as_its_reference_rule(tmp_pa
         state = war_rule_step(state, s["l_nat"], s["l_rob"], rule)
         assert s["lambda_t"] == pytest.approx(state.lambda_t, rel=1e-12)
     assert steps[0]["lambda_t"] == 3.0  # the first ratio (about 200) is far above ζ: held
+
+
+def test_two_calibrations_and_a_compare_leave_three_entries_and_transfer_names_the_one_it_uses(tmp_path, capsys):
+    """Issue 28: 0.2.0's compare overwrote the user's calibration of the same thin net, and
+    transfer did not say which calibration it used."""
+    runs = tmp_path / "runs"
+    space = write_space(tmp_path, model="wrn10-0.5", **{"lambda": [3, 6]})
+    for name in ("calibrate-wrn10-0.5", "second-look"):
+        code, _, err = _run(["calibrate", "--model", "wrn10-0.5", "--space", str(space), "--name", name, "--out", str(runs)], capsys)
+        assert code == 0, err
+    table3 = write_space(tmp_path, name="cmp", strategy="compare", thin_model="wrn10-0.5", model=["wrn10-1"],
+                         strategies=["untuned", "grid", "war"], **{"lambda": [3, 6]})  # fmt: skip
+    code, _, err = _run(["compare", "--space", str(table3), "--out", str(runs), "--no-mlflow"], capsys)
+    assert code == 0, err
+    entries = [e for e in ZetaRegistry(runs / "zeta.parquet").entries() if e.model == "wrn10-0.5"]
+    assert sorted(e.search for e in entries) == ["calibrate-wrn10-0.5", "cmp/calibrate", "second-look"]  # none replaced
+    code, out, err = _run(["zeta", "list", "--out", str(runs)], capsys)
+    assert code == 0 and all(search in out for search in ("calibrate-wrn10-0.5", "cmp/calibrate", "second-look"))
+    wide = write_space(tmp_path, model="wrn10-1", epochs=1)
+    code, _, err = _run(["transfer", "--zeta-from", "wrn10-0.5", "--model", "wrn10-1", "--space", str(wide), "--out", str(runs)], capsys)
+    line = _error_line(code, err)  # ambiguous: refused in one line naming them and how to choose
+    assert "3 ζ calibrations of 'wrn10-0.5'" in line and "wrn10-0.5@latest" in line
+    code, out, err = _run(["transfer", "--zeta-from", "wrn10-0.5@second-look", "--model", "wrn10-1", "--space", str(wide),
+                           "--out", str(runs), "--no-mlflow"], capsys)  # fmt: skip
+    assert code == 0, err
+    chosen = next(e for e in entries if e.search == "second-look")
+    assert "second-look" in err and f"{chosen.zeta:.3f}" in err  # the line names the entry it runs from
+    war = pq.read_table(runs / "transfer-wrn10-0.5-to-wrn10-1" / "trials.parquet").to_pylist()
+    assert {t["zeta_used"] for t in war} == {chosen.zeta}
