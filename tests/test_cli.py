@@ -177,3 +177,15 @@ def test_resume_with_other_settings_is_refused_naming_each_and_the_same_settings
     code, _, err = _run(["search", "--space", str(space), "--out", str(out), "--no-mlflow", "--resume",
                          "--data-dir", str(tmp_path)], capsys)  # fmt: skip
     assert code == 0, err
+
+
+@pytest.mark.e2e
+def test_a_calibration_at_chance_accuracy_is_named_and_its_zeta_doubted(tmp_path, capsys):
+    """Issue 28: 0.2.0 stored the ζ of a net that had learned nothing, and reported its 100 %
+    stability, without a word. With lr 1e-6 for one epoch the nets stay at chance (about 10 %)."""
+    space = write_space(tmp_path, model="cnn-4", epochs=1, lr=1e-6)
+    code, _, err = _run(["calibrate", "--model", "cnn-4", "--space", str(space), "--out", str(tmp_path / "runs"), "--no-mlflow"], capsys)
+    assert code == 0, err
+    warnings = [ln for ln in err.splitlines() if ln.startswith("wartune: warning: ")]
+    assert any("2 trial(s) ended at chance natural accuracy" in w for w in warnings), warnings
+    assert any("comes from a net at chance accuracy" in w and "says nothing about a trained net" in w for w in warnings), warnings
