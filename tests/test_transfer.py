@@ -143,6 +143,12 @@ def test_two_calibrations_and_a_compare_leave_three_entries_and_transfer_names_t
     assert code == 0, err
     entries = [e for e in ZetaRegistry(runs / "zeta.parquet").entries() if e.model == "wrn10-0.5"]
     assert sorted(e.search for e in entries) == ["calibrate-wrn10-0.5", "cmp/calibrate", "second-look"]  # none replaced
+    # each says what its choice stood on: the λ grid, epochs × seeds and the chosen trial's validation figure
+    assert {(e.calibration_lambdas, e.calibration_epochs, e.calibration_seeds) for e in entries} == {("3,6", 2, 1)}
+    searches = {"calibrate-wrn10-0.5": runs / "calibrate-wrn10-0.5", "second-look": runs / "second-look", "cmp/calibrate": runs / "cmp" / "calibrate"}
+    for e in entries:
+        chosen = [t for t in pq.read_table(searches[e.search] / "trials.parquet").to_pylist() if t["lambda_setting"] == e.best_lambda]
+        assert [t["val_rob_acc"] for t in chosen] == [e.val_rob_acc]
     code, out, err = _run(["zeta", "list", "--out", str(runs)], capsys)
     assert code == 0 and all(search in out for search in ("calibrate-wrn10-0.5", "cmp/calibrate", "second-look"))
     wide = write_space(tmp_path, model="wrn10-1", epochs=1)

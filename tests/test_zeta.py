@@ -109,6 +109,9 @@ def test_calibration_takes_the_best_finished_fixed_lambda_trial():
     e = best_trial_entry(trials, "grid")
     assert (e.best_lambda, e.zeta, e.rob_acc, e.search, e.source) == (6.0, 11.0, 0.58, "grid", "calibrated")
     assert (e.nat_acc, e.stability, e.zeta_step_std) == (0.9, 0.7, 0.1)
+    # what the choice stood on: b's validation figure, the grid of the fixed-λ trials (the failed one's λ
+    # was tried too), the trial's epochs and one seed
+    assert (e.val_rob_acc, e.calibration_lambdas, e.calibration_seeds) == (0.61, "3,6,9", 1)
 
 
 def test_calibration_needs_a_model_when_the_search_had_several():

@@ -124,11 +124,15 @@ def zeta_list(registry: RegistryOpt = None, out: OutOpt = Path("runs")) -> None:
     from wartune.results.formatting import num, pct
 
     reg = registry_at(registry, out)
-    header = ("model", "dataset", "objective", "ε", "best λ", "ζ", "ζ spread", "robust %", "search", "source", "when")
+    # one entry a row, narrow enough for a 160-column log: the setting in one cell, the robust
+    # accuracy behind the choice (validation) beside the one it reports (test)
+    header = ("model", "setting", "best λ (of)", "epochs × seeds", "ζ", "ζ spread", "robust % val / test", "search", "when")
     body = [
         [
-            e.model, e.dataset, e.objective, num(e.eps, "{:.4g}"), num(e.best_lambda, "{:g}"), num(e.zeta, ZETA),
-            num(e.zeta_step_std, ZETA), pct(e.rob_acc), e.search, e.source, e.created_at,
+            e.model, f"{e.dataset}, {e.objective}, ε {e.eps:.4g}",
+            num(e.best_lambda, "{:g}") + (f" ({e.calibration_lambdas})" if e.calibration_lambdas else ""),
+            f"{e.calibration_epochs} × {e.calibration_seeds}" if e.calibration_epochs else "–", num(e.zeta, ZETA),
+            num(e.zeta_step_std, ZETA), f"{pct(e.val_rob_acc)} / {pct(e.rob_acc)}", e.search, e.created_at[:16],
         ]
         for e in reg.entries()
     ]  # fmt: skip

@@ -188,6 +188,12 @@ ZETA_SCHEMA = pa.schema(
         ("search", pa.string()),
         ("source", pa.string()),
         ("created_at", pa.string()),
+        # what the choice stood on: the chosen λ's validation robust accuracy (its seeds' mean),
+        # the λ grid, epochs and seeds of the calibration (null: an entry from before schema 4)
+        ("val_rob_acc", pa.float64()),
+        ("calibration_lambdas", pa.string()),
+        ("calibration_epochs", pa.int64()),
+        ("calibration_seeds", pa.int64()),
     ]
 )
 
@@ -250,7 +256,10 @@ ADDED_COLUMNS: dict[str, Any] = {
     "evaluated_at": None,
     "selected_on": "test",  # a trial of schema 3 or before: its choices read the test split
     "val_examples": None,  # trials.parquet before schema 4: on epochs.parquet's rows only
-    "val_rob_acc": None,  # compare.parquet before schema 4: chosen on the test split
+    "val_rob_acc": None,  # compare.parquet and zeta.parquet before schema 4: chosen on the test split
+    "calibration_lambdas": None,  # zeta.parquet before schema 4: not recorded
+    "calibration_epochs": None,
+    "calibration_seeds": None,
     "rob_vs_grid": None,
     "rob_vs_grid_lo": None,
     "rob_vs_grid_hi": None,

@@ -50,6 +50,11 @@ class ZetaEntry:
     search: str
     source: str
     created_at: str
+    # what the choice of best λ stood on (None: an entry from before they were kept, or the paper's):
+    val_rob_acc: float | None = None  # the chosen trial's validation robust accuracy (its seeds' mean)
+    calibration_lambdas: str | None = None  # the λ grid it chose from, e.g. "1,3,6,9,12,18"
+    calibration_epochs: int | None = None
+    calibration_seeds: int | None = None
 
     def key(self) -> tuple[str, str, str, float]:
         return (self.model, self.dataset, self.objective, round(self.eps, 9))
@@ -198,6 +203,8 @@ def entry_from_trial(trial: dict[str, Any], search: str) -> ZetaEntry:
         rob_acc=trial["test_rob_acc"],  # reported; the choice read val_rob_acc
         nat_acc=trial["test_nat_acc"],
         stability=trial["test_stability"],
+        val_rob_acc=trial.get("val_rob_acc"),
+        calibration_epochs=trial.get("epochs"),
         search=search,
         source="calibrated",
         created_at=now(),
@@ -215,11 +222,14 @@ def best_trial_entry(trials: list[dict[str, Any]], search: str, model: str | Non
     best = best_trial(fixed)
     if best is None:
         raise WartuneError(f"search {search!r} has no finished fixed-λ trial" + (f" of {model!r}" if model else ""))
+    grid = {"calibration_lambdas": ",".join(f"{lam:g}" for lam in sorted({t["lambda_setting"] for t in fixed})),
+            "calibration_seeds": len({t.get("seed") for t in fixed})}  # fmt: skip
     if not repeated(fixed):
-        return entry_from_trial(best, search)
+        return replace(entry_from_trial(best, search), **grid)
     done = [t for t in fixed if t["status"] == "finished" and t["val_rob_acc"] is not None]
     by_lambda = group(done, key=lambda t: t["lambda_setting"])
     repeats = max(by_lambda.values(), key=lambda rows: mean_of(rows, "val_rob_acc"))
     entries = [entry_from_trial(t, search) for t in repeats]  # each repeat must have a finite ζ
-    means = {c: MeanSd.of(getattr(e, c) for e in entries).mean for c in ("zeta", "zeta_step_std", "rob_acc", "nat_acc", "stability")}
-    return replace(entries[0], **means)
+    columns = ("zeta", "zeta_step_std", "rob_acc", "nat_acc", "stability", "val_rob_acc")
+    means = {c: MeanSd.of(getattr(e, c) for e in entries).mean for c in columns}
+    return replace(entries[0], **means, **grid)
