@@ -48,6 +48,15 @@ def validation_indices(labels: torch.Tensor, count: int, seed: int) -> torch.Ten
     return torch.tensor(sorted(held), dtype=torch.int64)
 
 
+def held_out_indices(data: TensorDataset, settings: ValidationSettings) -> torch.Tensor:
+    """The training indices the validation split takes (none with `held_out` false), without
+    copying any image: what the driver records and `carve_validation` cuts by."""
+    if not settings.held_out:
+        return torch.empty(0, dtype=torch.int64)
+    count = validation_size(settings, data.info.validation, len(data.train_y))
+    return validation_indices(data.train_y, count, settings.seed)
+
+
 def carve_validation(data: TensorDataset, settings: ValidationSettings) -> tuple[TensorDataset, torch.Tensor]:
     """`data` with its validation split taken out of its training split, and the indices taken.
 
@@ -55,10 +64,9 @@ def carve_validation(data: TensorDataset, settings: ValidationSettings) -> tuple
     trial 0.2.0 or before began) the validation split is the test split, as its choices were
     then, and no index is taken.
     """
+    held = held_out_indices(data, settings)
     if not settings.held_out:
-        return dataclasses.replace(data, val_x=data.test_x, val_y=data.test_y), torch.empty(0, dtype=torch.int64)
-    count = validation_size(settings, data.info.validation, len(data.train_y))
-    held = validation_indices(data.train_y, count, settings.seed)
+        return dataclasses.replace(data, val_x=data.test_x, val_y=data.test_y), held
     keep = torch.ones(len(data.train_y), dtype=torch.bool)
     keep[held] = False
     held_d, keep_d = held.to(data.train_y.device), keep.to(data.train_y.device)

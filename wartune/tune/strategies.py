@@ -28,7 +28,7 @@ from ray import tune
 from wartune import interrupts
 from wartune.engine.data import TensorDataset, dataset_info, load_dataset
 from wartune.engine.stack_memory import free_bytes, largest_stack, member_bytes
-from wartune.engine.validation import carve_validation
+from wartune.engine.validation import held_out_indices
 from wartune.errors import WartuneError, warn
 from wartune.results import manifest
 from wartune.results.locks import check_unlocked, exclusive
@@ -275,7 +275,7 @@ def held_out_split(space: SearchSpace, data: SearchData) -> dict[str, Any]:
     manifest records it: the same function on the same data, so the driver's account is the trials'."""
     if not isinstance(data, TensorDataset):
         data = ray.get(data)  # compare's parts share one copy in the object store
-    _, held = carve_validation(data, space.validation)
+    held = held_out_indices(data, space.validation)
     return manifest.validation_record(space.validation.seed, held.tolist(), len(data.train_y))
 
 
