@@ -151,9 +151,13 @@ def test_resume_after_ctrl_c_finishes_every_trial_and_trains_no_recorded_epoch_a
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     trials = {t["trial_id"]: t for t in _rows(folder, "trials.parquet")}
     assert len(trials) == 3 and {(t["status"], t["epochs"]) for t in trials.values()} == {("finished", 6)}
-    assert trials[trial["trial_id"]]["resumed_from_epoch"] == len(recorded)  # went on from its last epoch
-    after = {(e["trial_id"], e["epoch"]): e for e in _rows(folder, "epochs.parquet")}
-    assert all(after[key] == row for key, row in recorded.items())  # what was recorded stands as it was
+    # It went on from its last recorded epoch, or from the one after: an epoch that finished and
+    # checkpointed while Ray stopped, before the driver recorded it, is reported again, not retrained.
+    assert len(recorded) <= trials[trial["trial_id"]]["resumed_from_epoch"] <= len(recorded) + 1
+    after = [(e["trial_id"], e["epoch"]) for e in _rows(folder, "epochs.parquet")]
+    assert sorted(after) == sorted((t, epoch) for t in trials for epoch in range(1, 7))  # every epoch once, none lost
+    after_rows = {(e["trial_id"], e["epoch"]): e for e in _rows(folder, "epochs.parquet")}
+    assert all(after_rows[key] == row for key, row in recorded.items())  # what was recorded stands as it was
 
 
 @pytest.mark.e2e
