@@ -105,3 +105,12 @@ def test_a_validation_split_that_cannot_choose_is_refused_in_one_line(value, mes
     code, stdout, stderr = run_cli(["search", "--space", "lambda_grid", "--out", str(out), "--validation", value, "--no-mlflow"], capsys)
     assert_one_line_error(code, stdout, stderr)
     assert message in stderr and not Path(out).exists()
+
+
+def test_a_space_cannot_mark_a_new_search_as_choosing_on_the_test_split(tmp_path, capsys):
+    space = tmp_path / "old.yaml"
+    space.write_text("strategy: grid\nmodel: cnn-4\nlambda: [1, 6]\nvalidation: {held_out: false}\n")
+    out = tmp_path / "runs"
+    code, stdout, stderr = run_cli(["search", "--space", str(space), "--out", str(out), "--no-mlflow"], capsys)
+    assert_one_line_error(code, stdout, stderr)
+    assert "validation held_out false is how wartune marks a trial that 0.2.0 began" in stderr and not out.exists()

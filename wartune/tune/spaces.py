@@ -268,6 +268,9 @@ class SearchSpace(TrainingSettings):
             raise ValueError("'war_variants' and 'strategies' are compare keys (strategy 'compare')")
         if self.war_variants and "war" not in self.compare_strategies:
             raise ValueError("'war_variants' run beside WAR: add war to 'strategies'")
+        if not self.validation.held_out:
+            raise ValueError("validation held_out false is how wartune marks a trial that 0.2.0 began (its choices "
+                             "read the test split); a new search always holds a validation split out")  # fmt: skip
         if self.stack > 1:
             self._check_stackable()
         return self
