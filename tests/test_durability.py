@@ -93,3 +93,22 @@ def test_truncated_newest_checkpoint_of_a_moved_war_search_resumes_from_the_one_
     assert [e["epoch"] for e in epochs] == [1, 2, 3, 4] and not (out / "tiny").exists()
     kept = [e for e in recorded if e["epoch"] <= trial["resumed_from_epoch"]]
     assert kept and all(e in epochs for e in kept)  # the epochs up to the checkpoint it went on from: as recorded
+
+
+def test_a_trial_created_again_on_resume_finds_the_checkpoints_its_earlier_folder_holds(tmp_path):
+    # A trial created after the driver's last experiment snapshot is created again on --resume,
+    # same id, new folder (Ray names it by the time): its earlier folder's checkpoints are its own.
+    import pyarrow.fs as pafs
+
+    from wartune.tune.resume import checkpoint_paths, same_trial
+
+    name = "adversarial_training_trial_fc4d2_00001_1_members=lam_0_0_seed_0_{}"
+    first, second, now = (tmp_path / name.format(t) for t in ("2026-12-06_19-19-48", "2026-12-06_19-20-07", "2026-12-06_19-31-00"))
+    other = tmp_path / "adversarial_training_trial_fc4d2_00002_2_members=lam_1_0_seed_0_2026-12-06_19-19-48"
+    for folder, indexes in ((first, (0, 1)), (second, (0,)), (now, ()), (other, (0, 1, 2))):
+        folder.mkdir()
+        for i in indexes:
+            (folder / f"checkpoint_{i:06d}").mkdir()
+    paths = [Path(p).relative_to(tmp_path) for p in checkpoint_paths(pafs.LocalFileSystem(), str(now))]
+    assert [str(p) for p in paths] == [f"{second.name}/checkpoint_000000", f"{first.name}/checkpoint_000001", f"{first.name}/checkpoint_000000"]
+    assert same_trial(str(first), str(now)) and not same_trial(str(other), str(now))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -61,14 +62,45 @@ def storage_of_trial() -> tuple[pafs.FileSystem, str]:
     return storage.storage_filesystem, storage.trial_fs_path
 
 
+def _subfolders(fs: pafs.FileSystem, path: str, keep: Callable[[str], bool]) -> list[str]:
+    """The folders in `path` whose names `keep` accepts, by name, last first."""
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    return sorted((i.path for i in infos if i.type == pafs.FileType.Directory and keep(PurePosixPath(i.path).name)), reverse=True)
+
+
+# Ray names a trial's folder after the trial and the time it was created
+# (`<trainable>_<trial id>_<index>_<params>_2026-12-06_19-18-15`).
+_CREATED = re.compile(r"_\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}$")
+
+
+def _is_checkpoint(name: str) -> bool:
+    return name.startswith(CHECKPOINT_PREFIX)
+
+
+def same_trial(folder: str, other: str) -> bool:
+    """Whether two trial folders are one trial's: its folder now and one an earlier run of it
+    wrote (the same name but for the time)."""
+    a, b = PurePosixPath(folder).name, PurePosixPath(other).name
+    return _CREATED.sub("", a) == _CREATED.sub("", b)
+
+
+def checkpoint_paths(fs: pafs.FileSystem, trial_path: str) -> list[str]:
+    """The checkpoint folders of the trial whose folder is `trial_path`, then those its earlier
+    runs left in folders of their own (`same_trial`), each folder's newest first."""
+    own = PurePosixPath(trial_path)
+    earlier = _subfolders(fs, str(own.parent), lambda name: name != own.name and same_trial(name, own.name))
+    return [path for folder in (trial_path, *earlier) for path in _subfolders(fs, folder, _is_checkpoint)]
+
+
 def trial_checkpoints(registered: tune.Checkpoint | None) -> list[tune.Checkpoint]:
-    """This trial's checkpoint folders on storage, newest first (Ray's own names sort by index)."""
+    """This trial's checkpoint folders on storage, newest first (Ray's own names sort by index).
+
+    A trial created after the driver's last experiment snapshot is created again on `--resume`,
+    under the same id but in a new folder (named by the time); the checkpoints its earlier run
+    left in the old folder come after the new folder's own, the latest run's first.
+    """
     fs, trial_path = storage_of_trial()
-    infos = fs.get_file_info(pafs.FileSelector(trial_path, allow_not_found=True))
-    paths = sorted(
-        (i.path for i in infos if i.type == pafs.FileType.Directory and PurePosixPath(i.path).name.startswith(CHECKPOINT_PREFIX)),
-        reverse=True,
-    )
+    paths = checkpoint_paths(fs, trial_path)
     found = [tune.Checkpoint(path, filesystem=fs) for path in paths]
     if registered is not None and registered.path not in paths:  # restored from another trial's (PBT)
         # Before this trial's own checkpoints of its epoch or earlier (the lineage it left when
@@ -109,7 +141,7 @@ def lineage_from(checkpoint: tune.Checkpoint, own_folder: str | None) -> int:
     """The epoch from which `checkpoint`'s weights are the training of the trial whose folder
     is `own_folder`: a checkpoint of another trial (a PBT donor's) hands over its epoch; one of
     the trial's own, the lineage it recorded (0: a 0.2.0 checkpoint, or never exploited)."""
-    if own_folder is not None and PurePosixPath(checkpoint.path).parent != PurePosixPath(own_folder):
+    if own_folder is not None and not same_trial(str(PurePosixPath(checkpoint.path).parent), own_folder):
         return checkpoint_epoch(checkpoint)
     return _epoch_field(checkpoint, "lineage_from")
 
