@@ -276,11 +276,10 @@ class SearchSpace(TrainingSettings):
         return self
 
     def _check_stackable(self) -> None:
-        """What `stack` > 1 needs: trials that run to their end side by side, and stackable ones."""
+        """What `stack` > 1 needs: stackable trials (ASHA stops a stack's members one by one,
+        `member_rungs.py`)."""
         if self.strategy == "pbt":
             raise ValueError("strategy 'pbt' moves each trial's weights and λ on its own: use stack 1 with it")
-        if self.scheduler == "asha":
-            raise ValueError("scheduler 'asha' stops trials one by one: use stack 1 with it")
         if self.precision == "fp16":
             raise ValueError("fp16 cannot be stacked (one loss scaler would skip every member's step): use stack 1 or bf16")
         for model in [*self.models, *([self.thin_model] if self.thin_model else [])]:

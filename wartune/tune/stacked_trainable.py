@@ -25,8 +25,10 @@ from typing import Any
 from ray import tune
 
 from wartune.engine.data import TensorDataset
+from wartune.engine.records import EpochRecord
 from wartune.engine.stacked_trainer import EpochOutcome, StackedTrainer
 from wartune.engine.trainer import DivergedError, Trainer
+from wartune.tune.member_rungs import ASHA, STOPPED, RungsClient
 from wartune.tune.params import train_config_of
 from wartune.tune.resume import (
     checkpoint_epoch,
@@ -35,7 +37,7 @@ from wartune.tune.resume import (
     trial_checkpoints,
     write_progress,
 )
-from wartune.tune.stacks import MEMBERS, member_count, member_params
+from wartune.tune.stacks import MEMBERS, SCHEDULER, member_count, member_id, member_params
 from wartune.tune.trial_reports import TrialPlace, diverged_metrics, epoch_metrics, save_trial_files
 
 # The best member's figures at the top of a stack's result: for Ray's own tables and checks only.
@@ -47,8 +49,9 @@ class StackReporter:
 
     def __init__(self, trainers: list[Trainer], dropped: dict[int, str], place: TrialPlace) -> None:
         self.trainers, self.dropped, self.place = trainers, dropped, place
-        # dropped before this (re)start: their errors go out again with the first report
-        self.unreported = {i: DivergedError(why) for i, why in dropped.items()}
+        # diverged before this (re)start: their errors go out again with the first report
+        # (a member that ASHA stopped has no error: its rows end `stopped`, as a lone trial's)
+        self.unreported = {i: DivergedError(why) for i, why in dropped.items() if not why.startswith(STOPPED)}
 
     def report(self, epoch: int, outcomes: dict[int, EpochOutcome], checkpoint: bool = True) -> None:
         outcomes = {**self.unreported, **outcomes}
@@ -83,9 +86,15 @@ def stacked_training_trial(params: dict[str, Any], data: TensorDataset) -> None:
     reporter = StackReporter(trainers, dropped, TrialPlace.here(started_at, point))
     live = [i for i in range(len(trainers)) if i not in dropped]
 
-    # Epochs persisted after the checkpoint Ray registered, reported again (see trainable.py).
+    rungs = MemberStopper(params) if params.get(SCHEDULER) == ASHA else None
+
+    # Epochs persisted after the checkpoint Ray registered, reported again (see trainable.py);
+    # ASHA's rungs get them too (its answers were given when they were first trained).
     for epoch in range(checkpoint_epoch(registered) + 1, point.epoch + 1):
-        reporter.report(epoch, {i: trainers[i].history[epoch - 1] for i in live}, checkpoint=epoch == point.epoch)
+        records = {i: t.history[epoch - 1] for i, t in enumerate(trainers) if len(t.history) >= epoch}
+        if rungs is not None:
+            rungs.stopped(epoch, records)
+        reporter.report(epoch, records, checkpoint=epoch == point.epoch)
     if not live or trainers[live[0]].finished:
         if reporter.unreported:
             reporter.report(point.epoch, {})
@@ -93,8 +102,27 @@ def stacked_training_trial(params: dict[str, Any], data: TensorDataset) -> None:
     stack = StackedTrainer([trainers[i] for i in live])
     epochs = iter(range(point.epoch + 1, stack.config.epochs + 1))
 
-    def on_epoch(outcomes: dict[int, EpochOutcome], _: StackedTrainer) -> None:
-        # the stack names members by their place among `live`
-        reporter.report(next(epochs), {live[k]: o for k, o in outcomes.items()})
+    def on_epoch(outcomes: dict[int, EpochOutcome], trained: StackedTrainer) -> None:
+        epoch = next(epochs)
+        by_member = {live[k]: o for k, o in outcomes.items()}  # the stack names members by their place among `live`
+        if rungs is not None and (stopped := rungs.stopped(epoch, by_member)):
+            why = f"{STOPPED} at epoch {epoch}"
+            trained.drop([live.index(i) for i in stopped], why)
+            reporter.dropped.update({i: why for i in stopped})
+        reporter.report(epoch, by_member)
 
     stack.fit(on_epoch)
+
+
+class MemberStopper:
+    """Asks the search's ASHA (`member_rungs.py`) about each member of this stack by its trial id."""
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.client = RungsClient(params["search"])
+        self.stack_id = tune.get_context().get_trial_id()
+
+    def stopped(self, epoch: int, outcomes: dict[int, EpochOutcome]) -> set[int]:
+        """The members (by place) that ASHA stops after `epoch`, of those that trained it."""
+        figures = {member_id(self.stack_id, i): o.val_rob_acc for i, o in outcomes.items() if isinstance(o, EpochRecord)}
+        stopped = self.client.stopped(epoch, figures)
+        return {i for i in outcomes if member_id(self.stack_id, i) in stopped}

@@ -24,6 +24,7 @@ from typing import Any
 from ray import tune
 
 MEMBERS = "members"  # the key of a stack's config holding its members' λ and seed
+SCHEDULER = "scheduler"  # the key of a stack's config naming who may stop its members (`member_rungs.py`)
 
 
 def grid_values(value: Any) -> list[Any]:

@@ -32,11 +32,19 @@ from wartune.engine.validation import held_out_indices
 from wartune.errors import WartuneError, warn
 from wartune.results import manifest
 from wartune.results.locks import check_unlocked, exclusive
-from wartune.results.store import SPACE_FILE, TRIAL_SCHEMA, TRIALS_FILE, read_rows
+from wartune.results.store import (
+    EPOCH_SCHEMA,
+    EPOCHS_FILE,
+    SPACE_FILE,
+    TRIAL_SCHEMA,
+    TRIALS_FILE,
+    read_rows,
+)
 from wartune.results.zeta import ZetaEntry
 from wartune.tune import ray_pickles, ray_state
 from wartune.tune.callbacks import WRITE_FAILURES, SinkCallback
 from wartune.tune.final_verdict import final_verdict
+from wartune.tune.member_rungs import ASHA, asha_scheduler, member_rungs
 from wartune.tune.params import fixed_lambda, trial_params, war_lambda
 from wartune.tune.pbt import lambda_domain, population_based_training
 from wartune.tune.reaper import children, start_reaper, stop_reaper
@@ -44,7 +52,7 @@ from wartune.tune.result_logs import result_loggers
 from wartune.tune.running import RunningSearch, running
 from wartune.tune.space_changes import check_resume_matches
 from wartune.tune.spaces import SAMPLED, STACKED_STRATEGIES, SearchSpace, WarSettings
-from wartune.tune.stacks import MEMBERS, balanced_chunks, stacked_params
+from wartune.tune.stacks import MEMBERS, SCHEDULER, balanced_chunks, stacked_params
 from wartune.tune.study import search_algorithm
 from wartune.tune.trainable import adversarial_training_trial
 
@@ -75,18 +83,15 @@ def lambda_param(space: SearchSpace, calibration: ZetaEntry | None = None) -> An
     return lambda_domain(space)
 
 
-def trial_scheduler(space: SearchSpace) -> Any:
-    """PBT for strategy pbt; ASHA stops trials whose robust accuracy lags at each rung (scheduler: asha)."""
+def trial_scheduler(space: SearchSpace, params: dict[str, Any] | None = None) -> Any:
+    """PBT for strategy pbt; ASHA stops trials whose robust accuracy lags at each rung (scheduler:
+    asha). Stacks ask ASHA about each member themselves (`member_rungs.py`): Ray's scheduler,
+    which would judge a whole stack, stays out."""
     if space.strategy == "pbt":
         return population_based_training(space)
-    if space.scheduler != "asha":
+    if space.scheduler != ASHA or (params or {}).get(SCHEDULER) == ASHA:
         return None
-    from ray.tune.schedulers import ASHAScheduler
-
-    return ASHAScheduler(
-        time_attr="epoch", metric="val_rob_acc", mode="max", max_t=space.epochs,
-        grace_period=max(1, space.epochs // 4), reduction_factor=2,
-    )  # fmt: skip
+    return asha_scheduler(space.epochs)
 
 
 def war_and_untuned(war: WarSettings, calibration: ZetaEntry) -> Any:
@@ -122,7 +127,16 @@ def param_space(space: SearchSpace, calibration: ZetaEntry | None = None, lam: A
     model = models[0] if len(models) == 1 else tune.grid_search(models)
     seed = seeds[0] if len(seeds) == 1 else tune.grid_search(seeds)
     params = trial_params(space, model, lam if lam is not None else lambda_param(space, calibration), space.zeta_from, seed)
-    return stacked_params(params, space.stack) if space.strategy in STACKED_STRATEGIES else params
+    if space.strategy in STACKED_STRATEGIES:
+        params = stacked_params(params, space.stack)
+    if space.scheduler == ASHA and stacks_trials(space, params):  # each stack asks ASHA about its members
+        params[SCHEDULER] = ASHA
+    return params
+
+
+def stacks_trials(space: SearchSpace, params: dict[str, Any]) -> bool:
+    """Whether the search's Ray trials are stacks (a stacked param space, or Optuna asking for stacks)."""
+    return MEMBERS in params or (space.strategy == "optuna" and space.stack > 1)
 
 
 def stack_size(params: dict[str, Any]) -> int:
@@ -311,7 +325,8 @@ def _fit(space: SearchSpace, folder: Path, params: dict[str, Any], resume: bool,
             tuner = _new_tuner(space, folder, params, experiments, trainable)
         WRITE_FAILURES.pop(str(folder), None)
         try:
-            tuner.fit()
+            with _member_rungs(space, folder, params):
+                tuner.fit()
         except Exception as err:  # noqa: BLE001 - Ray stopping its trials after a stop signal
             if interrupts.received() is None:
                 raise
@@ -330,6 +345,19 @@ def _fit(space: SearchSpace, folder: Path, params: dict[str, Any], resume: bool,
             write_summary(folder, space.name, read_rows(folder / TRIALS_FILE, TRIAL_SCHEMA))
             raise interrupts.SearchInterrupted(signum, folder, count_trials(space, params))
         final_verdict(space, folder, data, extra_sinks)  # after the sinks closed, in the same Ray session
+
+
+@contextmanager
+def _member_rungs(space: SearchSpace, folder: Path, params: dict[str, Any]) -> Iterator[None]:
+    """ASHA for the members of stacks (`member_rungs.py`), its rungs refilled from the epochs
+    recorded before (`--resume`); nothing for any other search."""
+    if params.get(SCHEDULER) != ASHA:
+        yield
+        return
+    epochs = read_rows(folder / EPOCHS_FILE, EPOCH_SCHEMA) if (folder / EPOCHS_FILE).is_file() else []
+    recorded = [(e["trial_id"], e["epoch"], e["val_rob_acc"]) for e in epochs if e.get("stack")]
+    with member_rungs(space.name, space.epochs, recorded):
+        yield
 
 
 def _stop_error(folder: Path, err: Exception) -> None:
@@ -363,7 +391,7 @@ def _new_tuner(space: SearchSpace, folder: Path, params: dict[str, Any], experim
             max_concurrent_trials=space.max_concurrent,
             reuse_actors=True,  # a new trial keeps the worker (torch imported, data loaded)
             search_alg=search_algorithm(space, folder),
-            scheduler=trial_scheduler(space),
+            scheduler=trial_scheduler(space, params),
         ),
         run_config=tune.RunConfig(
             name=EXPERIMENT,
