@@ -1,6 +1,7 @@
 """Datasets: the embedded digits split, the real MNIST, the local-folder rule for MNIST / CIFAR / SVHN,
 and the validation split a trainer carves from the training split."""
 
+import dataclasses
 import pickle
 
 import numpy as np
@@ -73,9 +74,30 @@ def test_a_dataset_pickles_at_the_cost_of_its_tensors(digits):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.uint8])
 def test_augment_keeps_shape_dtype_and_range(dtype):
-    x = torch.randint(0, 256, (5, 3, 32, 32), generator=torch.Generator().manual_seed(1)).to(dtype)
+    """Each image comes back moved by its drawn crop offset (its content 4 - dx columns right and
+    4 - dy rows down, zeros where the padding moved in) and mirrored where its flip was drawn; a
+    dataset without augmentation is fed its images unchanged. (Zero padding alone keeps the range.)"""
+    n, side = 8, 32
+    x = torch.randint(1, 256, (n, 3, side, side), generator=torch.Generator().manual_seed(1)).to(dtype)
     out = augment_batch(x, torch.Generator().manual_seed(0))
     assert out.shape == x.shape and out.dtype == dtype and out.min() >= 0 and out.max() <= 255
+    generator = torch.Generator().manual_seed(0)  # the draws, in augment_batch's order
+    dx = torch.randint(0, 9, (n,), generator=generator).tolist()
+    dy = torch.randint(0, 9, (n,), generator=generator).tolist()
+    flips = (torch.rand(n, generator=generator) < 0.5).tolist()
+    assert any(flips) and not all(flips) and len(set(zip(dx, dy, strict=True))) > 4  # no draw is idle
+    for image, moved, right, down, flip in zip(x, out, [4 - d for d in dx], [4 - d for d in dy], flips, strict=True):
+        expected = torch.zeros_like(image)
+        expected[:, max(down, 0) : side + min(down, 0), max(right, 0) : side + min(right, 0)] = image[
+            :, max(-down, 0) : side - max(down, 0), max(-right, 0) : side - max(right, 0)
+        ]
+        assert torch.equal(moved.flip(-1) if flip else moved, expected)
+
+    labels = torch.arange(n)
+    for augment in (False, True):
+        data = TensorDataset(dataclasses.replace(dataset_info("cifar10"), augment=augment), x, labels, x[:2], labels[:2])
+        [(batch, order)] = train_batches(data, 16, torch.Generator().manual_seed(7), CPU)
+        assert torch.equal(batch, to_float(x[order])) is not augment
 
 
 def _crop_and_flip_one_by_one(images, dx, dy, flip):

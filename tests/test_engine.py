@@ -1,15 +1,21 @@
 """The engine without Ray: determinism, resume, checkpoints, and the plain `train` API."""
 
+import errno
+import io
+import itertools
 import math
+import os
+from pathlib import Path
 
 import pytest
 import torch
 
-from wartune.engine.attacks import pgd_from, start_noise
+from wartune.engine.attacks import PGDConfig, pgd_from, start_noise
 from wartune.engine.batches import eval_batches, train_batches
 from wartune.engine.config import TrainConfig
 from wartune.engine.data import TensorDataset
 from wartune.engine.evaluation import eval_seed, evaluate_flags, evaluate_model
+from wartune.engine.metrics import RobustnessMetrics, example_flags
 from wartune.engine.models import create_model
 from wartune.engine.records import EpochRecord, StepLog, StepTrace
 from wartune.engine.trainer import DivergedError, Trainer, best_model_meta, train
@@ -24,22 +30,105 @@ def _metrics(history):
     return [(r.val_nat_acc, r.val_rob_acc, r.val_stability, r.l_nat, r.l_rob, r.lambda_last, r.val_lipschitz) for r in history]
 
 
-def test_train_returns_history_with_every_metric(tiny_config, digits):
+def _copy_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _cnn8(state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    model = create_model("cnn-8", 10, 1, 8)
+    model.load_state_dict(state)
+    return model
+
+
+def _validation_flags_by_hand(
+    state: dict[str, torch.Tensor], data: TensorDataset, config: TrainConfig, epoch: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Correct / stable / robust for the first 90 validation images, judged here from the natural
+    and adversarial predictions (that epoch's attack and random starts) of the weights `state`."""
+    model, attack = _cnn8(state).eval(), config.eval_pgd()
+    generator = torch.Generator().manual_seed(eval_seed(config.seed, epoch))
+    [(x, y)] = eval_batches(data, 90, 256, torch.device("cpu"), "validation")
+    x_adv = pgd_from(model, x, y, attack, start_noise(x, attack, generator)).x_adv
+    with torch.no_grad():
+        nat, adv = model(x).argmax(dim=1), model(x_adv).argmax(dim=1)
+    return nat == y, adv == nat, (nat == y) & (adv == y)
+
+
+def _step_losses_by_hand(
+    state: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor | None, attack: PGDConfig
+) -> tuple[float, float]:
+    """TRADES' l_nat (CE) and l_rob (KL(f(x) ‖ f(x̂)), batch mean) of one step, written out from
+    log-softmaxes, at the weights the step began from."""
+    model = _cnn8(state)
+    x_adv = pgd_from(model, x, y, attack, noise).x_adv
+    model.train()
+    with torch.no_grad():
+        log_p, log_q = model(x).log_softmax(dim=1), model(x_adv).log_softmax(dim=1)
+    l_nat = -log_p.gather(1, y[:, None]).mean()
+    l_rob = (log_p.exp() * (log_p - log_q)).sum(dim=1).mean()
+    return l_nat.item(), l_rob.item()
+
+
+def test_train_returns_history_with_every_metric(tiny_config, digits, monkeypatch):
+    """Each epoch's figures recomputed by hand: the validation figures from that epoch's weights,
+    l_nat and l_rob as the epoch's mean of each step's losses taken from the weights, batch and
+    random start the step began with, and ζ as the ratio of those two means."""
+    steps, evaluated = [], []
+    step_on, evaluate = Trainer.step_on, Trainer.evaluate
+
+    def recording_step(self: Trainer, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        steps.append((self.epoch + 1, _copy_of(self.model), x, y, noise, self.train_attack))
+        return step_on(self, x, y, noise)
+
+    def recording_evaluate(self: Trainer, max_examples: int | None = None) -> RobustnessMetrics:
+        evaluated.append((_copy_of(self.model), self.data))
+        return evaluate(self, max_examples)
+
+    monkeypatch.setattr(Trainer, "step_on", recording_step)
+    monkeypatch.setattr(Trainer, "evaluate", recording_evaluate)
     result = train(tiny_config, data=digits)
-    assert [r.epoch for r in result.history] == [1, 2]
-    for r in result.history:
-        assert 0 <= r.val_rob_acc <= r.val_nat_acc <= 1
-        assert 0 <= r.val_stability <= 1 and r.lambda_last == 6.0
-        assert r.l_nat > 0 and r.l_rob >= 0 and r.val_lipschitz > 0
-        assert r.zeta == pytest.approx(r.l_nat / r.l_rob)
+    assert [r.epoch for r in result.history] == [1, 2] and len(evaluated) == 2
+    for r, (state, data) in zip(result.history, evaluated, strict=True):
+        correct, stable, robust = _validation_flags_by_hand(state, data, tiny_config, r.epoch)
+        assert r.val_nat_acc == pytest.approx(correct.float().mean().item(), abs=1e-9)
+        assert r.val_stability == pytest.approx(stable.float().mean().item(), abs=1e-9)
+        assert r.val_rob_acc == pytest.approx(robust.float().mean().item(), abs=1e-9)
+        losses = [_step_losses_by_hand(*step[1:]) for step in steps if step[0] == r.epoch]
+        assert len(losses) == 10  # 1,221 training images in batches of 128
+        l_nat, l_rob = (math.fsum(column) / len(losses) for column in zip(*losses, strict=True))
+        assert r.l_nat == pytest.approx(l_nat, rel=1e-5)
+        assert r.l_rob == pytest.approx(l_rob, rel=1e-4)  # measured: within 1e-6
+        assert r.zeta == pytest.approx(l_nat / l_rob, rel=1e-4)
+        assert r.lambda_last == 6.0 and r.val_lipschitz > 0
         assert r.val_examples == 90  # the first 90 of the 216 validation images
     assert result.best.val_rob_acc == max(r.val_rob_acc for r in result.history)
 
 
 def test_robust_accuracy_never_exceeds_stability_or_accuracy(tiny_config, digits):
-    # robust ⇔ correct ∧ stable per example implies rob_acc ≤ min(nat_acc, stability)
-    for r in train(tiny_config, data=digits).history:
-        assert r.val_rob_acc <= min(r.val_nat_acc, r.val_stability) + 1e-9
+    """Robust ⇔ correct ∧ stable per example (Sec. 3.1), so rob_acc ≤ min(nat_acc, stability). The
+    flags are checked against the rule written out here, not their own definition: every
+    (label, f(x), f(x̂)) over three classes, then each epoch's validation flags against flags
+    judged from that epoch's natural and adversarial predictions."""
+    y, nat, adv = torch.tensor(list(itertools.product(range(3), repeat=3))).T
+    flags = example_flags(nat, adv, y)
+    for i, (label, p_nat, p_adv) in enumerate(zip(y.tolist(), nat.tolist(), adv.tolist(), strict=True)):
+        expected = (p_nat == label, p_adv == p_nat, p_nat == label and p_adv == label)
+        assert (flags.correct[i].item(), flags.stable[i].item(), flags.robust[i].item()) == expected
+
+    trainer = Trainer(tiny_config, digits)
+    states = _weights_at_each_epoch(trainer)
+    attacked_away = 0
+    for r, state in zip(trainer.history, states, strict=True):
+        correct, stable, robust = _validation_flags_by_hand(state, trainer.data, tiny_config, r.epoch)
+        seed = eval_seed(tiny_config.seed, r.epoch)
+        _, got = evaluate_flags(_cnn8(state), trainer.data, tiny_config.eval_pgd(), seed, 90, split="validation")
+        assert torch.equal(got.correct, correct) and torch.equal(got.stable, stable) and torch.equal(got.robust, robust)
+        assert (r.val_nat_acc, r.val_stability, r.val_rob_acc) == pytest.approx(
+            (correct.float().mean().item(), stable.float().mean().item(), robust.float().mean().item()), abs=1e-9
+        )
+        assert r.val_rob_acc <= min(r.val_nat_acc, r.val_stability)
+        attacked_away += int((correct & ~robust).sum())
+    assert attacked_away > 0  # the attack flips some correct predictions: robust and correct differ
 
 
 def test_seeded_runs_are_identical(tiny_config, digits):
@@ -142,7 +231,9 @@ def test_war_controller_moves_lambda_away_from_zero(tiny_config, digits):
     assert first.lambda_t[0] == pytest.approx(0.1 * (2000.0 - first.l_nat[0] / first.l_rob[0]))
 
 
-def test_checkpoint_is_plain_data_and_written_atomically(tiny_config, digits, tmp_path):
+def test_checkpoint_is_plain_data_and_written_atomically(tiny_config, digits, tmp_path, monkeypatch):
+    """A save that dies half-way through its bytes (a full disk) must leave the previous
+    resume point loadable: a `torch.save` straight into the file would leave it torn."""
     trainer = Trainer(tiny_config, digits)
     trainer.run_epoch()
     path = tmp_path / "run.pt"
@@ -153,6 +244,25 @@ def test_checkpoint_is_plain_data_and_written_atomically(tiny_config, digits, tm
     assert state["history"][0]["val_rob_acc"] == trainer.history[0].val_rob_acc
     for key, tensor in trainer.best_state.items():
         assert torch.equal(state["best_state"][key], tensor)
+
+    before = path.read_bytes()
+    trainer.run_epoch()
+    real_save = torch.save
+
+    def half_then_fail(obj: object, f: str | os.PathLike[str]) -> None:
+        buffer = io.BytesIO()
+        real_save(obj, buffer)
+        Path(f).write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device (simulated)")
+
+    monkeypatch.setattr(torch, "save", half_then_fail)
+    with pytest.raises(OSError, match="No space left on device"):
+        trainer.save(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert torch.load(path, weights_only=True)["epoch"] == 1  # the epoch-1 resume point, whole
+    trainer.save(path)  # untorn, the same save replaces it
+    assert torch.load(path, weights_only=True)["epoch"] == 2
 
 
 def test_evaluation_needs_no_trainer_and_never_touches_the_training_rng(tiny_config, digits):

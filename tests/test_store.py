@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import itertools
 import math
+import shutil
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import safetensors.torch
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wartune.errors import WartuneError
+from wartune.results import model_files
 from wartune.results.model_files import (
     META_FILE,
     WEIGHTS_FILE,
@@ -159,36 +164,67 @@ def test_read_rows_of_a_broken_table_is_one_line_naming_the_file(tmp_path, make,
     assert str(path) in str(err.value) and "\n" not in str(err.value)
 
 
-def _save_table(folder: Path, ok: bool) -> Path:
-    rows = [{"a": 1}] if ok else [{"b": 1}]  # a row of the wrong shape fails mid-write
-    write_table(rows, pa.schema([("a", pa.int64())]), folder / "t.parquet")
+def _half_then_fail(data: bytes, dest: str | Path) -> NoReturn:
+    """What a full disk does to a writer: the first half of its bytes land in `dest`, then an error."""
+    Path(dest).write_bytes(data[: len(data) // 2])
+    raise OSError(errno.ENOSPC, "No space left on device (simulated)")
+
+
+_write_parquet = pq.write_table  # the real writer, before a test tears it
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    out = io.BytesIO()
+    _write_parquet(table, out)
+    return out.getvalue()
+
+
+def _save_table(folder: Path, first: bool) -> Path:
+    write_table([{"a": 1 if first else 2}], pa.schema([("a", pa.int64())]), folder / "t.parquet")
     return folder / "t.parquet"
 
 
-def _save_model(folder: Path, ok: bool) -> Path:
-    state = {"w": torch.ones(2)} if ok else {"w": "not a tensor"}
-    save_model_files(state, {"model": "cnn-4"}, folder)  # type: ignore[dict-item]
+def _tear_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pq, "write_table", lambda table, where, **_: _half_then_fail(_parquet_bytes(table), where))
+
+
+def _save_model(folder: Path, first: bool) -> Path:
+    save_model_files({"w": torch.full((64,), 1.0 if first else 2.0)}, {"model": "cnn-4"}, folder)
     return folder / WEIGHTS_FILE
 
 
-def _copy_model(folder: Path, ok: bool) -> Path:
-    source = folder.parent / ("checkpoint" if ok else "broken checkpoint")
-    if ok:
-        _save_model(source, ok=True)
-    copy_model_files(source, folder)  # a missing source fails mid-copy
+def _tear_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(model_files, "save_file", lambda tensors, filename, metadata=None: _half_then_fail(
+        safetensors.torch.save(tensors, metadata), filename))  # fmt: skip
+
+
+def _copy_model(folder: Path, first: bool) -> Path:
+    source = folder.parent / f"checkpoint {first}"
+    _save_model(source, first)
+    copy_model_files(source, folder)
     return folder / WEIGHTS_FILE
 
 
-@pytest.mark.parametrize("save", [_save_table, _save_model, _copy_model])
-def test_writes_are_atomic_a_failed_write_keeps_the_old_file(tmp_path, save):
+def _tear_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shutil, "copyfile", lambda src, dst, **_: _half_then_fail(Path(src).read_bytes(), dst))
+
+
+@pytest.mark.parametrize("save,tear", [(_save_table, _tear_table), (_save_model, _tear_model), (_copy_model, _tear_copy)])
+def test_writes_are_atomic_a_failed_write_keeps_the_old_file(tmp_path, monkeypatch, save, tear):
+    """The second save dies half-way through its bytes (`tear`): a writer that wrote straight
+    into the file would leave it torn; an atomic one leaves the first save's bytes and no temporary file."""
     folder = tmp_path / "out"
     folder.mkdir()
-    path = save(folder, ok=True)
+    path = save(folder, first=True)
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
-    with pytest.raises(Exception):  # noqa: B017 - whatever the writer raises
-        save(folder, ok=False)
+    tear(monkeypatch)
+    with pytest.raises(OSError, match="No space left on device"):
+        save(folder, first=False)
+    monkeypatch.undo()
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # no temporary file, no torn one
     assert path.exists()
+    save(folder, first=False)  # untorn, the same save does replace the file
+    assert path.read_bytes() != before[path.name]
 
 
 def test_saved_model_files_load_back(tmp_path):
