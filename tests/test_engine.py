@@ -260,6 +260,7 @@ def test_checkpoint_is_plain_data_and_written_atomically(tiny_config, digits, tm
         trainer.save(path)
     monkeypatch.undo()
     assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.pt"]  # no torn temp file left beside it
     assert torch.load(path, weights_only=True)["epoch"] == 1  # the epoch-1 resume point, whole
     trainer.save(path)  # untorn, the same save replaces it
     assert torch.load(path, weights_only=True)["epoch"] == 2

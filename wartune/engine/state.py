@@ -10,6 +10,7 @@ nothing from `trainer.py`.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -97,9 +98,12 @@ def restore_trainer(trainer: TrainerParts, state: dict[str, Any]) -> None:
 def save_state(state: dict[str, Any], path: Path | str) -> None:
     """Write atomically: a temp file renamed over the old one, so a crash never leaves half a file."""
     path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per process: two writers never share it
+    try:
+        torch.save(state, tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a failed write leaves no torn file behind
 
 
 def load_state(path: Path | str, device: torch.device) -> dict[str, Any]:
