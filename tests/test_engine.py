@@ -510,14 +510,3 @@ def test_the_read_counter_sees_every_read_of_the_test_split(tiny_config, digits,
     monkeypatch.setattr(trainer_module, "evaluate_model", on_the_test_split)
     leaky.run_epoch()  # an epoch whose evaluation reads the test split, as 0.2.0's did
     assert ReadCounted.reads > 0
-
-
-def test_the_old_checkpoints_module_still_gives_load_model_and_says_where_it_went():
-    import importlib
-
-    import wartune
-    import wartune.checkpoints
-
-    with pytest.warns(DeprecationWarning, match="use wartune.load_model"):
-        old = importlib.reload(wartune.checkpoints)
-    assert old.load_model is wartune.load_model is load_model

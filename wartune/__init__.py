@@ -10,10 +10,6 @@ The plain-Python API mirrors the CLI:
     results = train_stack([TrainConfig(model="wrn10-0.5", lam=lam, epochs=5) for lam in (3, 6, 9)])
 """
 
-# The release, written here only (pyproject.toml reads it). Set before the imports below: a
-# search folder records the release that wrote it, and those modules read it as they load.
-__version__ = "0.2.0"
-
 from wartune.engine import (
     WAR,
     EpochRecord,
@@ -31,6 +27,7 @@ from wartune.engine import (
 from wartune.errors import WartuneError
 from wartune.results.model_files import load_model
 from wartune.tune.spaces import SearchSpace, load_space
+from wartune.version import __version__
 
 __all__ = [
     "__version__",

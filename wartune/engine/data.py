@@ -8,7 +8,7 @@ a GPU cluster before the data is in place.
 
 A `TensorDataset` is a few tensors and a frozen `DatasetInfo`, so it pickles at the cost
 of its bytes: a search loads it once on the driver and hands it to every trial through
-Ray's object store (`wartune.tune.strategies`), and only the driver reads the folder.
+Ray's object store (the search layer puts it there), and only the driver reads the folder.
 """
 
 from __future__ import annotations

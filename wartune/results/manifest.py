@@ -23,7 +23,6 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from wartune import __version__
 from wartune.errors import WartuneError
 from wartune.results.store import (
     COMPARE_FILE,
@@ -38,6 +37,7 @@ from wartune.results.store import (
     upgrade_table,
     write_table,
 )
+from wartune.version import __version__
 
 MANIFEST_FILE = "wartune.json"
 TABLES = ((TRIALS_FILE, TRIAL_SCHEMA), (EPOCHS_FILE, EPOCH_SCHEMA), (COMPARE_FILE, COMPARE_SCHEMA))

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from wartune import __version__
 from wartune.results.pareto import mark_pareto
 from wartune.results.store import (
     EPOCH_SCHEMA,
@@ -33,6 +32,7 @@ from wartune.results.trials import (
     stored_test_reading,
     trial_status,
 )
+from wartune.version import __version__
 
 
 class Sink(Protocol):
