@@ -66,6 +66,8 @@ def evaluate_model(
     may be a trainer's `net`, so the evaluation runs at the run's precision; `run_batch`
     (by default `attack_batch` on `model`) is how a trainer replays its captured attack.
     """
+    # The parameters are evaluate_flags' own, written out rather than passed on as **kwargs so
+    # that every call stays typed and checked: the one pair of twin signatures in the package.
     return evaluate_flags(model, data, attack, seed, max_examples, batch_size, run_batch, split)[0]
 
 

@@ -37,6 +37,9 @@ def _interval_columns(split: str) -> list[tuple[str, pa.DataType]]:
     return [(f"{split}_{figure}_{end}", pa.float64()) for figure in INTERVAL_FIGURES for end in ("lo", "hi")]
 
 
+# The schemas below are declarations, one per table, and several repeat a run of the same
+# columns (model, dataset, eps; figures as float64): each table stands whole in a reader's
+# tool (pandas, DuckDB, Spark), so the repetition is the tables' layout, not logic to share.
 _TRIAL_KEY = [
     ("search", pa.string()),
     ("trial_id", pa.string()),

@@ -11,6 +11,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from wartune.engine.models.depth import blocks_per_group
+
 
 class Bottleneck(nn.Module):
     """One dense layer: appends k new feature maps to its input."""
@@ -45,9 +47,7 @@ class DenseNetBC(nn.Module):
 
     def __init__(self, depth: int, growth: int, num_classes: int, in_channels: int = 3) -> None:
         super().__init__()
-        if (depth - 4) % 6 != 0 or depth < 10:
-            raise ValueError(f"DenseNet-BC depth must be 6n + 4 with n >= 1, got {depth}")
-        n = (depth - 4) // 6
+        n = blocks_per_group(depth, "DenseNet-BC")
         planes = 2 * growth
         self.conv1 = nn.Conv2d(in_channels, planes, 3, padding=1, bias=False)
         layers: list[nn.Module] = []

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from wartune.engine.models.depth import blocks_per_group
+
 
 class BasicBlock(nn.Module):
     """BN-ReLU-conv3x3 twice, with an identity or 1x1-conv shortcut."""
@@ -44,9 +46,7 @@ class WideResNet(nn.Module):
 
     def __init__(self, depth: int, widen: float, num_classes: int, in_channels: int = 3) -> None:
         super().__init__()
-        if (depth - 4) % 6 != 0 or depth < 10:
-            raise ValueError(f"WideResNet depth must be 6n + 4 with n >= 1, got {depth}")
-        n = (depth - 4) // 6
+        n = blocks_per_group(depth, "WideResNet")
         channels = [16] + [max(1, round(c * widen)) for c in (16, 32, 64)]
         self.conv1 = nn.Conv2d(in_channels, channels[0], 3, stride=1, padding=1, bias=False)
         self.block1 = self._group(n, channels[0], channels[1], stride=1)
