@@ -167,7 +167,11 @@ def test_sigterm_stops_a_compare_part_way_and_resume_finishes_every_part(tmp_pat
                                      "lambda": [1, 6], "epochs": 4, "strategies": ["untuned", "grid", "war"]}))  # fmt: skip
     out = tmp_path / "runs"
     proc = _start(["compare", "--space", str(space), "--out", str(out), "--num-cpus", "2", "--no-mlflow"], REPO)
-    _run_until(proc, "cnn-8 λ=", 1)  # the calibration is done; the wide part trains
+    shown = _run_until(proc, "cnn-8 λ=", 1)  # the calibration is done; the wide part trains
+    headings = [line.strip() for line in shown if line.startswith("wartune: compare cmp, part")]
+    assert headings == ["wartune: compare cmp, part 1 of 2: calibrate λ and ζ on cnn-4: 2 trials × 4 epochs",
+                        "wartune: compare cmp, part 2 of 2: untuned, grid, war on cnn-8: 3 trials × 4 epochs"], shown  # fmt: skip
+    assert all(line.startswith("[") for line in shown if " epoch " in line)  # each epoch's line: the part's count
     code, lines = _interrupt(proc, signal.SIGTERM, to_group=False)
     assert code == 143, "\n".join(lines)
     said = _said(lines)

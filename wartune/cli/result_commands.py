@@ -71,11 +71,12 @@ def evaluate(
     import torch
     from rich.table import Table
 
-    from wartune.engine.attack_suite import check_attacks, evaluate_attacks
+    from wartune.engine.attack_suite import AttackResult, check_attacks, evaluate_attacks
     from wartune.engine.config import TrainConfig, validate
     from wartune.engine.data import load_dataset
     from wartune.engine.evaluation import eval_seed
     from wartune.results.model_files import META_FILE, load_model
+    from wartune.results.progress import duration_text
     from wartune.results.robustbench import AUTOATTACK, write_robustbench_json
     from wartune.results.store import EVAL_SCHEMA, read_rows, write_table
     from wartune.results.zeta import now
@@ -98,7 +99,14 @@ def evaluate(
         out_console.print(f"attack seed {seed}: the best epoch's (epoch {meta['epoch']}), as the search evaluated it")
     else:
         out_console.print(f"attack seed {seed} (--seed): another draw of the random starts than the search's")
-    results = evaluate_attacks(model, data, pgd, names, max_examples, seed=seed)
+    def said(place: int, name: str, done: AttackResult | None) -> None:  # AutoAttack alone runs for minutes
+        if done is None:
+            out_console.print(f"attack {place} of {len(names)}: {name} ...", highlight=False)
+        else:
+            out_console.print(f"attack {place} of {len(names)}: {name}: robust {100 * done.rob_acc:.2f} % "
+                              f"on {done.n} images in {duration_text(done.seconds)}", highlight=False)  # fmt: skip
+
+    results = evaluate_attacks(model, data, pgd, names, max_examples, seed=seed, on_attack=said)
     evaluated_at = now()
     table = Table(title=f"{meta['model']} on {meta['dataset']}, L∞ ε = {pgd.eps:g} (%)")
     for col in ("attack", "natural", "robust", "stability", "examples"):

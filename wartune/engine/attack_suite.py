@@ -12,6 +12,7 @@ L∞ with the PGDConfig's ε, and every example's flags (correct, stable, robust
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -105,6 +106,12 @@ class AttackResult:
     stability: float
     n: int
     eps: float
+    seconds: float = 0.0  # the attack's wall time on these examples
+
+
+# Told of each attack as the suite runs: (its place from 1, its name, None as it starts or its
+# result once done), so a command can say what runs and how long each took.
+AttackProgress = Callable[[int, str, "AttackResult | None"], None]
 
 
 def check_attacks(names: list[str]) -> None:
@@ -115,19 +122,23 @@ def check_attacks(names: list[str]) -> None:
 
 def evaluate_attacks(
     model: nn.Module, data: TensorDataset, pgd: PGDConfig, attacks: list[str], max_examples: int | None = None,
-    batch_size: int = EVAL_BATCH, seed: int = 0,
+    batch_size: int = EVAL_BATCH, seed: int = 0, on_attack: AttackProgress | None = None,
 ) -> list[AttackResult]:  # fmt: skip
     """Natural and robust accuracy and stability of `model` on the test split under each attack.
 
     `pgd` is the model's evaluation PGD (`TrainConfig.eval_pgd(eps)`); its ε bounds every
     attack. Each attack draws from its own generator seeded by `seed`, so pgd20 with
-    `evaluation.eval_seed(seed, epoch)` repeats that epoch's evaluation exactly.
+    `evaluation.eval_seed(seed, epoch)` repeats that epoch's evaluation exactly. `on_attack`
+    hears of each attack as it starts and ends (AutoAttack alone runs for minutes).
     """
     check_attacks(attacks)
     model.eval()
     device = next(model.parameters()).device
     results = []
-    for name in attacks:
+    for place, name in enumerate(attacks, 1):
+        if on_attack is not None:
+            on_attack(place, name, None)
+        started = time.perf_counter()
         generator = torch.Generator().manual_seed(seed)
         parts: list[ExampleFlags] = []
         for x, y in eval_batches(data, max_examples, batch_size, device):
@@ -137,5 +148,7 @@ def evaluate_attacks(
             parts.append(flags_under_attack(model, x, x_adv, y))
         flags = ExampleFlags.cat(parts)
         m = summarize(flags, torch.zeros(flags.correct.numel()))
-        results.append(AttackResult(name, m.nat_acc, m.rob_acc, m.stability, m.n, pgd.eps))
+        results.append(AttackResult(name, m.nat_acc, m.rob_acc, m.stability, m.n, pgd.eps, time.perf_counter() - started))
+        if on_attack is not None:
+            on_attack(place, name, results[-1])
     return results

@@ -1,25 +1,49 @@
 """A live progress display of a search (rich): one bar per trial plus the total.
 
-On a terminal the bars update as epochs finish; when output is not a terminal (CI, a
-pipe, a log file) it prints one line per finished epoch instead. A search that repeats each
-setting with several seeds names each trial's seed, or its repeats would read alike.
+On a terminal the bars update as epochs finish, the total with the time left; when output is
+not a terminal (CI, a pipe, a log file) it prints one line per finished epoch instead, each
+with the search's count of epochs done and its time left, so a log reads as the bars do. The
+display opens with a heading line naming the search (a compare's part: which, and of how
+many), and each trial's line names its strategy, as a compare's part mixes several. A search
+that repeats each setting with several seeds names each trial's seed, or its repeats would
+read alike.
 """
 
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from wartune.results.trials import TrialMeta, trial_label
+
+
+def duration_text(seconds: float) -> str:
+    """`45 s`, `3 min 20 s`, `2 h 05 min`: a time left as a log line says it."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 class ProgressSink:
     """Shows trials and epochs as they run."""
 
-    def __init__(self, total_trials: int | None, epochs: int, console: Console | None = None, show_seed: bool = False) -> None:
+    def __init__(self, total_trials: int | None, epochs: int, console: Console | None = None, show_seed: bool = False,
+                 title: str | None = None, clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
         self.show_seed = show_seed
         self.console = console or Console(stderr=True, width=None if sys.stderr.isatty() else 160)
         self.epochs = epochs
@@ -30,13 +54,20 @@ class ProgressSink:
             MofNCompleteColumn(),
             TextColumn("{task.fields[status]}"),
             TimeElapsedColumn(),
+            TimeRemainingColumn(),
             console=self.console,
             disable=not self.live,
         )
-        total = total_trials * epochs if total_trials else None
-        self.overall = self.progress.add_task("all trials (epochs)", total=total, status="")
+        self.total = total_trials * epochs if total_trials else None
+        self.overall = self.progress.add_task("all trials (epochs)", total=self.total, status="")
         self.tasks: dict[str, Any] = {}
         self.done: set[tuple[str, int]] = set()
+        self.trained: dict[str, int] = {}  # trial id -> its epochs done
+        self.ended: set[str] = set()  # trials whose unrun epochs left the total
+        self.clock, self.started, self.new = clock, clock(), 0  # epochs this run trained (a resume re-reports others)
+        if title:
+            trials = f"{total_trials} trials × {epochs} epochs" if total_trials else f"{epochs} epochs a trial"
+            self.console.print(f"wartune: {title}: {trials}", highlight=False)
         self.progress.start()
 
     def on_epoch(self, meta: TrialMeta, result: dict[str, Any]) -> None:
@@ -55,11 +86,28 @@ class ProgressSink:
         self.progress.update(self.tasks[trial_id], completed=epoch, status=status)
         if (trial_id, epoch) not in self.done:
             self.done.add((trial_id, epoch))
+            self.trained[trial_id] = max(self.trained.get(trial_id, 0), epoch)
+            self.new += not result.get("resumed_from_epoch") or epoch > int(result["resumed_from_epoch"])
             self.progress.update(self.overall, advance=1)
         if not self.live:
-            self.console.print(f"{label}  epoch {epoch}/{self.epochs}  {status}", highlight=False)
+            self.console.print(f"[{self.count()}] {meta.strategy} {label}  epoch {epoch}/{self.epochs}  {status}", highlight=False)
+
+    def count(self) -> str:
+        """`12/40 epochs, 3 min 20 s left`: the search's epochs done, and the time left at this run's pace."""
+        done = len(self.done)
+        if self.total is None:
+            return f"{done} epochs"
+        left = ""
+        if self.new and done < self.total:
+            left = f", {duration_text((self.clock() - self.started) / self.new * (self.total - done))} left"
+        return f"{done}/{self.total} epochs{left}"
 
     def on_trial_end(self, meta: TrialMeta, status: str, error: str | None) -> None:
+        skipped = self.epochs - self.trained.get(meta.trial_id, 0)  # stopped by ASHA, or failed: never trained
+        if self.total is not None and skipped > 0 and status != "interrupted" and meta.trial_id not in self.ended:
+            self.ended.add(meta.trial_id)
+            self.total -= skipped
+            self.progress.update(self.overall, total=self.total)
         if status == "interrupted":
             self.console.print(f"[yellow]trial {self.label(meta)} interrupted: its recorded epochs are kept[/yellow]")
         elif status != "finished" or error:

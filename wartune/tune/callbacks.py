@@ -88,7 +88,7 @@ class SinkCallback(tune.Callback):
         self.folder, self.ray_state_dir = search.folder, search.ray_experiment
         self.sinks = [
             ParquetSink(search.folder, self.objectives),
-            ProgressSink(self.total_trials, self.epochs, show_seed=self.seeds > 1),
+            ProgressSink(self.total_trials, self.epochs, show_seed=self.seeds > 1, title=search.title),
             *(make(search.folder) for make in search.sinks),
         ]
 

@@ -83,14 +83,27 @@ def _part(space: SearchSpace, **changes: Any) -> SearchSpace:
 
 
 def _run_part(part: SearchSpace, root: Path, resume: bool, sinks_for: SinksFor | None, storage: str | None,
-              data: SearchData, **lam: Any) -> SearchOutcome:  # fmt: skip
+              data: SearchData, title: str, **lam: Any) -> SearchOutcome:  # fmt: skip
     """Run one part; on --resume, continue it if it was started, else start it."""
     from ray import tune
 
     started = tune.Tuner.can_restore(f"{storage_root(root / part.name, storage)}/{EXPERIMENT}")
     sinks = sinks_for(part) if sinks_for is not None else None
     return run_search(part, root, resume=resume and started, overwrite=not (resume and started), extra_sinks=sinks,
-                      storage=storage, data=data, **lam)  # fmt: skip
+                      storage=storage, data=data, title=title, **lam)  # fmt: skip
+
+
+def part_count(space: SearchSpace) -> int:
+    """How many searches a compare runs: the calibration, the wide part (untuned, grid and WAR
+    side by side) when any of those is chosen, and one per model and seed for Optuna and PBT."""
+    chosen = space.compare_strategies
+    sampled = sum(s in chosen for s in ("optuna", "pbt")) * len(space.models) * len(space.seed_values)
+    return 1 + any(s in chosen for s in ("untuned", "grid", "war")) + sampled
+
+
+def part_title(space: SearchSpace, index: int, what: str) -> str:
+    """`compare table3, part 2 of 3: untuned, grid and war on wrn10-2, wrn10-4`: a part's progress heading."""
+    return f"compare {space.name}, part {index} of {part_count(space)}: {what}"
 
 
 def is_war(strategy: str) -> bool:
@@ -409,13 +422,17 @@ def run_compare(space: SearchSpace, out: Path, *, resume: bool = False, overwrit
             data_ref = ray.put(data)  # one copy in the object store for every part's trials
             calib = _run_part(_part(space, name=CALIBRATE_PART, strategy="grid", model=space.thin_model, strategies=None, war_variants={},
                                     final_attack="none"),  # it only picks λ and ζ, by PGD-20
-                              root, resume, sinks_for, storage, data_ref)  # fmt: skip
+                              root, resume, sinks_for, storage, data_ref,
+                              part_title(space, 1, f"calibrate λ and ζ on {space.thin_model}"))  # fmt: skip
             entry = best_trial_entry(calib.trials, f"{space.name}/calibrate", space.thin_model)
             ZetaRegistry(registry or out / ZETA_FILE).put(entry)
             parts = []
             if specs := wide_lambdas(space, entry):
                 wide = _part(space, name=WIDE_PART, strategy="grid", strategies=None, war_variants={})
-                parts.append(_run_part(wide, root, resume, sinks_for, storage, data_ref, lam=tune.grid_search(specs)))
+                wide_strategies = [c for c in chosen if c in ("untuned", "grid", "war")] + [f"war-{n}" for n in space.war_variants]
+                what = f"{', '.join(wide_strategies)} on {', '.join(space.models)}"
+                parts.append(_run_part(wide, root, resume, sinks_for, storage, data_ref, part_title(space, 2, what),
+                                       lam=tune.grid_search(specs)))  # fmt: skip
             for sampled in (s for s in ("optuna", "pbt") if s in chosen):
                 parts += [
                     _run_part(
@@ -424,9 +441,9 @@ def run_compare(space: SearchSpace, out: Path, *, resume: bool = False, overwrit
                               stack=space.stack if sampled == "optuna" else 1,  # PBT moves trials one by one
                               **{"lambda": {"low": min(grid), "high": max(grid), "log": min(grid) > 0}}),
                         root, resume, sinks_for, storage, data_ref,
+                        part_title(space, len(parts) + 2 + k, f"{sampled} on {model}" + (f", seed {seed}" if space.seeds > 1 else "")),
                     )  # fmt: skip
-                    for model in space.models
-                    for seed in space.seed_values
+                    for k, (model, seed) in enumerate((m, s) for m in space.models for s in space.seed_values)
                 ]
         rows = compare_rows(space.name, calib.trials, cells([t for p in parts for t in p.trials], space, entry))
         write_table(rows, COMPARE_SCHEMA, root / COMPARE_FILE)

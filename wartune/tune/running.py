@@ -26,9 +26,8 @@ class RunningSearch:
 
     folder: Path  # the search folder, absolute, where it is now
     sinks: tuple[Callable[[Path], Any], ...] = ()  # this command's extra sink factories (MLflow)
-    ray_experiment: Path | None = (
-        None  # Ray's experiment folder when it is local (its state is backed up)
-    )
+    ray_experiment: Path | None = None  # Ray's experiment folder when it is local (its state is backed up)
+    title: str | None = None  # what the progress display heads the search with ("compare c, part 2 of 3: …")
 
 
 _RUNNING: list[RunningSearch] = []

@@ -262,13 +262,15 @@ def run_search(
     lam: Any = None,
     extra_sinks: list[Callable[[], Any]] | None = None,
     data: SearchData | None = None,
+    title: str | None = None,
 ) -> SearchOutcome:
     """Run (or resume) a search; results land in `out/<space.name>/`.
 
     `calibration` is the ζ registry entry WAR runs from (strategy war: its ζ, and its best
     λ for `war.lambda0: thin`); `lam` replaces the strategy's λ parameter.
     `data` is the dataset the trials train on; by default it is loaded here, on the driver,
-    from the space's `data_dir` (a resumed search loads it again).
+    from the space's `data_dir` (a resumed search loads it again). `title` heads its progress
+    (default: the search's name).
     """
     folder = out / space.name
     params = param_space(space, calibration, lam)  # fails before anything is written
@@ -280,7 +282,8 @@ def run_search(
         prepare_folder(folder, resume, overwrite, storage)
         if resume:
             check_resume_matches(folder, space)
-        _fit(space, folder, params, resume, address, num_cpus, num_gpus, storage, extra_sinks, data, validation)
+        _fit(space, folder, params, resume, address, num_cpus, num_gpus, storage, extra_sinks, data, validation,
+             title or f"search {space.name}")  # fmt: skip
     return SearchOutcome(folder, space, read_rows(folder / TRIALS_FILE, TRIAL_SCHEMA))
 
 
@@ -304,7 +307,7 @@ def trial_trainable(space: SearchSpace, data: SearchData) -> Any:
 def _fit(space: SearchSpace, folder: Path, params: dict[str, Any], resume: bool, address: str | None,
          num_cpus: int | None, num_gpus: float | None, storage: str | None,
          extra_sinks: list[Callable[..., Any]] | None, data: SearchData,
-         validation: dict[str, Any] | None = None) -> None:  # fmt: skip
+         validation: dict[str, Any] | None = None, title: str | None = None) -> None:  # fmt: skip
     """Write the resolved space (or make an older or moved folder ready to resume), then build
     (or restore) the Tuner and run it to the end, bound to this folder and these sinks."""
     folder = folder.resolve()
@@ -317,7 +320,7 @@ def _fit(space: SearchSpace, folder: Path, params: dict[str, Any], resume: bool,
 
         (folder / SPACE_FILE).write_text(yaml.safe_dump(space.model_dump(mode="json", by_alias=True), sort_keys=False))
         manifest.record(folder, validation)
-    with ray_session(address, num_cpus, num_gpus), running(RunningSearch(folder, tuple(extra_sinks or ()), local)):
+    with ray_session(address, num_cpus, num_gpus), running(RunningSearch(folder, tuple(extra_sinks or ()), local, title)):
         trainable = trial_trainable(space, data)
         if resume:
             tuner = tune.Tuner.restore(f"{experiments}/{EXPERIMENT}", trainable, resume_unfinished=True, resume_errored=True)
