@@ -1,8 +1,8 @@
 """The best models of a search in MLflow: logged in their trial runs, the best registered.
 
 One real CLI search (two widths, two λ, the default sqlite store under runs/) with
-`--register-model`; the model is then loaded back the way a user would: the README's own
-snippet, `mlflow.pytorch.load_model("models:/digits-best/1")` then `model.eval()`, run as
+`--register-model`; the model is then loaded back the way a user would: the snippet in
+docs/results.md, `mlflow.pytorch.load_model("models:/digits-best/1")` then `model.eval()`, run as
 written, must give the natural accuracy trials.parquet reports, on the same test split, and
 the model fine-tunes like any torch module.
 """
@@ -65,7 +65,7 @@ def test_register_model_without_mlflow_is_a_one_line_error(command, tmp_path, ca
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory) -> dict[str, Any]:
     """`wartune search` of cnn-4 and cnn-8 × λ ∈ {1, 6}, one epoch, with `--register-model` (~40 s),
-    logging to the default store, runs/mlflow.db, as the README's snippet reads it."""
+    logging to the default store, runs/mlflow.db, as the snippet in docs/results.md reads it."""
     root = tmp_path_factory.mktemp("registered")
     uri = default_tracking_uri(root / "runs")
     argv = ["search", "--space", str(write_space(root)), "--model", "cnn-4", "--model", "cnn-8", "--epochs", "1",
@@ -79,8 +79,8 @@ def registered(tmp_path_factory) -> dict[str, Any]:
 
 
 def readme_snippet() -> str:
-    """The README's MLflow snippet, the Python block that loads the registered model."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    """The MLflow snippet of docs/results.md (it was the README's), the Python block that loads the registered model."""
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "results.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
     (snippet,) = [b for b in blocks if "mlflow.pytorch.load_model(" in b]
     return snippet
@@ -93,7 +93,7 @@ def test_the_readme_snippet_runs_as_written_with_eval(registered, monkeypatch):
     monkeypatch.chdir(registered["root"])  # where `runs/` is, as after the README's search
     namespace: dict[str, Any] = {}
     try:
-        exec(compile(snippet, "README.md", "exec"), namespace)
+        exec(compile(snippet, "docs/results.md", "exec"), namespace)
     finally:
         mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  # the snippet sets the process's store
     best = best_trial(registered["trials"])
