@@ -58,7 +58,11 @@ def report(
 
 @app.command()
 def evaluate(
-    model_dir: Annotated[Path, typer.Argument(help="A trained model folder, e.g. runs/lambda_grid/models/<trial>.")],
+    model_dir: Annotated[Path | None, typer.Argument(help="A trained model folder, e.g. runs/lambda_grid/models/<trial> (or --weights).")] = None,
+    weights: Annotated[Path | None, typer.Option(help="Instead of a model folder: a safetensors file or a torch state_dict from any code "
+                                                 "(a 'module.' prefix and a 'state_dict' key are handled); needs --model and --dataset.")] = None,
+    model: Annotated[str | None, typer.Option(help="With --weights: the registry network the weights are for, e.g. wrn34-10.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="With --weights: the dataset to attack it on (its threat model's ε by default).")] = None,
     attacks: Annotated[str, typer.Option(help="Comma-separated: pgd20, cw, apgd-ce, fab, square, autoattack.")] = "pgd20,cw,fab,square,autoattack",
     max_examples: Annotated[int | None, typer.Option(help="Evaluate on the first N test examples.")] = None,
     eps: Annotated[float | None, typer.Option(help="L∞ radius (default: the model's training ε).")] = None,
@@ -75,6 +79,7 @@ def evaluate(
     from wartune.engine.config import TrainConfig, validate
     from wartune.engine.data import load_dataset
     from wartune.engine.evaluation import eval_seed
+    from wartune.results.foreign_weights import load_weights
     from wartune.results.model_files import META_FILE, load_model
     from wartune.results.progress import duration_text
     from wartune.results.robustbench import AUTOATTACK, write_robustbench_json
@@ -86,17 +91,29 @@ def evaluate(
     if robustbench_json is not None and AUTOATTACK not in names:
         names.append(AUTOATTACK)  # RobustBench's robust accuracy is AutoAttack's
         out_console.print(f"--robustbench-json: {AUTOATTACK} added to the attacks")
-    if not (model_dir / META_FILE).is_file():
-        raise WartuneError(f"{str(model_dir)!r} holds no {META_FILE}: give a folder under runs/<search>/models/")
     if eps is not None and eps <= 0:
         raise ConfigError(f"--eps must be > 0, got {eps}")
-    model, meta = load_model(model_dir)
-    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    if weights is not None:  # another codebase's checkpoint, into a registry network
+        if model_dir is not None or model is None or dataset is None:
+            raise ConfigError("--weights needs --model and --dataset, and no model folder")
+        net, meta = load_weights(weights, model, dataset)
+        evaluation = weights.with_name(weights.name + ".evaluation.parquet")
+    else:
+        if model_dir is None:
+            raise ConfigError("give a model folder (runs/<search>/models/<trial>) or --weights FILE --model NAME --dataset D")
+        if not (model_dir / META_FILE).is_file():
+            raise WartuneError(f"{str(model_dir)!r} holds no {META_FILE}: give a folder under runs/<search>/models/")
+        net, meta = load_model(model_dir)
+        evaluation = model_dir / "evaluation.parquet"
+    net.to("cuda" if torch.cuda.is_available() else "cpu")
     data = load_dataset(meta["dataset"], data_dir or meta["train_config"].get("data_dir"))
-    pgd = validate(TrainConfig, meta["train_config"], source=str(model_dir / META_FILE)).eval_pgd(eps)
-    if seed is None:  # the best epoch's own evaluation: PGD-20 on it repeats the recorded figure
+    pgd = validate(TrainConfig, meta["train_config"], source=str(weights or model_dir / META_FILE)).eval_pgd(eps)
+    if seed is None and "epoch" in meta:  # the best epoch's own evaluation: PGD-20 on it repeats the recorded figure
         seed = eval_seed(int(meta["train_config"]["seed"]), int(meta["epoch"]))
         out_console.print(f"attack seed {seed}: the best epoch's (epoch {meta['epoch']}), as the search evaluated it")
+    elif seed is None:
+        seed = 0
+        out_console.print("attack seed 0 (--seed sets another)")
     else:
         out_console.print(f"attack seed {seed} (--seed): another draw of the random starts than the search's")
     def said(place: int, name: str, done: AttackResult | None) -> None:  # AutoAttack alone runs for minutes
@@ -106,19 +123,20 @@ def evaluate(
             out_console.print(f"attack {place} of {len(names)}: {name}: robust {100 * done.rob_acc:.2f} % "
                               f"on {done.n} images in {duration_text(done.seconds)}", highlight=False)  # fmt: skip
 
-    results = evaluate_attacks(model, data, pgd, names, max_examples, seed=seed, on_attack=said)
+    results = evaluate_attacks(net, data, pgd, names, max_examples, seed=seed, on_attack=said)
     evaluated_at = now()
     table = Table(title=f"{meta['model']} on {meta['dataset']}, L∞ ε = {pgd.eps:g} (%)")
-    for col in ("attack", "natural", "robust", "stability", "examples"):
-        table.add_column(col, justify="left" if col == "attack" else "right")
+    for col in ("attack", "natural", "robust", "stability", "examples", "budget"):
+        table.add_column(col, justify="left" if col in ("attack", "budget") else "right")
     rows = []
     for r in results:
-        table.add_row(r.attack, f"{100 * r.nat_acc:.2f}", f"{100 * r.rob_acc:.2f}", f"{100 * r.stability:.2f}", str(r.n))
+        table.add_row(r.attack, f"{100 * r.nat_acc:.2f}", f"{100 * r.rob_acc:.2f}", f"{100 * r.stability:.2f}", str(r.n),
+                      r.budget.split(": ", 1)[1])  # fmt: skip
         rows.append({"model": meta["model"], "dataset": meta["dataset"], "attack": r.attack, "eps": r.eps,
                      "nat_acc": r.nat_acc, "rob_acc": r.rob_acc, "stability": r.stability, "examples": r.n,
-                     "attack_seed": seed, "pgd_steps": pgd.steps, "pgd_step": pgd.step_size, "evaluated_at": evaluated_at})  # fmt: skip
+                     "attack_seed": seed, "pgd_steps": pgd.steps, "pgd_step": pgd.step_size, "evaluated_at": evaluated_at,
+                     "budget": r.budget})  # fmt: skip
     # appended: an earlier evaluation (another seed, ε or attack) stays beside this one
-    evaluation = model_dir / "evaluation.parquet"
     write_table(read_rows(evaluation, EVAL_SCHEMA) + rows, EVAL_SCHEMA, evaluation)
     out_console.print(table)
     out_console.print(f"written: {evaluation}")

@@ -86,6 +86,22 @@ def standard_autoattack(model: nn.Module, eps: float, n_classes: int, seed: int)
     ])  # fmt: skip
 
 
+def attack_budget(name: str, pgd: PGDConfig) -> str:
+    """What `name` spends on each example under `pgd`'s ε (steps, step size, queries, restarts):
+    printed beside its figure and stored with it, so a reader can weigh the number."""
+    steps = f"{pgd.steps} steps of {pgd.step_size:g}, a random start"
+    budgets = {
+        "pgd20": f"PGD on cross-entropy, {steps}",
+        "cw": f"PGD on the C&W margin, {steps}",
+        "apgd-ce": "APGD-CE, 50 steps, 1 restart",
+        "fab": "FAB (untargeted), 20 steps, 1 restart",
+        "square": "Square, 1,000 queries, 1 restart",
+        "autoattack": f"standard AutoAttack: APGD-CE, APGD-T and FAB-T ({AUTOATTACK_TARGETS} targets) at "
+        f"{AUTOATTACK_ITERATIONS} steps, Square at {SQUARE_QUERIES:,} queries, 1 restart each",
+    }
+    return f"L∞ ε {pgd.eps:.4g}: {budgets[name]}"
+
+
 ATTACKS: dict[str, AttackFn] = {
     "pgd20": _pgd("ce"),
     "cw": _pgd("cw"),
@@ -107,6 +123,7 @@ class AttackResult:
     n: int
     eps: float
     seconds: float = 0.0  # the attack's wall time on these examples
+    budget: str = ""  # what it spent per example (`attack_budget`)
 
 
 # Told of each attack as the suite runs: (its place from 1, its name, None as it starts or its
@@ -148,7 +165,8 @@ def evaluate_attacks(
             parts.append(flags_under_attack(model, x, x_adv, y))
         flags = ExampleFlags.cat(parts)
         m = summarize(flags, torch.zeros(flags.correct.numel()))
-        results.append(AttackResult(name, m.nat_acc, m.rob_acc, m.stability, m.n, pgd.eps, time.perf_counter() - started))
+        seconds = time.perf_counter() - started
+        results.append(AttackResult(name, m.nat_acc, m.rob_acc, m.stability, m.n, pgd.eps, seconds, attack_budget(name, pgd)))
         if on_attack is not None:
             on_attack(place, name, results[-1])
     return results

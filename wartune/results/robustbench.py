@@ -69,9 +69,12 @@ def robustbench_entry(meta: dict[str, Any], results: Sequence[AttackResult]) -> 
         raise WartuneError(f"a RobustBench entry needs the {AUTOATTACK} attack in --attacks")
     config = meta.get("train_config", {})
     objective = str(config.get("objective", "")).upper() or "adversarial training"
+    name = f"wartune: {objective}, {lambda_text(config.get('lam'))}, {meta['model']} on {meta['dataset']}"
+    if meta.get("weights"):  # another codebase's checkpoint (`foreign_weights.py`): its training is not known here
+        name = f"{meta['model']} on {meta['dataset']}, weights {Path(meta['weights']).name}, evaluated by wartune"
     return {
         "link": "",
-        "name": f"wartune: {objective}, {lambda_text(config.get('lam'))}, {meta['model']} on {meta['dataset']}",
+        "name": name,
         "authors": "",
         "additional_data": False,
         "number_forward_passes": 1,
@@ -82,8 +85,13 @@ def robustbench_entry(meta: dict[str, Any], results: Sequence[AttackResult]) -> 
         "clean_acc": percent(aa.nat_acc),
         "reported": percent(meta["val_rob_acc"]) if meta.get("val_rob_acc") is not None else "",
         "autoattack_acc": percent(aa.rob_acc),
-        "footnote": f"Evaluated by wartune on {aa.n} test examples; reported: PGD-20 on the validation split at the best epoch.",
+        "footnote": f"Evaluated by wartune on {aa.n} test examples"
+        + ("; reported: PGD-20 on the validation split at the best epoch." if meta.get("val_rob_acc") is not None else "."),
         "threat_model": THREAT_MODEL,
+        # beyond RobustBench's fields: every attack run, its figure and what it spent per example
+        "wartune_attacks": [
+            {"attack": r.attack, "robust_acc": percent(r.rob_acc), "examples": r.n, "budget": r.budget} for r in results
+        ],
     }
 
 

@@ -173,6 +173,7 @@ EVAL_SCHEMA = pa.schema(
         ("pgd_steps", pa.int64()),  # the evaluation PGD the attacks were bounded and sized by
         ("pgd_step", pa.float64()),
         ("evaluated_at", pa.string()),  # when (UTC): each `evaluate` appends its rows
+        ("budget", pa.string()),  # what the attack spent per example: steps, step size, queries, restarts
     ]
 )
 
@@ -257,6 +258,7 @@ ADDED_COLUMNS: dict[str, Any] = {
     "pgd_steps": None,
     "pgd_step": None,
     "evaluated_at": None,
+    "budget": None,  # evaluation.parquet before 0.3.0: the attacks' budgets were not recorded
     "selected_on": "test",  # a trial of schema 3 or before: its choices read the test split
     "val_examples": None,  # trials.parquet before schema 4: on epochs.parquet's rows only
     "val_rob_acc": None,  # compare.parquet and zeta.parquet before schema 4: chosen on the test split
