@@ -24,6 +24,7 @@ from wartune.engine import (
     train,
     train_stack,
 )
+from wartune.engine.models import register_model
 from wartune.errors import WartuneError
 from wartune.results.model_files import load_model
 from wartune.tune.spaces import SearchSpace, load_space
@@ -45,6 +46,7 @@ __all__ = [
     "load_model",
     "load_space",
     "load_dataset",
+    "register_model",
     "train",
     "train_stack",
 ]

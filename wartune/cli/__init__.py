@@ -9,6 +9,7 @@ the shell's status for the signal (130, 143, 129).
 
 from __future__ import annotations
 
+import os
 import shlex
 import signal
 import sys
@@ -76,15 +77,32 @@ def _interrupted(args: list[str], signum: int, what: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: one-line errors with exit status 2."""
     args = list(sys.argv[1:] if argv is None else argv)
+    _working_folder_importable()
     with on_stop_signals():
         _main(args)
+
+
+def _working_folder_importable() -> None:
+    """The working folder's modules importable, as `python -m` makes them, by this process and by
+    the Ray workers it starts (they inherit PYTHONPATH): a user's `--model my_nets:build-2`."""
+    here = os.getcwd()
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if here not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([here, *paths])
+
+
+def _stopped_at_once(args: list[str]) -> str:
+    """What an interrupt outside Ray's loop leaves: a command that resumes keeps its recorded epochs."""
+    return "stopped at once; every epoch recorded before is kept" if resume_command(args) is not None else "stopped at once"
 
 
 def _main(args: list[str]) -> None:
     try:
         code = app(args=args, standalone_mode=False)
         if code == 130:  # typer's answer to a KeyboardInterrupt: a stop signal outside Ray's loop, or a second one
-            _interrupted(args, received() or signal.SIGINT, "stopped at once; every epoch recorded before is kept")
+            _interrupted(args, received() or signal.SIGINT, _stopped_at_once(args))
         if isinstance(code, int) and code:
             sys.exit(code)
     except SearchInterrupted as err:
@@ -101,7 +119,7 @@ def _main(args: list[str]) -> None:
         err_console.print(f"wartune: error: cannot use{where}: {err.strerror or err}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(2)
     except (Abort, KeyboardInterrupt):  # a stop signal outside Ray's loop, or a second one: stopped at once
-        _interrupted(args, received() or signal.SIGINT, "stopped at once; every epoch recorded before is kept")
+        _interrupted(args, received() or signal.SIGINT, _stopped_at_once(args))
     except Exit as err:
         sys.exit(err.exit_code)
 

@@ -131,7 +131,7 @@ def calibrate(
     from wartune.results.formatting import num, pct
     from wartune.results.store import TRIAL_SCHEMA, TRIALS_FILE, read_rows
     from wartune.results.zeta import best_trial_entry, doubt
-    from wartune.tune.spaces import load_space
+    from wartune.tune.spaces import folder_name, load_space
 
     model = one_model(flags.model)
     reg = registry_at(flags.registry, flags.out)
@@ -144,7 +144,7 @@ def calibrate(
     else:
         if model is None:
             raise ConfigError("calibrate needs --model (the thin network, e.g. wrn34-0.5) or --from a finished search")
-        spec = load_space(space, flags.space_overrides(name=flags.name or f"calibrate-{model}", strategy="grid"))
+        spec = load_space(space, flags.space_overrides(name=flags.name or folder_name(f"calibrate-{model}"), strategy="grid"))
         trials, search_name = run_and_report(spec, flags).trials, spec.name
     entry = best_trial_entry(trials, search_name, model)
     reg.put(entry)
@@ -172,13 +172,13 @@ def transfer(
     from wartune.engine.data import dataset_info
     from wartune.results.formatting import num
     from wartune.results.zeta import doubt
-    from wartune.tune.spaces import load_space
+    from wartune.tune.spaces import folder_name, load_space
     from wartune.tune.strategies import war_and_untuned
 
     thin = zeta_from.partition("@")[0]
     # named after the thin net and the wide target(s): another target is another search
     targets = f"-to-{'_'.join(flags.model)}" if flags.model else ""
-    name = flags.name or f"transfer-{thin}{targets}"
+    name = flags.name or folder_name(f"transfer-{thin}{targets}")
     overrides = flags.space_overrides(name=name, strategy="war", zeta_from=zeta_from, **{"war.alpha": alpha})
     spec = load_space(space, overrides)
     entry = registry_at(flags.registry, flags.out).lookup(zeta_from, spec.dataset, spec.objective, spec.eps, force)

@@ -11,12 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from wartune.engine.attacks import PGDConfig
 from wartune.engine.data import dataset_info
 from wartune.engine.graphs import GraphSetting
-from wartune.engine.models import check_model_name
+from wartune.engine.models import check_model_name, create_model, is_own_model
 from wartune.engine.objectives import ObjectiveName, get_objective
 from wartune.engine.precision import PrecisionSetting
 from wartune.engine.schedules import ScheduleName
@@ -230,8 +231,14 @@ class TrainConfig(TrainingSettings):
 
 
 def check_model_fits(name: str, dataset: str | None) -> None:
-    """A known model name that takes the dataset's images (smallcnn needs 16 pixels; digits has 8)."""
+    """A known model name that takes the dataset's images (smallcnn needs 16 pixels; digits has 8).
+    A user's own network is built once, on the meta device (no memory, no arithmetic), so a
+    factory that fails does so here, in one line, not in every trial."""
     check_model_name(name, dataset_info(dataset).image_size if dataset else None)
+    if dataset and is_own_model(name):
+        info = dataset_info(dataset)
+        with torch.device("meta"):
+            create_model(name, info.num_classes, info.in_channels, info.image_size)
 
 
 def _models_in(annotation: Any) -> list[type[BaseModel]]:

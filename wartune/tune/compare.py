@@ -45,7 +45,7 @@ from wartune.results.store import (
 from wartune.results.trials import best_trial, decode_flags, is_finite
 from wartune.results.zeta import ZetaEntry, ZetaRegistry, best_trial_entry
 from wartune.tune.params import fixed_lambda, war_lambda
-from wartune.tune.spaces import COMPARE_STRATEGIES, SearchSpace
+from wartune.tune.spaces import COMPARE_STRATEGIES, SearchSpace, folder_name
 from wartune.tune.stacks import largest_chunk
 from wartune.tune.strategies import (
     EXPERIMENT,
@@ -456,4 +456,4 @@ def run_compare(space: SearchSpace, out: Path, *, resume: bool = False, overwrit
 
 def sampled_name(strategy: str, model: str, seed: int, seeds: int) -> str:
     """An Optuna or PBT part's name: one study (population) per model, and per seed when there are several."""
-    return f"{strategy}-{model}" if seeds == 1 else f"{strategy}-{model}-seed{seed}"
+    return folder_name(f"{strategy}-{model}" if seeds == 1 else f"{strategy}-{model}-seed{seed}")

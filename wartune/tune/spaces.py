@@ -153,6 +153,12 @@ _VARIANT = re.compile(r"[A-Za-z0-9_]{1,30}")
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 
 
+def folder_name(text: str) -> str:
+    """`text` as a search's folder name: what `_NAME` refuses (`:` of a user's `module:factory`
+    model, `/`) becomes `_`, and it is cut to 100 characters."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text)[:100]
+
+
 def check_search_name(name: str) -> str:
     """Refuse a name that would put the search folder outside --out (or not be portable)."""
     if not _NAME.fullmatch(name) or name in (".", ".."):

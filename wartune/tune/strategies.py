@@ -23,11 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import ray
+import torch
 from ray import tune
 
 from wartune import interrupts
 from wartune.engine.data import TensorDataset, dataset_info, load_dataset
+from wartune.engine.models import create_model
 from wartune.engine.stack_memory import free_bytes, largest_stack, member_bytes
+from wartune.engine.stacking import stackable
 from wartune.engine.validation import held_out_indices
 from wartune.errors import WartuneError, warn
 from wartune.results import manifest
@@ -153,6 +156,10 @@ def check_stack_fits(space: SearchSpace, size: int, models: list[str] | None = N
     room = free_bytes(device, space.resources.gpu)
     info = dataset_info(space.dataset)
     for model in models or space.models:
+        with torch.device("meta"):  # no memory, no arithmetic: only which layers it has
+            why = stackable(model, create_model(model, info.num_classes, info.in_channels, info.image_size))
+        if why:
+            raise WartuneError(f"{why}: use --stack 1")
         fits = largest_stack(model, info, space.batch_size, room)
         if fits < size:
             need = size * member_bytes(model, info, space.batch_size) / 2**30
