@@ -37,9 +37,9 @@ from wartune.tune.study import OPTUNA_FILE
 OLD_RELEASE = Path(__file__).parent / "data" / "wartune-0.1.0-searches.tar.gz"
 # What `upgrade` says of a 0.1.0 folder: both tables renamed to schema 4's val_* / test_* names,
 # and the columns added since (trials.parquet: selected_on, val_examples, the 12 interval columns,
-# the two flag columns, graphs, stack, wartune_version) filled with their empty values.
+# the two flag columns, graphs, stack, wartune_version, the five tuned settings) filled with their empty values.
 UPGRADED = (f"was written by wartune 0.1.0 or before (schema 1); upgraded for wartune {__version__} (schema {SCHEMA_VERSION}): "
-            f"trials.parquet {RENAMED[TRIALS_FILE]}; trials.parquet gained 19 columns (selected_on, val_examples, val_nat_acc_lo, ...) "
+            f"trials.parquet {RENAMED[TRIALS_FILE]}; trials.parquet gained 24 columns (selected_on, val_examples, val_nat_acc_lo, ...) "
             f"(empty: null); epochs.parquet {RENAMED[EPOCHS_FILE]}; epochs.parquet gained stack (empty: null)")  # fmt: skip
 
 

@@ -40,6 +40,7 @@ from wartune.results.store import (
     STEPS_FILE,
     TRIAL_SCHEMA,
     TRIALS_FILE,
+    TUNED_COLUMNS,
     read_rows,
     step_file,
     upgrade_steps_file,
@@ -369,7 +370,7 @@ def test_schema_3_tables_read_with_schema_4_names_and_upgrade_to_them(tmp_path):
     assert (row["test_nat_acc"], row["test_rob_acc"], row["test_stability"], row["val_rob_acc"]) == (0.81, 0.42, 0.61, None)
 
     gains = {
-        TRIALS_FILE: {"selected_on", "val_examples", "test_robust", "test_correct"}
+        TRIALS_FILE: {"selected_on", "val_examples", "test_robust", "test_correct", *TUNED_COLUMNS}
         | {f"{split}_{f}_{end}" for split in ("val", "test") for f in ("nat_acc", "rob_acc", "stability") for end in ("lo", "hi")},
         EPOCHS_FILE: set(),
         COMPARE_FILE: {"val_rob_acc", "test_rob_acc_lo", "test_rob_acc_hi", "rob_vs_grid", "rob_vs_grid_lo", "rob_vs_grid_hi"},

@@ -47,7 +47,8 @@ FAST_FAIL_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TI
 TRACKING_ERRORS: tuple[type[Exception], ...] = (MlflowException, OSError, SQLAlchemyError)
 
 EPOCH_METRICS = ("val_nat_acc", "val_rob_acc", "val_stability", "l_nat", "l_rob", "zeta", "lambda_mean", "lambda_last", "val_lipschitz", "lr")
-TRIAL_PARAMS = ("trial_id", "strategy", "model", "width", "dataset", "objective", "eps", "seed", "lambda_setting", "zeta_used", "zeta_from", "precision", "graphs")
+TRIAL_PARAMS = ("trial_id", "strategy", "model", "width", "dataset", "objective", "eps", "seed", "lambda_setting", "zeta_used", "zeta_from",
+                "precision", "graphs", "lr", "weight_decay", "attack_steps", "attack_step", "batch_size")  # fmt: skip
 FINAL_ATTACK_METRICS = ("aa_rob_acc", "aa_seconds")  # trials.parquet's AutoAttack columns MLflow shows
 _RUN_STATUS = {"finished": "FINISHED", "stopped": "FINISHED", "running": "KILLED", "interrupted": "KILLED"}  # error, failed: FAILED
 _BATCH = 100  # MLflow's limit of params or tags per log_batch call (metrics: 1000)

@@ -18,6 +18,7 @@ from wartune.results.store import (
     EPOCHS_FILE,
     TRIAL_SCHEMA,
     TRIALS_FILE,
+    TUNED_COLUMNS,
     read_rows,
     remove_steps_except,
     upgrade_steps_file,
@@ -152,6 +153,7 @@ class ParquetSink:
             "checkpoint": meta.checkpoint,
             "stack": meta.stack,
             "wartune_version": __version__,  # this driver ran it: a search resumed after an upgrade shows which
+            **{name: getattr(meta, name) for name in TUNED_COLUMNS},
             **final_attack_of(self.trials.get(meta.trial_id)),  # written after the trials, kept by every rewrite
         }
 

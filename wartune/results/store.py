@@ -30,6 +30,8 @@ import pyarrow.parquet as pq
 from wartune.errors import WartuneError
 
 INTERVAL_FIGURES = ("nat_acc", "rob_acc", "stability")
+# trials.parquet's columns of the settings a search beyond λ tunes (with `eps`, a key column)
+TUNED_COLUMNS = ("lr", "weight_decay", "attack_steps", "attack_step", "batch_size")
 
 
 def _interval_columns(split: str) -> list[tuple[str, pa.DataType]]:
@@ -144,6 +146,12 @@ TRIAL_SCHEMA = pa.schema(
         ("aa_examples", pa.int64()),
         ("aa_seconds", pa.float64()),
         ("wartune_version", pa.string()),  # the release whose driver last ran the trial (0.2.0 on)
+        # the optimiser's and training attack's settings, as a search beyond λ chose them (eps: above)
+        ("lr", pa.float64()),
+        ("weight_decay", pa.float64()),
+        ("attack_steps", pa.int64()),
+        ("attack_step", pa.float64()),
+        ("batch_size", pa.int64()),
     ]
 )
 
@@ -259,6 +267,11 @@ ADDED_COLUMNS: dict[str, Any] = {
     "pgd_step": None,
     "evaluated_at": None,
     "budget": None,  # evaluation.parquet before 0.3.0: the attacks' budgets were not recorded
+    "lr": None,  # trials.parquet before 0.3.0: the space's settings, in space.yaml
+    "weight_decay": None,
+    "attack_steps": None,
+    "attack_step": None,
+    "batch_size": None,
     "selected_on": "test",  # a trial of schema 3 or before: its choices read the test split
     "val_examples": None,  # trials.parquet before schema 4: on epochs.parquet's rows only
     "val_rob_acc": None,  # compare.parquet and zeta.parquet before schema 4: chosen on the test split

@@ -47,6 +47,12 @@ class TrialMeta:
     restarts: int = 0
     stack: str | None = None  # the Ray trial that trained it as a member of a stack (tune/stacks.py); None: alone
     selected_on: str = "validation"  # "test": begun by 0.2.0 or before, its choices read the test split
+    # the optimiser's and training attack's settings (a search beyond λ tunes them; tune/dimensions.py)
+    lr: float | None = None
+    weight_decay: float | None = None
+    attack_steps: int | None = None
+    attack_step: float | None = None
+    batch_size: int | None = None
 
     def key_columns(self) -> dict[str, Any]:
         """The columns every per-trial table starts with (`store.TRIAL_KEY_COLUMNS`)."""

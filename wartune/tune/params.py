@@ -19,6 +19,7 @@ from wartune.engine.config import FixedLambda, TrainConfig, WARLambda
 from wartune.engine.models import model_width
 from wartune.results.trials import TrialMeta
 from wartune.results.zeta import ZetaEntry
+from wartune.tune.dimensions import TUNED, with_tuned
 from wartune.tune.spaces import Resources, SearchSpace, WarSettings
 
 STRATEGY_LABEL = "strategy"  # the key a λ spec may carry when one search mixes strategies
@@ -83,6 +84,7 @@ class TrialParams:
         seed = params.get("seed", base["seed"])
         if "validation" not in base:  # a trial that wartune 0.2.0 or before began: it goes on choosing as it did
             base = {**base, "validation": {"held_out": False}}
+        base = with_tuned(base, params.get(TUNED))  # the values a search beyond λ chose for this trial
         config = TrainConfig.model_validate({**base, "model": params["model"], "lam": lam, "seed": seed})
         return cls(params["search"], strategy, config, params.get("zeta_from"), Resources(**params["resources"]))
 
@@ -106,6 +108,11 @@ class TrialParams:
             cpus=float(self.resources.cpu),
             gpus=float(self.resources.gpu),
             selected_on="validation" if config.validation.held_out else "test",
+            lr=float(config.lr),
+            weight_decay=float(config.weight_decay),
+            attack_steps=int(config.train_steps),
+            attack_step=float(config.step_size),
+            batch_size=int(config.batch_size),
             **state,
         )
 

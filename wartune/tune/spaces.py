@@ -32,6 +32,7 @@ from wartune.engine.config import (
 from wartune.engine.stacking import unstackable_family
 from wartune.errors import ConfigError
 from wartune.results.pareto import OBJECTIVES, objective_name
+from wartune.tune.dimensions import Range, check_dimensions
 
 
 class Resources(StrictModel):
@@ -186,6 +187,8 @@ class SearchSpace(TrainingSettings):
     # train up to this many trials of one model (differing in λ and seed) as one grouped network
     # (tune/stacks.py); 1: every trial alone
     stack: PositiveInt = 1
+    # dimensions beyond λ (lr, weight_decay, eps, attack_step(s), batch_size): lists or ranges (dimensions.py)
+    search: dict[str, list[float] | Range] = {}
     resources: Resources = Resources()
     scheduler: Literal["none", "asha"] = "none"
     pbt: PbtSettings = PbtSettings()
@@ -277,6 +280,7 @@ class SearchSpace(TrainingSettings):
         if not self.validation.held_out:
             raise ValueError("validation held_out false is how wartune marks a trial that 0.2.0 began (its choices "
                              "read the test split); a new search always holds a validation split out")  # fmt: skip
+        check_dimensions(self.search, self.strategy, self.stack)
         if self.stack > 1:
             self._check_stackable()
         return self

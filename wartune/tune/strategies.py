@@ -14,6 +14,7 @@ so only the driver's machine needs --data-dir.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -46,6 +47,7 @@ from wartune.results.store import (
 from wartune.results.zeta import ZetaEntry
 from wartune.tune import ray_pickles, ray_state
 from wartune.tune.callbacks import WRITE_FAILURES, SinkCallback
+from wartune.tune.dimensions import TUNED, domains
 from wartune.tune.final_verdict import final_verdict
 from wartune.tune.member_rungs import ASHA, asha_scheduler, member_rungs
 from wartune.tune.params import fixed_lambda, trial_params, war_lambda
@@ -120,7 +122,8 @@ def count_trials(space: SearchSpace, params: dict[str, Any]) -> int:
     if MEMBERS in params:
         return _grid_size(params["model"]) * sum(len(stack) for stack in params[MEMBERS]["grid_search"])
     samples = (space.trials or 1) if space.strategy in SAMPLED else 1
-    return _grid_size(params["model"]) * _grid_size(params["lam"]) * _grid_size(params["seed"]) * samples
+    tuned = math.prod(_grid_size(v) for v in params.get(TUNED, {}).values())
+    return _grid_size(params["model"]) * _grid_size(params["lam"]) * _grid_size(params["seed"]) * tuned * samples
 
 
 def param_space(space: SearchSpace, calibration: ZetaEntry | None = None, lam: Any = None) -> dict[str, Any]:
@@ -130,6 +133,11 @@ def param_space(space: SearchSpace, calibration: ZetaEntry | None = None, lam: A
     model = models[0] if len(models) == 1 else tune.grid_search(models)
     seed = seeds[0] if len(seeds) == 1 else tune.grid_search(seeds)
     params = trial_params(space, model, lam if lam is not None else lambda_param(space, calibration), space.zeta_from, seed)
+    if space.search:  # dimensions beyond λ; the evaluation stays at the threat model's ε and step
+        params[TUNED] = domains(space.search, space.strategy)
+        if "eps" in space.search or "attack_step" in space.search:
+            pgd = space.eval_pgd()
+            params["base"] = {**params["base"], "eval": {**params["base"]["eval"], "eps": pgd.eps, "step": pgd.step_size}}
     if space.strategy in STACKED_STRATEGIES:
         params = stacked_params(params, space.stack)
     if space.scheduler == ASHA and stacks_trials(space, params):  # each stack asks ASHA about its members
