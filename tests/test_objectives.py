@@ -62,3 +62,64 @@ def test_madry_clip_is_per_example_not_per_batch():
     y = torch.tensor([0, 1])
     _, l_rob = madry_losses(nat, adv, y)
     assert l_rob.item() == pytest.approx(0.5, rel=1e-5)
+
+
+def _softmax3(logits: list[float]) -> list[float]:
+    exps = [math.exp(v) for v in logits]
+    return [e / sum(exps) for e in exps]
+
+
+def test_mart_losses_by_hand_on_three_classes():
+    """MART's reference loss, written out: BCE on the attacked logits (CE plus −log(1 − p) of the
+    most likely wrong class: class 2 for example 0, whose attack made it top; class 0 for example
+    1, whose top class is still its label) and the clean-to-attacked KL weighted by 1 − p_y(x)."""
+    from wartune.engine.objectives import mart_losses
+
+    nat, adv, y = [[2.0, 0.0, 1.0], [0.0, 1.0, 0.5]], [[0.5, 1.0, 2.0], [1.0, 0.0, 2.0]], [0, 2]
+    l_nat, l_rob = mart_losses(torch.tensor(nat), torch.tensor(adv), torch.tensor(y))
+    bce, weighted = 0.0, 0.0
+    for n, a, label, wrong in zip(nat, adv, y, (2, 0), strict=True):
+        p, q = _softmax3(n), _softmax3(a)
+        bce += -math.log(q[label]) - math.log(1.0001 - q[wrong] + 1e-12)
+        kl = sum(pc * (math.log(pc + 1e-12) - math.log(qc + 1e-12)) for pc, qc in zip(p, q, strict=True))
+        weighted += kl * (1.0000001 - p[label])
+    assert l_nat.item() == pytest.approx(bce / 2, rel=1e-6)
+    assert l_rob.item() == pytest.approx(weighted / 2, rel=1e-6)
+    assert (bce / 2, weighted / 2) == (pytest.approx(1.82127, abs=1e-5), pytest.approx(0.32372, abs=1e-5))
+
+
+def test_mart_weighs_out_the_examples_the_clean_net_is_sure_of():
+    from wartune.engine.objectives import mart_losses
+
+    sure = torch.tensor([[30.0, 0.0, 0.0]])  # p_y(x) = 1 to float precision: its KL counts for nothing
+    _, l_rob = mart_losses(sure, torch.tensor([[0.0, 3.0, 0.0]]), torch.tensor([0]))
+    assert l_rob.item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_fgsm_rs_trains_on_one_step_of_one_and_a_quarter_eps_from_a_uniform_start_whatever_the_attack_block():
+    from wartune.engine.config import TrainConfig
+    from wartune.engine.objectives import get_objective
+
+    config = TrainConfig(model="cnn-4", dataset="digits", objective="fgsm-rs", attack={"steps": 10, "step": 0.01})
+    pgd = config.train_pgd()
+    assert (pgd.steps, pgd.step_size, pgd.loss, pgd.start) == (1, pytest.approx(1.25 * 0.2), "ce", "uniform")
+    assert get_objective("fgsm-rs").losses is madry_losses  # generalised Madry: l_nat + λ·clipped CE increase
+    assert config.eval_pgd().steps == 20  # evaluation is PGD-20 as for every objective
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("objective", ["mart", "fgsm-rs"])
+def test_the_defences_train_through_a_search(tmp_path, capsys, objective):
+    import pyarrow.parquet as pq
+
+    from tests.conftest import write_space
+    from tests.test_cli import _run
+
+    space = write_space(tmp_path, objective=objective, model="mlp-64", epochs=2, **{"lambda": [1, 6]})
+    code, _, err = _run(["search", "--space", str(space), "--out", str(tmp_path / "runs"), "--no-mlflow"], capsys)
+    assert code == 0, err
+    trials = pq.read_table(tmp_path / "runs" / "tiny" / "trials.parquet").to_pylist()
+    assert {(t["objective"], t["status"]) for t in trials} == {(objective, "finished")} and len(trials) == 2
+    assert all(math.isfinite(t["zeta"]) and t["zeta"] > 0 for t in trials)  # l_nat / l_rob: what WAR would transfer
+    steps = {(t["attack_steps"], round(t["attack_step"], 6)) for t in trials}
+    assert steps == ({(1, 0.25)} if objective == "fgsm-rs" else {(3, 0.05)})  # fgsm-rs: one step of 1.25 ε (ε 0.2)

@@ -194,7 +194,9 @@ class TrainingSettings(StrictModel):
     def train_pgd(self) -> PGDConfig:
         """The training attack: ascends the objective's own loss from its reference start."""
         objective = get_objective(self.objective)
-        return PGDConfig(self.eps, self.step_size, self.train_steps, objective.attack_loss, objective.attack_start)
+        steps = objective.attack_steps or self.train_steps
+        step = objective.attack_step_ratio * self.eps if objective.attack_step_ratio else self.step_size
+        return PGDConfig(self.eps, step, steps, objective.attack_loss, objective.attack_start)
 
     def eval_pgd(self, eps: float | None = None) -> PGDConfig:
         """The evaluation PGD (CE, uniform start): the per-epoch one and `wartune evaluate`'s.

@@ -110,8 +110,8 @@ class TrialParams:
             selected_on="validation" if config.validation.held_out else "test",
             lr=float(config.lr),
             weight_decay=float(config.weight_decay),
-            attack_steps=int(config.train_steps),
-            attack_step=float(config.step_size),
+            attack_steps=int(config.train_pgd().steps),  # the attack it trained with (fgsm-rs: one step of 1.25 ε)
+            attack_step=float(config.train_pgd().step_size),
             batch_size=int(config.batch_size),
             **state,
         )
