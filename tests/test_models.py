@@ -15,6 +15,34 @@ def test_wrn34_10_has_the_standard_parameter_count_on_cifar10():
     assert _params(create_model("wrn34-10", 10, 3, 32)) == 46_160_474
 
 
+@pytest.mark.parametrize(
+    ("name", "published"),
+    [
+        ("wrn28-10", 36_479_194),  # RobustBench's default architecture (Zagoruyko & Komodakis: 36.5 M)
+        ("resnet18-1", 11_173_962),  # pytorch-cifar's ResNet18 on CIFAR-10
+        # pytorch-cifar's PreActResNet18 (11,171,146) plus Rice et al.'s last BatchNorm2d(512): 1,024 more
+        ("preactresnet18-1", 11_172_170),
+    ],
+)
+def test_the_cifar_baselines_have_their_published_parameter_counts(name, published):
+    assert _params(create_model(name, 10, 3, 32)) == published
+
+
+def test_resnet_width_scales_every_stage_and_the_thin_net_stacks():
+    from wartune.engine.stacking import stack_models, stackable
+
+    thin = create_model("preactresnet18-0.5", 10, 3, 32)
+    assert thin.linear.in_features == 256 and thin.conv1.out_channels == 32 and model_width("resnet18-0.5") == 0.5
+    assert stackable("preactresnet18-0.5", thin) is None and stackable("resnet18-0.5", create_model("resnet18-0.5")) is None
+    members = [create_model("resnet18-0.25", 10, 1, 8).eval() for _ in range(2)]
+    x = torch.rand(3, 1, 8, 8)
+    grouped = stack_models(members).eval()
+    from wartune.engine.stacking import StackedNet
+
+    out = StackedNet(grouped, 2)(torch.cat([x, x]))  # each member's logits from the grouped net are its own
+    assert torch.allclose(out[:3], members[0](x), atol=1e-5) and torch.allclose(out[3:], members[1](x), atol=1e-5)
+
+
 def test_fractional_widen_factor_gives_a_thinner_net():
     thin, one = create_model("wrn34-0.5", 10, 3, 32), create_model("wrn34-1", 10, 3, 32)
     assert _params(thin) < _params(one)
@@ -22,7 +50,7 @@ def test_fractional_widen_factor_gives_a_thinner_net():
 
 
 @pytest.mark.parametrize(
-    "name", ["wrn34-0.5", "wrn16-2", "wrn10-1", "densenet40-bc-k12", "cnn-16", "mlp-32"]
+    "name", ["wrn34-0.5", "wrn16-2", "wrn10-1", "resnet18-0.25", "preactresnet18-0.25", "densenet40-bc-k12", "cnn-16", "mlp-32"]
 )
 @pytest.mark.parametrize("shape", [(1, 8, 10), (3, 32, 100)])
 def test_every_family_runs_on_digits_and_cifar_shapes(name, shape):

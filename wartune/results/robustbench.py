@@ -24,6 +24,8 @@ THREAT_MODEL = "Linf"
 _ARCHITECTURES: dict[str, Callable[[Match[str]], str]] = {
     "wrn": lambda m: f"WideResNet-{m[1]}-{m[2]}",
     "densenet": lambda m: f"DenseNet-BC-{m[1]} (k={m[2]})",
+    "resnet18": lambda m: "ResNet-18" + ("" if float(m[1]) == 1 else f" (width {m[1]})"),
+    "preactresnet18": lambda m: "PreActResNet-18" + ("" if float(m[1]) == 1 else f" (width {m[1]})"),
     "cnn": lambda m: f"CNN-{m[1]}",
     "mlp": lambda m: f"MLP-{m[1]}",
     "smallcnn": lambda m: "SmallCNN (TRADES)",

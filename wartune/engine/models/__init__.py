@@ -1,8 +1,9 @@
 """Model registry: every network is reachable by a short name, which is also its ζ key.
 
-Names: `wrnD-W` (WideResNet, depth D = 6n + 4, widen factor W, fractional allowed),
-`densenetD-bc-kK` (DenseNet-BC, growth rate K), `cnn-W`, `mlp-W`, and `smallcnn` (TRADES'
-MNIST network, one fixed size).
+Names: `wrnD-W` (WideResNet, depth D = 6n + 4, widen factor W, fractional allowed; `wrn28-10`
+is RobustBench's default), `resnet18-W` and `preactresnet18-W` (the CIFAR baselines, width W
+scaling every stage), `densenetD-bc-kK` (DenseNet-BC, growth rate K), `cnn-W`, `mlp-W`, and
+`smallcnn` (TRADES' MNIST network, one fixed size).
 
 A user's own network needs no change to wartune, in either of two ways (as timm's
 `register_model`):
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from wartune.engine.models.densenet import DenseNetBC
+from wartune.engine.models.resnet import ResNet18
 from wartune.engine.models.small import MLP, SmallCNN, TradesSmallCNN
 from wartune.engine.models.wideresnet import WideResNet
 from wartune.errors import ModelNameError
@@ -51,6 +53,14 @@ def _densenet(m: re.Match[str], num_classes: int, in_channels: int, image_size: 
     return DenseNetBC(int(m[1]), int(m[2]), num_classes, in_channels)
 
 
+def _resnet18(m: re.Match[str], num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    return ResNet18(float(m[1]), num_classes, in_channels)
+
+
+def _preact_resnet18(m: re.Match[str], num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    return ResNet18(float(m[1]), num_classes, in_channels, preact=True)
+
+
 def _cnn(m: re.Match[str], num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     return SmallCNN(int(m[1]), num_classes, in_channels)
 
@@ -68,6 +78,8 @@ FAMILIES: dict[str, ModelFamily] = {
     "densenet": ModelFamily(
         re.compile(r"densenet(\d+)-bc-k(\d+)"), "densenet40-bc-k12", _densenet, lambda m: float(m[2])
     ),
+    "resnet18": ModelFamily(re.compile(rf"resnet18-{_NUMBER}"), "resnet18-1", _resnet18, lambda m: float(m[1])),
+    "preactresnet18": ModelFamily(re.compile(rf"preactresnet18-{_NUMBER}"), "preactresnet18-1", _preact_resnet18, lambda m: float(m[1])),
     "cnn": ModelFamily(re.compile(r"cnn-(\d+)"), "cnn-64", _cnn, lambda m: float(m[1])),
     "mlp": ModelFamily(re.compile(r"mlp-(\d+)"), "mlp-256", _mlp, lambda m: float(m[1])),
     # one size; its width is its first convolution's channels, as cnn-W's
