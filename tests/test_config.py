@@ -30,7 +30,8 @@ def _space(**changes):
         ({"attack": {"eps": 0}}, "attack.eps: Input should be greater than 0 (got 0)"),
         ({"attack": {"eps": -0.1}}, "attack.eps: Input should be greater than 0"),
         ({"epochs": 0}, "epochs: Input should be greater than or equal to 1 (got 0)"),
-        ({"objective": "mart"}, "objective: Input should be 'trades' or 'madry' (got 'mart')"),
+        ({"objective": "awp"}, "objective: Input should be 'trades', 'madry', 'mart' or 'fgsm-rs' (got 'awp')"),
+        ({"threat": {"norm": "l1", "eps": 1}}, "threat.norm: Input should be 'linf' or 'l2' (got 'l1')"),
         ({"model": "resnet50"}, "unknown model 'resnet50'; known families: wrn"),
         ({"dataset": "imagenet"}, "unknown dataset 'imagenet'; known: digits, mnist, cifar10"),
         ({"lamda": [6]}, "unknown key 'lamda'; allowed keys:"),
@@ -63,7 +64,7 @@ def test_bad_values_name_the_key(changes, expected):
 @pytest.mark.parametrize(
     "data,expected",
     [
-        ({"foo": 1}, "allowed keys: attack, batch_size, compile, data_dir, dataset, device, epochs, eval, graphs, lam, lr, model, momentum, objective, precision, schedule, seed, threads, train_examples, validation, weight_decay"),
+        ({"foo": 1}, "allowed keys: attack, batch_size, compile, data_dir, dataset, device, epochs, eval, graphs, lam, lr, model, momentum, objective, precision, schedule, seed, threads, threat, train_examples, validation, weight_decay"),
         ({"attack": {"foo": 1}}, "unknown key 'attack.foo'; allowed keys: eps, step, steps"),
         ({"eval": {"foo": 1}}, "unknown key 'eval.foo'; allowed keys: eps, max_examples, step, steps"),
         ({"validation": {"foo": 1}}, "unknown key 'validation.foo'; allowed keys: examples, fraction, held_out, seed"),

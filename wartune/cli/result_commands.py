@@ -65,7 +65,7 @@ def evaluate(
     dataset: Annotated[str | None, typer.Option(help="With --weights: the dataset to attack it on (its threat model's ε by default).")] = None,
     attacks: Annotated[str, typer.Option(help="Comma-separated: pgd20, cw, apgd-ce, fab, square, autoattack.")] = "pgd20,cw,fab,square,autoattack",
     max_examples: Annotated[int | None, typer.Option(help="Evaluate on the first N test examples.")] = None,
-    eps: Annotated[float | None, typer.Option(help="L∞ radius (default: the model's training ε).")] = None,
+    eps: Annotated[float | None, typer.Option(help="The attacks' radius in the model's threat norm, L∞ or L2 (default: its evaluation ε).")] = None,
     data_dir: DataDirOpt = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the attacks' randomness (default: the best epoch's evaluation seed, with which PGD-20 repeats the search's figure).")] = None,
     robustbench_json: Annotated[Path | None, typer.Option(
@@ -76,6 +76,7 @@ def evaluate(
     from rich.table import Table
 
     from wartune.engine.attack_suite import AttackResult, check_attacks, evaluate_attacks
+    from wartune.engine.attacks import NORM_LABEL
     from wartune.engine.config import TrainConfig, validate
     from wartune.engine.data import load_dataset
     from wartune.engine.evaluation import eval_seed
@@ -125,7 +126,7 @@ def evaluate(
 
     results = evaluate_attacks(net, data, pgd, names, max_examples, seed=seed, on_attack=said)
     evaluated_at = now()
-    table = Table(title=f"{meta['model']} on {meta['dataset']}, L∞ ε = {pgd.eps:g} (%)")
+    table = Table(title=f"{meta['model']} on {meta['dataset']}, {NORM_LABEL[pgd.norm]} ε = {pgd.eps:g} (%)")
     for col in ("attack", "natural", "robust", "stability", "examples", "budget"):
         table.add_column(col, justify="left" if col in ("attack", "budget") else "right")
     rows = []

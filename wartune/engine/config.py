@@ -12,9 +12,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from wartune.engine.attacks import PGDConfig
+from wartune.engine.attacks import Norm, PGDConfig
 from wartune.engine.data import dataset_info
 from wartune.engine.graphs import GraphSetting
 from wartune.engine.models import check_model_name, create_model, is_own_model
@@ -34,8 +42,29 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+class ThreatSettings(StrictModel):
+    """The threat model: the norm of the ball the attacks search, and its radius.
+
+    L∞ (the default) takes the dataset's ε when `eps` is unset (8/255 on CIFAR); L2 has no
+    dataset default, so it needs `eps` (RobustBench's CIFAR-10 L2 is 0.5). The training and
+    evaluation attacks use this ε unless `attack.eps` / `eval.eps` set their own.
+    """
+
+    norm: Norm = "linf"
+    eps: PositiveFloat | None = None
+
+    @model_validator(mode="after")
+    def _l2_needs_eps(self) -> ThreatSettings:
+        if self.norm == "l2" and self.eps is None:
+            raise ValueError("an L2 threat model needs its eps (e.g. {norm: l2, eps: 0.5}, RobustBench's on CIFAR-10)")
+        return self
+
+
+L2_STEP_FACTOR = 2.5  # under L2 a PGD step is 2.5 ε / steps unless set (Madry et al.'s rule for L2 attacks)
+
+
 class AttackSettings(StrictModel):
-    """Training attack: PGD L∞; ε, step and number of steps default to the dataset's."""
+    """Training attack: PGD in the threat model's ball; ε, step and steps default to the dataset's."""
 
     eps: PositiveFloat | None = None
     step: PositiveFloat | None = None
@@ -156,6 +185,7 @@ class TrainingSettings(StrictModel):
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
     weight_decay: NonNegFloat = 2e-4
     schedule: ScheduleName = "exp-decay"
+    threat: ThreatSettings = ThreatSettings()
     attack: AttackSettings = AttackSettings()
     eval: EvalSettings = EvalSettings()
     validation: ValidationSettings = ValidationSettings()
@@ -172,13 +202,18 @@ class TrainingSettings(StrictModel):
 
     @property
     def eps(self) -> float:
-        """The training ε: the config's own, else the dataset's default (8/255 on CIFAR)."""
-        return self.attack.eps or dataset_info(self.dataset).eps
+        """The training ε: the attack's own, else the threat model's, else the dataset's L∞ default (8/255 on CIFAR)."""
+        return self.attack.eps or self.threat.eps or dataset_info(self.dataset).eps
 
     @property
     def step_size(self) -> float:
-        """The training PGD step: the config's own, else the dataset's default (0.007 on CIFAR)."""
-        return self.attack.step or dataset_info(self.dataset).step_size
+        """The training PGD step: the attack's own, else the dataset's L∞ default (0.007 on CIFAR),
+        or 2.5 ε / steps under L2."""
+        if self.attack.step:
+            return self.attack.step
+        if self.threat.norm == "l2":
+            return L2_STEP_FACTOR * self.eps / self.train_steps
+        return dataset_info(self.dataset).step_size
 
     @property
     def train_steps(self) -> int:
@@ -196,7 +231,7 @@ class TrainingSettings(StrictModel):
         objective = get_objective(self.objective)
         steps = objective.attack_steps or self.train_steps
         step = objective.attack_step_ratio * self.eps if objective.attack_step_ratio else self.step_size
-        return PGDConfig(self.eps, step, steps, objective.attack_loss, objective.attack_start)
+        return PGDConfig(self.eps, step, steps, objective.attack_loss, objective.attack_start, norm=self.threat.norm)
 
     def eval_pgd(self, eps: float | None = None) -> PGDConfig:
         """The evaluation PGD (CE, uniform start): the per-epoch one and `wartune evaluate`'s.
@@ -204,10 +239,15 @@ class TrainingSettings(StrictModel):
         With another `eps` the step keeps its ratio to ε, so PGD-20 stays the same attack;
         at the configured ε the step is exactly the configured one (ratio 1.0).
         """
-        base_eps = self.eval.eps or self.eps
-        step = self.eval.step or self.step_size
+        base_eps = self.eval.eps or self.threat.eps or self.eps
+        if self.eval.step:
+            step = self.eval.step
+        elif self.threat.norm == "l2":
+            step = L2_STEP_FACTOR * base_eps / self.eval.steps
+        else:
+            step = self.step_size
         radius = eps or base_eps
-        return PGDConfig(radius, step * (radius / base_eps), self.eval.steps, loss="ce", start="uniform")
+        return PGDConfig(radius, step * (radius / base_eps), self.eval.steps, loss="ce", start="uniform", norm=self.threat.norm)
 
 
 class TrainConfig(TrainingSettings):

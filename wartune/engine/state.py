@@ -120,5 +120,7 @@ def config_changes(state: dict[str, Any], config: TrainConfig) -> list[str]:
     before, now = json.loads(state["config"]), json.loads(config.model_dump_json())
     # a config from before the validation split chose on the test split: what held_out false keeps
     before.setdefault("validation", {**now["validation"], "held_out": False})
+    # a config from before the threat block (0.3.0) attacked in the L∞ ball, as one without it still does
+    before.setdefault("threat", {"norm": "linf", "eps": None})
     keys = sorted((before.keys() | now.keys()) - RUNTIME_FIELDS)
     return [f"{key} {json.dumps(before.get(key))} → {json.dumps(now.get(key))}" for key in keys if before.get(key) != now.get(key)]

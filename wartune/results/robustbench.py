@@ -83,13 +83,13 @@ def robustbench_entry(meta: dict[str, Any], results: Sequence[AttackResult]) -> 
         "dataset": meta["dataset"],
         "venue": "",
         "architecture": architecture(meta["model"]),
-        "eps": eps_field(aa.eps),
+        "eps": eps_field(aa.eps) if meta.get("train_config", {}).get("threat", {}).get("norm") != "l2" else aa.eps,
         "clean_acc": percent(aa.nat_acc),
         "reported": percent(meta["val_rob_acc"]) if meta.get("val_rob_acc") is not None else "",
         "autoattack_acc": percent(aa.rob_acc),
         "footnote": f"Evaluated by wartune on {aa.n} test examples"
         + ("; reported: PGD-20 on the validation split at the best epoch." if meta.get("val_rob_acc") is not None else "."),
-        "threat_model": THREAT_MODEL,
+        "threat_model": "L2" if meta.get("train_config", {}).get("threat", {}).get("norm") == "l2" else THREAT_MODEL,
         # beyond RobustBench's fields: every attack run, its figure and what it spent per example
         "wartune_attacks": [
             {"attack": r.attack, "robust_acc": percent(r.rob_acc), "examples": r.n, "budget": r.budget} for r in results

@@ -26,7 +26,7 @@ from typing import Any
 
 import ray
 
-from wartune.engine.attacks import PGDConfig
+from wartune.engine.attacks import NORM_LABEL, PGDConfig
 from wartune.engine.data import TensorDataset
 from wartune.results.formatting import pct
 from wartune.results.model_files import META_FILE, WEIGHTS_FILE
@@ -113,7 +113,7 @@ def final_verdict(space: SearchSpace, folder: Path, data: TensorDataset | ray.Ob
         return
     cpus, gpus = space.resources.cpu, space.resources.gpu
     pgd = space.eval_pgd()
-    _say(f"AutoAttack (standard, L∞ ε {pgd.eps:.4g}, the whole test split) on {len(chosen)} trials' best weights")
+    _say(f"AutoAttack (standard, {NORM_LABEL[pgd.norm]} ε {pgd.eps:.4g}, the whole test split) on {len(chosen)} trials' best weights")
     ref = data if isinstance(data, ray.ObjectRef) else ray.put(data)
     task = ray.remote(attack_model).options(num_cpus=cpus, num_gpus=gpus, max_retries=1)
     pending = {}
