@@ -57,7 +57,7 @@ class SearchFlags:
         default=None, metadata=space_key("model", one_or_many)
     )
     epochs: Annotated[int | None, typer.Option(help="Training epochs per trial.")] = field(default=None, metadata=space_key("epochs"))
-    objective: Annotated[str | None, typer.Option(help="trades, madry, mart (Wang et al. 2020) or fgsm-rs (fast AT, Wong et al. 2020).")] = field(default=None, metadata=space_key("objective"))
+    objective: Annotated[str | None, typer.Option(help="trades, madry, mart (Wang et al. 2020), fgsm-rs (fast AT, Wong et al. 2020) or trades-awp (AWP, Wu et al. 2020).")] = field(default=None, metadata=space_key("objective"))
     lambdas: Annotated[str | None, typer.Option(help="Comma-separated λ grid, e.g. 6,9,12.")] = field(
         default=None, metadata=space_key("lambda", parse_lambdas)
     )

@@ -9,6 +9,7 @@ PAPER.md's objective table and the defences' papers:
 | madry     | CE(f(x), y)  | mean_i max(CE(f(x̂_i), y_i) − CE(f(x_i), y_i), 0) | CE(f(x̂), y) |
 | mart      | BCE(f(x̂), y) | mean_i KL_i(f(x) ‖ f(x̂)) · (1 − p_y(x_i))   | CE(f(x̂), y) |
 | fgsm-rs   | as madry     | as madry                                   | CE, one step   |
+| trades-awp | as trades, on weights perturbed each step (`awp.py`) | as trades | the KL term |
 
 The Madry clip is per example, inside the expectation, as in the paper's Appendix D
 formula; it is what lets λ > 1 boost the robust part. MART (Wang et al., ICLR 2020) is its
@@ -16,7 +17,8 @@ reference code's loss: BCE(f(x̂), y) = CE(f(x̂), y) − log(1 − p_ŷ(x̂)), 
 wrong class, and the per-example KL weighted by how unsure the clean prediction is; λ is its
 β (6 in the paper). `fgsm-rs` is "fast" adversarial training (Wong et al., ICLR 2020; the
 paper's Table 5): the generalised Madry losses on one FGSM step of 1.25 ε from a uniform
-random start, whatever the space's attack settings say.
+random start, whatever the space's attack settings say. `trades-awp` is TRADES with
+adversarial weight perturbation (Wu, Xia and Wang 2020; the paper's Table 6).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from torch.nn import functional as F
 
 from wartune.engine.attacks import AttackLoss, RandomStart
 
-ObjectiveName = Literal["trades", "madry", "mart", "fgsm-rs"]
+ObjectiveName = Literal["trades", "madry", "mart", "fgsm-rs", "trades-awp"]
 LossPair = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -79,6 +81,7 @@ class Objective:
     attack_start: RandomStart
     attack_steps: int | None = None
     attack_step_ratio: float | None = None
+    perturbs_weights: bool = False  # AWP: each step trains on adversarially perturbed weights (`awp.py`)
 
 
 OBJECTIVES: dict[str, Objective] = {
@@ -86,6 +89,7 @@ OBJECTIVES: dict[str, Objective] = {
     "madry": Objective("madry", madry_losses, attack_loss="ce", attack_start="uniform"),
     "mart": Objective("mart", mart_losses, attack_loss="ce", attack_start="gaussian"),
     "fgsm-rs": Objective("fgsm-rs", madry_losses, attack_loss="ce", attack_start="uniform", attack_steps=1, attack_step_ratio=1.25),
+    "trades-awp": Objective("trades-awp", trades_losses, attack_loss="kl", attack_start="gaussian", perturbs_weights=True),
 }
 
 

@@ -38,6 +38,7 @@ from wartune.engine.config import TrainConfig
 from wartune.engine.data import TensorDataset, load_dataset
 from wartune.engine.evaluation import eval_seed, evaluate_stacked
 from wartune.engine.metrics import RobustnessMetrics
+from wartune.engine.objectives import get_objective
 from wartune.engine.optimizer import build_sgd
 from wartune.engine.precision import model_call
 from wartune.engine.records import EpochRecord, StepLog, StepTrace, TrainResult
@@ -66,6 +67,8 @@ def why_not_stacked(configs: Sequence[TrainConfig]) -> str | None:
             return f"the trials differ in {', '.join(fields)}: only lam and seed may differ within a stack"
     if configs[0].precision == "fp16":
         return "fp16 cannot be stacked: one loss scaler would skip every member's step when one overflows"
+    if get_objective(configs[0].objective).perturbs_weights:
+        return f"{configs[0].objective} cannot be stacked: each member's weights take their own proxy step"
     return None
 
 

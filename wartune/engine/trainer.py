@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from wartune.engine.attacks import pgd_from, start_noise
+from wartune.engine.awp import WeightPerturbation
 from wartune.engine.batches import train_batches
 from wartune.engine.config import FixedLambda, TrainConfig
 from wartune.engine.data import TensorDataset, load_dataset, on_device, training_subset
@@ -140,7 +141,9 @@ class Trainer:
         self.step_traces: list[StepTrace] = []
         self.best_epoch = 0
         self.best_state: dict[str, torch.Tensor] = {}
-        self.staged, self.capture, why_not = graphs_plan(config.graphs, self.device, self.precision)
+        # AWP's proxy (one per trial) and its weight moves; its step runs eagerly, never as a CUDA graph
+        self.awp = WeightPerturbation(self.model) if self.objective.perturbs_weights else None
+        self.staged, self.capture, why_not = graphs_plan("off" if self.awp else config.graphs, self.device, self.precision)
         if why_not and config.graphs == "on":
             say(f"graphs on: {why_not}")
         self._graphed: tuple[GraphedCall, GraphedCall] | None = None
@@ -161,6 +164,10 @@ class Trainer:
         """The step from a given random start: device work only, the code a CUDA graph captures."""
         attack = pgd_from(self.net, x, y, self.train_attack, noise)
         self.net.train()
+        deltas = None
+        if self.awp is not None:  # AWP: train on weights moved up the objective, then move them back
+            deltas = self.awp.perturbation(lambda net: self.objective.losses(net(x), net(attack.x_adv), y), self.controller.value)
+            self.awp.apply(deltas, 1.0)
         logits_nat = self.net(x)
         logits_adv = self.net(attack.x_adv)
         l_nat, l_rob = self.objective.losses(logits_nat, logits_adv, y)
@@ -170,6 +177,8 @@ class Trainer:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.awp is not None and deltas is not None:
+            self.awp.apply(deltas, -1.0)
         return l_nat.detach(), l_rob.detach(), lambda_t, attack.grad_l1_max
 
     def graphed(self) -> tuple[GraphedCall, GraphedCall] | None:

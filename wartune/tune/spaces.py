@@ -29,6 +29,7 @@ from wartune.engine.config import (
     check_model_fits,
     validate,
 )
+from wartune.engine.objectives import get_objective
 from wartune.engine.stacking import unstackable_family
 from wartune.errors import ConfigError
 from wartune.results.pareto import OBJECTIVES, objective_name
@@ -292,6 +293,8 @@ class SearchSpace(TrainingSettings):
             raise ValueError("strategy 'pbt' moves each trial's weights and λ on its own: use stack 1 with it")
         if self.precision == "fp16":
             raise ValueError("fp16 cannot be stacked (one loss scaler would skip every member's step): use stack 1 or bf16")
+        if get_objective(self.objective).perturbs_weights:
+            raise ValueError(f"{self.objective} cannot be stacked (each member's weights take their own proxy step): use stack 1")
         for model in [*self.models, *([self.thin_model] if self.thin_model else [])]:
             if why := unstackable_family(model):
                 raise ValueError(f"{why}: use stack 1")
