@@ -30,7 +30,7 @@ def _space(**changes):
         ({"attack": {"eps": 0}}, "attack.eps: Input should be greater than 0 (got 0)"),
         ({"attack": {"eps": -0.1}}, "attack.eps: Input should be greater than 0"),
         ({"epochs": 0}, "epochs: Input should be greater than or equal to 1 (got 0)"),
-        ({"objective": "awp"}, "objective: Input should be 'trades', 'madry', 'mart' or 'fgsm-rs' (got 'awp')"),
+        ({"objective": "awp"}, "objective: Input should be 'trades', 'madry', 'mart', 'fgsm-rs' or 'trades-awp' (got 'awp')"),
         ({"threat": {"norm": "l1", "eps": 1}}, "threat.norm: Input should be 'linf' or 'l2' (got 'l1')"),
         ({"model": "resnet50"}, "unknown model 'resnet50'; known families: wrn"),
         ({"dataset": "imagenet"}, "unknown dataset 'imagenet'; known: digits, mnist, cifar10"),
