@@ -15,7 +15,7 @@ from tests.test_cli import _run
 from wartune.tune.dimensions import TUNED, with_tuned
 from wartune.tune.params import TrialParams, trial_params
 from wartune.tune.spaces import SearchSpace
-from wartune.tune.strategies import count_trials, param_space
+from wartune.tune.strategies import count_trials, param_space, trial_scheduler
 from wartune.tune.study import OPTUNA_FILE
 
 
@@ -31,6 +31,10 @@ def test_a_trials_tuned_values_reach_its_engine_config_and_the_evaluation_keeps_
     assert with_tuned({"attack": {"step": 0.01}}, {"attack_steps": 3}) == {"attack": {"step": 0.01, "steps": 3}}
     meta = TrialParams.parse(chosen).meta("t")
     assert (meta.lr, meta.attack_steps, meta.eps) == (0.05, 5, 0.3)  # its columns
+    timed = SearchSpace.model_validate({"strategy": "optuna", "model": "cnn-4", "lambda": {"low": 1, "high": 6}, "epochs": 3,
+                                        "scheduler": "asha", "search": {"epochs": {"low": 2, "high": 8}}})  # fmt: skip
+    assert trial_scheduler(timed, param_space(timed))._max_t == 8  # ASHA's last rung: the longest trial's
+    assert TrialParams.parse({**param_space(timed), "lam": 2.0, TUNED: {"epochs": 5}}).config.epochs == 5
     plain = trial_params(SearchSpace.model_validate({"model": "cnn-4", "lambda": [1]}), "cnn-4", 1.0)
     assert TUNED not in plain  # a search over λ alone: its trials' configs as before
 

@@ -32,6 +32,7 @@ DIMENSIONS: dict[str, tuple[tuple[str, ...], bool]] = {
     "attack_step": (("attack", "step"), False),
     "attack_steps": (("attack", "steps"), True),
     "batch_size": (("batch_size",), True),
+    "epochs": (("epochs",), True),  # each trial's schedule runs over its own epochs
 }
 
 
@@ -82,6 +83,15 @@ def domains(search: dict[str, list[float] | Range], strategy: str) -> dict[str, 
             typed = [int(v) if whole else float(v) for v in values]
             space[name] = tune.grid_search(typed) if strategy != "optuna" else tune.choice(typed)
     return space
+
+
+def most_epochs(search: dict[str, list[float] | Range], epochs: int) -> int:
+    """The most epochs a trial of the search trains: what ASHA's last rung and the progress
+    total count to (`epochs` unless the search tunes them)."""
+    values = search.get("epochs")
+    if values is None:
+        return epochs
+    return int(values.high if isinstance(values, Range) else max(values))
 
 
 def with_tuned(base: dict[str, Any], tuned: dict[str, Any] | None) -> dict[str, Any]:

@@ -47,7 +47,7 @@ from wartune.results.store import (
 from wartune.results.zeta import ZetaEntry
 from wartune.tune import ray_pickles, ray_state
 from wartune.tune.callbacks import WRITE_FAILURES, SinkCallback
-from wartune.tune.dimensions import TUNED, domains
+from wartune.tune.dimensions import TUNED, domains, most_epochs
 from wartune.tune.final_verdict import final_verdict
 from wartune.tune.member_rungs import ASHA, asha_scheduler, member_rungs
 from wartune.tune.params import fixed_lambda, trial_params, war_lambda
@@ -96,7 +96,7 @@ def trial_scheduler(space: SearchSpace, params: dict[str, Any] | None = None) ->
         return population_based_training(space)
     if space.scheduler != ASHA or (params or {}).get(SCHEDULER) == ASHA:
         return None
-    return asha_scheduler(space.epochs)
+    return asha_scheduler(most_epochs(space.search, space.epochs))
 
 
 def war_and_untuned(war: WarSettings, calibration: ZetaEntry) -> Any:
@@ -374,7 +374,7 @@ def _member_rungs(space: SearchSpace, folder: Path, params: dict[str, Any]) -> I
         return
     epochs = read_rows(folder / EPOCHS_FILE, EPOCH_SCHEMA) if (folder / EPOCHS_FILE).is_file() else []
     recorded = [(e["trial_id"], e["epoch"], e["val_rob_acc"]) for e in epochs if e.get("stack")]
-    with member_rungs(space.name, space.epochs, recorded):
+    with member_rungs(space.name, most_epochs(space.search, space.epochs), recorded):
         yield
 
 
@@ -400,7 +400,7 @@ def _ready_to_resume(folder: Path, experiment: Path | None) -> None:
 
 
 def _new_tuner(space: SearchSpace, folder: Path, params: dict[str, Any], experiments: str, trainable: Any) -> tune.Tuner:
-    callback = SinkCallback(count_trials(space, params), space.epochs, space.objectives, space.seeds)
+    callback = SinkCallback(count_trials(space, params), most_epochs(space.search, space.epochs), space.objectives, space.seeds)
     return tune.Tuner(
         trainable,
         param_space=params,
