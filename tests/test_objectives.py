@@ -106,20 +106,3 @@ def test_fgsm_rs_trains_on_one_step_of_one_and_a_quarter_eps_from_a_uniform_star
     assert get_objective("fgsm-rs").losses is madry_losses  # generalised Madry: l_nat + λ·clipped CE increase
     assert config.eval_pgd().steps == 20  # evaluation is PGD-20 as for every objective
 
-
-@pytest.mark.e2e
-@pytest.mark.parametrize("objective", ["mart", "fgsm-rs"])
-def test_the_defences_train_through_a_search(tmp_path, capsys, objective):
-    import pyarrow.parquet as pq
-
-    from tests.conftest import write_space
-    from tests.test_cli import _run
-
-    space = write_space(tmp_path, objective=objective, model="mlp-64", epochs=2, **{"lambda": [1, 6]})
-    code, _, err = _run(["search", "--space", str(space), "--out", str(tmp_path / "runs"), "--no-mlflow"], capsys)
-    assert code == 0, err
-    trials = pq.read_table(tmp_path / "runs" / "tiny" / "trials.parquet").to_pylist()
-    assert {(t["objective"], t["status"]) for t in trials} == {(objective, "finished")} and len(trials) == 2
-    assert all(math.isfinite(t["zeta"]) and t["zeta"] > 0 for t in trials)  # l_nat / l_rob: what WAR would transfer
-    steps = {(t["attack_steps"], round(t["attack_step"], 6)) for t in trials}
-    assert steps == ({(1, 0.25)} if objective == "fgsm-rs" else {(3, 0.05)})  # fgsm-rs: one step of 1.25 ε (ε 0.2)

@@ -1,10 +1,12 @@
-"""AWP on TRADES (`engine/awp.py`, objective `trades-awp`): the weight perturbation against its
-formula computed by hand, a training step that descends from the perturbed weights and takes
-the perturbation off again, and a search end to end."""
+"""The defences beyond TRADES and Madry through a search (MART, FGSM-RS, AWP), and AWP on TRADES
+(`engine/awp.py`, objective `trades-awp`): the weight perturbation against its formula computed
+by hand, a training step that descends from the perturbed weights and takes the perturbation off
+again. Their losses by hand are in test_objectives.py (which the mutation tool runs: no search there)."""
 
 from __future__ import annotations
 
 import copy
+import math
 
 import pyarrow.parquet as pq
 import pytest
@@ -71,3 +73,16 @@ def test_trades_awp_trains_through_a_search_and_refuses_a_stack(tmp_path, capsys
     assert {(t["objective"], t["status"]) for t in trials} == {("trades-awp", "finished")} and len(trials) == 2
     code, _, err = _run(["search", "--space", str(space), "--out", str(tmp_path / "other"), "--no-mlflow", "--stack", "2"], capsys)
     assert code == 2 and "trades-awp cannot be stacked" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("objective", ["mart", "fgsm-rs"])
+def test_mart_and_fgsm_rs_train_through_a_search(tmp_path, capsys, objective):
+    space = write_space(tmp_path, objective=objective, model="mlp-64", epochs=2, **{"lambda": [1, 6]})
+    code, _, err = _run(["search", "--space", str(space), "--out", str(tmp_path / "runs"), "--no-mlflow"], capsys)
+    assert code == 0, err
+    trials = pq.read_table(tmp_path / "runs" / "tiny" / "trials.parquet").to_pylist()
+    assert {(t["objective"], t["status"]) for t in trials} == {(objective, "finished")} and len(trials) == 2
+    assert all(math.isfinite(t["zeta"]) and t["zeta"] > 0 for t in trials)  # l_nat / l_rob: what WAR would transfer
+    steps = {(t["attack_steps"], round(t["attack_step"], 6)) for t in trials}
+    assert steps == ({(1, 0.25)} if objective == "fgsm-rs" else {(3, 0.05)})  # fgsm-rs: one step of 1.25 ε (ε 0.2)
