@@ -470,3 +470,17 @@ def test_the_windows_losses_come_back_in_double_precision():
     b = WAR(10.0, alpha=0.1, ratio="window", window=2)
     b.load_state_dict(a.state_dict())
     assert b.state_dict() == a.state_dict()
+
+
+def test_a_war_controller_gives_back_the_rule_it_was_built_from_hold_included():
+    rule = WarRule(4.0, 0.01, "window", 0.9, 3, hold=True, max_step=0.5)
+    assert WAR.from_rule(rule, 2.0).rule == rule  # hold, window and max_step kept, not reset to defaults
+
+
+def test_a_window_state_without_its_position_restarts_the_ring_at_its_first_slot():
+    war = WAR(4.0, alpha=0.01, ratio="window", window=3)
+    for _ in range(2):
+        war.update(torch.tensor(1.0), torch.tensor(0.5))
+    state = {k: v for k, v in war.state_dict().items() if k != "window_pos"}  # written before the key existed
+    war.load_state_dict(state)
+    assert war.state_dict()["window_pos"] == 0.0

@@ -50,3 +50,9 @@ def test_flags_of_batches_join_in_order_and_a_test_result_is_their_summary():
         pytest.approx(0.8), pytest.approx(0.4), pytest.approx(0.4), 2.0, 5,
     )  # fmt: skip
     assert result.metrics.rob_acc == result.flags.robust.float().mean().item()
+
+
+def test_summarising_no_examples_is_refused_with_the_reason():
+    empty = ExampleFlags(torch.zeros(0, dtype=torch.bool), torch.zeros(0, dtype=torch.bool), torch.zeros(0, dtype=torch.bool))
+    with pytest.raises(ValueError, match="^no examples to summarise$"):
+        summarize(empty, torch.zeros(0))

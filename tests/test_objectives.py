@@ -106,3 +106,12 @@ def test_fgsm_rs_trains_on_one_step_of_one_and_a_quarter_eps_from_a_uniform_star
     assert get_objective("fgsm-rs").losses is madry_losses  # generalised Madry: l_nat + λ·clipped CE increase
     assert config.eval_pgd().steps == 20  # evaluation is PGD-20 as for every objective
 
+
+
+def test_mart_stays_finite_when_the_attack_drives_a_class_to_probability_zero():
+    from wartune.engine.objectives import mart_losses
+
+    adv = torch.tensor([[200.0, 0.0, -200.0]])  # softmax underflows to exactly 0 for class 2
+    assert (torch.softmax(adv, dim=1) == 0).any()
+    l_nat, l_rob = mart_losses(torch.tensor([[0.0, 1.0, 2.0]]), adv, torch.tensor([1]))
+    assert math.isfinite(l_nat.item()) and math.isfinite(l_rob.item())
