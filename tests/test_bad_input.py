@@ -8,6 +8,9 @@ before anything is written under --out: validation alone refuses it (`nothing_he
 
 from __future__ import annotations
 
+import builtins
+import ctypes
+import io
 import itertools
 import json
 import os
@@ -187,12 +190,14 @@ def assert_no_ray() -> None:
     assert ray is None or not ray.is_initialized()
 
 
-def _search_fails_fast(tmp_path: Path, capsys: pytest.CaptureFixture[str], space: Path | str, flags: list[str]) -> None:
+def _search_fails_fast(tmp_path: Path, capsys: pytest.CaptureFixture[str], space: Path | str, flags: list[str]) -> str:
+    """The one error line `wartune search` printed for this bad input."""
     out = tmp_path / "runs"
     code, stdout, err = run_cli(["search", "--space", str(space), "--out", str(out), "--no-mlflow", *flags], capsys)
     assert_one_line_error(code, stdout, err)
     assert not out.exists(), sorted(out.rglob("*"))
     assert_no_ray()
+    return err
 
 
 @HYPOTHESIS
@@ -214,7 +219,7 @@ def test_bad_flag_value_is_one_line_and_exit_2(tmp_path, capsys, flags):
 
 
 @pytest.mark.parametrize("kind", ["directory", "directory.yaml", "missing.yaml", "missing/folder", "fifo.yaml", "unreadable.yaml"])
-def test_space_path_that_is_not_a_readable_file(tmp_path, capsys, kind):
+def test_space_path_that_is_not_a_readable_file(tmp_path, capsys, monkeypatch, kind):
     path = tmp_path / kind
     if kind.startswith("directory"):
         path.mkdir()
@@ -223,9 +228,38 @@ def test_space_path_that_is_not_a_readable_file(tmp_path, capsys, kind):
     elif kind == "unreadable.yaml":
         path.write_text(yaml.safe_dump(VALID))
         path.chmod(0)
-        if os.access(path, os.R_OK):
-            pytest.skip("this user (root) reads files whatever their mode")
-    _search_fails_fast(tmp_path, capsys, path, [])
+        if os.access(path, os.R_OK):  # root (as in CI) reads any file: open this one as nobody
+            _open_as_nobody(path, monkeypatch)
+        with pytest.raises(PermissionError):
+            path.read_bytes()  # the kernel refuses the read, as it would any user's
+    err = _search_fails_fast(tmp_path, capsys, path, [])
+    if kind == "unreadable.yaml":
+        assert f"cannot read search space file {str(path)!r}: Permission denied" in err
+
+
+NOBODY = 65534  # the uid of the user nobody
+
+
+def _open_as_nobody(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every open of `path` (Python's `open`, which pathlib calls) runs with this thread's
+    filesystem uid set to nobody (Linux `setfsuid`): root then loses the capability to read
+    files whatever their mode, so the kernel itself refuses the mode-0 file with EACCES. Every
+    other file opens as before."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    real_open = io.open
+    target = os.path.realpath(path)
+
+    def open_(file: Any, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(file, (str, os.PathLike)) or os.path.realpath(file) != target:
+            return real_open(file, *args, **kwargs)
+        before = libc.setfsuid(NOBODY)
+        try:
+            return real_open(file, *args, **kwargs)
+        finally:
+            libc.setfsuid(before)
+
+    monkeypatch.setattr(io, "open", open_)
+    monkeypatch.setattr(builtins, "open", open_)
 
 
 @pytest.mark.parametrize("name", ["../../x", "/tmp/x", "{tmp}/x", "a/b", "..", ".", "x" * 101, "with space"])

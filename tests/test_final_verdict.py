@@ -5,24 +5,24 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import write_space
+from tests.conftest import clearly_best, write_choice_space, write_space
 from tests.test_bad_input import assert_one_line_error, run_cli
 from tests.test_cli import _run
 from tests.test_store import _meta, _result
-from wartune.engine.attack_suite import evaluate_attacks
 from wartune.results.model_files import load_model
 from wartune.results.report import summary_markdown
 from wartune.results.sinks import ParquetSink
 from wartune.results.store import TRIAL_SCHEMA, TRIALS_FILE, read_rows
 from wartune.results.tracking import log_final_attack, log_search
-from wartune.results.trials import best_trial
+from wartune.results.trials import best_trial, decode_flags
 from wartune.tune.compare import COLUMNS, compare_markdown, compare_rows, compare_table
-from wartune.tune.final_verdict import AUTOATTACK_SEED, record, trials_to_attack
-from wartune.tune.spaces import load_space
+from wartune.tune.final_verdict import record, trials_to_attack
 
 
 def _trial(trial_id: str, rob: float, *, strategy: str = "grid", status: str = "finished", aa: float | None = None,
@@ -146,21 +146,34 @@ def test_a_bad_final_attack_flag_is_one_line_and_exit_2(tmp_path, capsys, flags,
 
 
 @pytest.mark.e2e
-def test_search_attacks_its_best_trial_with_autoattack_at_the_end(tmp_path, capsys, digits):
-    space = write_space(tmp_path, model="cnn-4")
+def test_search_attacks_its_best_trial_with_autoattack_at_the_end(tmp_path, capsys, robust_net):
+    """A grid whose best trial stands clear (`CHOICE_SPACE`): λ = 6's net keeps some robustness,
+    so its AutoAttack figure depends on the attack, its ε, its examples and the weights. The
+    net is `robust_net`'s, trained here too (the same weights), whose flags come from `wartune
+    evaluate`'s AutoAttack: the figure must be theirs, on the best epoch's weights (the same
+    natural predictions as the trial's test flags), below the trial's own PGD on every example
+    (none survives AutoAttack that the PGD broke) and strictly below it on the whole."""
+    space = write_choice_space(tmp_path)
     argv = ["search", "--space", str(space), "--out", str(tmp_path / "runs"), "--num-cpus", "2", "--no-mlflow",
             "--final-attack", "autoattack", "--final-attack-top", "1"]  # fmt: skip
     code, out, err = _run(argv, capsys)
     assert code == 0, err
     folder = tmp_path / "runs" / "tiny"
     trials = read_rows(folder / TRIALS_FILE, TRIAL_SCHEMA)
-    best = best_trial(trials)
-    assert best is not None and [t["trial_id"] for t in trials if t["aa_rob_acc"] is not None] == [best["trial_id"]]
+    best = clearly_best(trials)
+    assert best == best_trial(trials) and best["lambda_setting"] == 6
+    assert [t["trial_id"] for t in trials if t["aa_rob_acc"] is not None] == [best["trial_id"]]
     assert best["aa_examples"] == best["test_examples"] == 360 and best["aa_seconds"] > 0
-    # the figure is `wartune evaluate --attacks autoattack`'s: the same attack, examples and seed
     model, _ = load_model(folder / best["checkpoint"])
-    [again] = evaluate_attacks(model, digits, load_space(str(space)).eval_pgd(), ["autoattack"], seed=AUTOATTACK_SEED)
-    assert best["aa_rob_acc"] == again.rob_acc <= best["test_nat_acc"]
+    state = model.state_dict()
+    assert state.keys() == robust_net["state"].keys() and all(torch.equal(v, robust_net["state"][k]) for k, v in state.items())
+    # the same attack, examples, ε and seed as `wartune evaluate --attacks autoattack` on these weights
+    aa = robust_net["flags"]["autoattack"]
+    assert best["aa_rob_acc"] == robust_net["results"]["autoattack"].rob_acc == aa.robust.float().mean().item()
+    pgd_robust, correct = decode_flags(best["test_robust"], 360), decode_flags(best["test_correct"], 360)
+    assert np.array_equal(aa.correct.numpy(), correct)  # the best epoch's weights, as the trial judged them
+    assert not (aa.robust.numpy() & ~pgd_robust).any()  # no example survives AutoAttack that the trial's PGD broke
+    assert 0 < best["aa_rob_acc"] < best["test_rob_acc"]  # and AutoAttack breaks some the PGD left standing
     assert "AutoAttack on 1 trials: " in err
     md = (folder / "summary.md").read_text()
     assert f"Best by validation PGD-20: **{best['trial_id']}**" in md and f"best by test AutoAttack: **{best['trial_id']}**" in md

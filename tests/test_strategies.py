@@ -12,11 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import (
+    clearly_best,
     kill_search,
     kill_when,
     move_search,
     search_in_background,
     wait_for,
+    write_choice_space,
     write_space,
 )
 from tests.test_cli import _run
@@ -25,7 +27,7 @@ from wartune.engine.evaluation import eval_seed, evaluate_model
 from wartune.engine.validation import carve_validation
 from wartune.results.model_files import load_model
 from wartune.results.report import summary_markdown, width_blocks
-from wartune.results.trials import best_epoch_row, best_trial, decode_flags, lambda_settled_epoch
+from wartune.results.trials import best_epoch_row, best_trial, decode_flags
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[1]
@@ -108,6 +110,9 @@ def test_finished_trials_report_their_best_weights_on_the_whole_split(war_search
     # that epoch was.
     folder = war_search["folder"]
     epochs = _epochs(folder)
+    reported: dict[str, dict[int, list[float]]] = {}  # each trial's λ_t of every step, by epoch (steps.parquet)
+    for r in sorted(pq.read_table(folder / "steps.parquet").to_pylist(), key=lambda r: r["step"]):
+        reported.setdefault(r["trial_id"], {}).setdefault(r["epoch"], []).append(r["lambda_t"])
     for trial in _trials(folder):
         rows = sorted((r for r in epochs if r["trial_id"] == trial["trial_id"]), key=lambda r: r["epoch"])
         assert [r["epoch"] for r in rows] == [1, 2] and {r["val_examples"] for r in rows} == {90}
@@ -136,17 +141,29 @@ def test_finished_trials_report_their_best_weights_on_the_whole_split(war_search
         assert (trial["precision"], trial["graphs"]) == ("fp32", "off")  # CPU: graphs auto is off
         assert trial["war_skipped_steps"] == sum(r["war_skipped_steps"] for r in rows)
         war = trial["lambda_setting"] is None
-        assert trial["lambda_settled_epoch"] == (lambda_settled_epoch(rows) if war else None)
+        assert trial["lambda_settled_epoch"] == (_settled_by_hand(reported[trial["trial_id"]]) if war else None)
     summary = " ".join(summary_markdown("tiny", _trials(folder)).split())
     assert "chosen on validation" in summary and "on 90 validation images" in summary and "(360 images)" in summary
 
 
+def _settled_by_hand(lambdas: dict[int, list[float]], tolerance: float = 0.1) -> int | None:
+    """When WAR's λ_t settled, worked out here from every step's λ_t (steps.parquet), not from
+    the epoch rows' min and max as the sink does: the first epoch from which each later step
+    lies within `tolerance` of the last step's λ_t; None when the last epoch strays."""
+    epochs = sorted(lambdas)
+    final = lambdas[epochs[-1]][-1]
+    in_band = [all(abs(lam - final) <= tolerance * abs(final) for lam in lambdas[e]) for e in epochs]
+    return next((e for i, e in enumerate(epochs) if all(in_band[i:])), None)
+
+
 @pytest.fixture(scope="module")
 def width_sweep(tmp_path_factory) -> dict:
-    """`wartune search` of a small grid, as a user runs it: two widths × λ {1, 6}, 1 epoch, each
-    epoch evaluated on up to 300 validation images (digits holds out 216). Its folder and stdout."""
+    """`wartune search` of a small grid whose choices stand clear (`CHOICE_SPACE`), as a user runs
+    it: two widths (cnn-8, cnn-16) × λ {0, 6}, 3 epochs, each epoch evaluated on up to 300
+    validation images (digits holds out 216). λ = 6 is each width's best by far, and cnn-16's the
+    search's best. Its folder and stdout."""
     root = tmp_path_factory.mktemp("width_sweep")
-    space = write_space(root, model=["cnn-4", "cnn-8"], epochs=1, eval={"steps": 5, "max_examples": 300}, **{"lambda": [1, 6]})
+    space = write_choice_space(root, model=["cnn-8", "cnn-16"], eval={"steps": 5, "max_examples": 300})
     argv = [sys.executable, "-m", "wartune.cli", "search", "--space", str(space), "--out", str(root / "runs"), "--no-mlflow"]
     done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
@@ -158,7 +175,7 @@ def test_width_sweep_prints_table1_blocks(width_sweep):
     summary = (width_sweep["folder"] / "summary.md").read_text()
     for title in ("robust", "natural", "stability", "best λ per width"):
         assert f"### {title}" in summary and title in width_sweep["out"]
-    assert "width 4" in summary and "width 8" in summary
+    assert "width 8" in summary and "width 16" in summary
 
 
 @pytest.mark.xdist_group("width_sweep")
@@ -179,11 +196,15 @@ def test_a_grid_search_chooses_on_validation_and_reads_the_whole_test_split_once
         assert robust.sum() == round(t["test_rob_acc"] * 360) and robust.mean() == pytest.approx(t["test_rob_acc"], abs=1e-6)
         assert correct.sum() == round(t["test_nat_acc"] * 360) and correct.mean() == pytest.approx(t["test_nat_acc"], abs=1e-6)
         assert not (robust & ~correct).any()  # robust means correct, and not moved by the attack
-    best = best_trial(trials)
-    assert best is not None and best["val_rob_acc"] == max(t["val_rob_acc"] for t in trials)
+    # the choices, each far beyond noise (`clearly_best`): the search's best trial, starred, and each width's best λ
+    best = clearly_best(trials)
+    assert best_trial(trials) == best and (best["model"], best["lambda_setting"]) == ("cnn-16", 6)
+    assert [clearly_best([t for t in trials if t["model"] == m])["lambda_setting"] for m in ("cnn-8", "cnn-16")] == [6, 6]
     summary = (folder / "summary.md").read_text()
     assert [t["trial_id"] for t in trials if f"| {t['trial_id']} ★ |" in summary] == [best["trial_id"]]
     assert f"Best trial **{best['trial_id']}**" in summary and "chosen on validation" in summary
+    best_lambdas = summary.split("### best λ per width")[1].strip().split("\n\n")[0].splitlines()[-1]
+    assert [cell.strip() for cell in best_lambdas.strip("|").split("|")] == ["6", "6"]
 
 
 def test_width_blocks_by_hand():
@@ -268,6 +289,7 @@ def test_compare_runs_every_strategy_per_width_and_seed_with_cost(tmp_path, caps
 
 
 def _max_overlap(trials: list[dict]) -> int:
+    """The most trials whose [started_at, ended_at] (stamped by their workers) cover one instant."""
     events = sorted([(t["started_at"], 1) for t in trials] + [(t["ended_at"], -1) for t in trials])
     now = best = 0
     for _, step in events:
@@ -276,22 +298,54 @@ def _max_overlap(trials: list[dict]) -> int:
     return best
 
 
-@pytest.mark.parametrize("share,most", [(0.5, 2), (0.25, 4)])
-def test_fractional_gpus_pack_trials_on_a_declared_gpu(tmp_path, capsys, share, most):
-    """Ray gives each trial its share of the one GPU and so runs up to `most` at once, never
-    more. How many did overlap depends on how fast the workers start (on a busy machine they
-    stagger), so the test asks for two, which a whole GPU per trial could never give."""
-    space = write_space(tmp_path, epochs=2, **{"lambda": [1, 2, 3, 4]})
-    _search(capsys, space, tmp_path / "runs", "--gpus-per-trial", str(share), "--num-gpus", "1", "--num-cpus", "8")
-    folder = tmp_path / "runs" / "tiny"
+def test_fractional_gpus_pack_trials_on_a_declared_gpu(tmp_path):
+    """Ray gives each trial its quarter of the one GPU and so runs four at once, never five.
+
+    Left alone, how many overlap depends on how fast the workers start (on a busy machine
+    they stagger), so each trial's worker is stopped (SIGSTOP) once it has reported its first
+    of three epochs: the trials Ray started keep their share until four of them hold the GPU
+    at once, then all go on, and the fifth waits its turn. A quarter CPU per trial on 2 CPUs:
+    the GPU share, not the CPUs, is what limits them."""
+    share, most = 0.25, 4
+    space = write_space(tmp_path, epochs=3, **{"lambda": [1, 2, 3, 4, 5]})
+    out = tmp_path / "runs"
+    folder = out / "tiny"
+    proc = search_in_background(space, out, "--gpus-per-trial", str(share), "--num-gpus", "1", "--cpus-per-trial", "0.25")
+    held: dict[str, psutil.Process] = {}
+
+    def most_hold_the_gpu() -> bool:
+        assert proc.poll() is None, "the search ended before its trials could be held"
+        for t in _trials(folder):
+            if t["status"] == "running" and t["trial_id"] not in held:
+                worker = _trial_worker(proc, folder, t["trial_id"])
+                if worker is not None:
+                    worker.suspend()
+                    held[t["trial_id"]] = worker
+        return len(held) >= most
+
+    try:
+        wait_for(most_hold_the_gpu, every=0.1)
+    finally:
+        for worker in held.values():
+            try:
+                worker.resume()
+            except psutil.Error:
+                pass
+        try:
+            proc.wait(timeout=300)
+        except subprocess.TimeoutExpired:
+            kill_search(proc)
+    assert proc.returncode == 0
     trials = _trials(folder)
-    assert len(trials) == 4 and all(t["gpus"] == share for t in trials)
+    assert len(trials) == most + 1 and all(t["status"] == "finished" and t["gpus"] == share for t in trials)
     results = _ray_results(folder)
     assert {r["trial_id"] for r in results} == {t["trial_id"] for t in trials}
     assert {r["gpus_assigned"] for r in results} == {share}  # what Ray reserved, as the trial saw it
-    assert 2 <= _max_overlap(trials) <= most
-    # no real GPU here: the trainable ran on CPU and is charged for its CPU
-    assert all(t["device"] == "cpu" and t["device_seconds"] == pytest.approx(t["wall_seconds"]) for t in trials)
+    # the held trials ran at once (each stopped mid-run: its last report came after all were held),
+    # and Ray never started more than its GPU holds
+    assert _max_overlap(trials) == most
+    # no real GPU here: the trainable ran on CPU and is charged for its CPU share
+    assert all(t["device"] == "cpu" and t["device_seconds"] == pytest.approx(0.25 * t["wall_seconds"]) for t in trials)
 
 
 def test_killed_optuna_search_resumes_in_another_folder_keeping_its_trials_and_study(tmp_path, capsys):

@@ -49,6 +49,28 @@ def test_a_lambda_settled_at_zero_needs_every_lambda_at_zero():
     assert lambda_settled_epoch([]) is None
 
 
+def test_a_real_war_run_settles_where_its_step_trace_says(digits):
+    """A WAR run whose λ_t drifts from λ_0 = 7 (each step bounded to 0.05) and then stays put:
+    the summary's settled epoch (from the epoch records' min and max) is the one read off every
+    step's λ_t by hand. Settling neither at once nor never, so a rule that always answers 1, the
+    last epoch or None fails here (a search's tiny WAR trials never settle: this is its test)."""
+    from dataclasses import asdict
+
+    from wartune.engine.config import TrainConfig
+    from wartune.engine.trainer import Trainer
+
+    war = {"kind": "war", "zeta": 100.0, "lambda0": 7.0, "max_step": 0.05}
+    config = TrainConfig(model="cnn-8", lam=war, epochs=4, attack={"steps": 3}, eval={"steps": 3, "max_examples": 30}, threads=1)
+    trainer = Trainer(config, digits)
+    trainer.fit()
+    final = trainer.step_traces[-1].lambda_t[-1]
+    in_band = [all(abs(lam - final) <= 0.1 * final for lam in trace.lambda_t) for trace in trainer.step_traces]
+    by_hand = next(e for e in range(1, 5) if all(in_band[e - 1 :]))
+    assert 1 < by_hand < 4, in_band  # it moved, then settled before the end
+    summary = TrialSummary.of([asdict(r) for r in trainer.history], _meta(None))
+    assert summary.lambda_settled_epoch == by_hand
+
+
 def _meta(lambda_setting: float | None) -> TrialMeta:
     return TrialMeta("s", "t1", "grid", "cnn-8", 8.0, "digits", "trades", 0.2, 0, 3, lambda_setting, None,
                      None if lambda_setting is not None else 30.0, 1.0, 0.0)  # fmt: skip

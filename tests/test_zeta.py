@@ -2,6 +2,9 @@
 
 import math
 import multiprocessing
+import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -77,19 +80,67 @@ def test_non_finite_zeta_is_never_stored(tmp_path):
         ZetaRegistry(tmp_path / "z.parquet").put(_entry(zeta=math.nan))
 
 
-def _writer(args):
-    path, worker = args
-    reg = ZetaRegistry(path)
-    for i in range(15):
-        reg.put(_entry(model=f"mlp-{worker * 100 + i + 1}"))
+ROUNDS = 15  # upserts per writer
 
 
-def test_two_processes_writing_at_once_lose_no_row(tmp_path):
+def _writer(path: Path, worker: int, reads: Any, waiting: Any, done: Any) -> None:
+    """`ROUNDS` upserts, each held between its read and its write until the other writer has read
+    as often, is blocked on a lock, or is done: with the registry's lock the other writer is
+    blocked, without it both read the same table and the later write drops the other's row."""
+    import fcntl
+
+    other = 1 - worker
+    real_rows, real_flock = ZetaRegistry._rows, fcntl.flock
+
+    def flock(fd: Any, operation: int) -> None:
+        if operation & fcntl.LOCK_EX and not operation & fcntl.LOCK_NB:
+            waiting[worker] = 1  # from here until the lock is ours, we are blocked (or about to be)
+            try:
+                real_flock(fd, operation)
+            finally:
+                waiting[worker] = 0
+        else:
+            real_flock(fd, operation)
+
+    def rows(self: ZetaRegistry) -> list[dict[str, Any]]:
+        got = real_rows(self)
+        reads[worker] += 1
+        deadline = time.monotonic() + 120  # only a bound on a hang: the wait is for the other's state
+        while not (reads[other] >= reads[worker] or waiting[other] or done[other]):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"writer {worker}: the other writer neither read nor waited for the lock")
+            time.sleep(0.001)
+        return got
+
+    fcntl.flock, ZetaRegistry._rows = flock, rows  # in this child process only
+    try:
+        reg = ZetaRegistry(path)
+        for i in range(ROUNDS):
+            reg.put(_entry(model=f"mlp-{worker * 100 + i + 1}"))
+    finally:
+        done[worker] = 1
+
+
+def test_two_processes_writing_at_once_lose_no_row(tmp_path: Path) -> None:
+    """Two writers in lockstep, each waiting between its read and its write (`_writer`): the
+    registry's lock alone keeps every row; without it each round loses one, every run."""
     path = tmp_path / "zeta.parquet"
-    with multiprocessing.get_context("spawn").Pool(2) as pool:
-        pool.map(_writer, [(path, 0), (path, 1)])
+    context = multiprocessing.get_context("spawn")
+    reads, waiting, done = (context.Array("i", 2, lock=False) for _ in range(3))
+    writers = [context.Process(target=_writer, args=(path, w, reads, waiting, done)) for w in (0, 1)]
+    for p in writers:
+        p.start()
+    try:
+        for p in writers:
+            p.join(timeout=300)
+    finally:
+        for p in writers:
+            if p.is_alive():
+                p.kill()
+    assert [p.exitcode for p in writers] == [0, 0]
+    assert list(reads) == [ROUNDS, ROUNDS]
     models = {e.model for e in ZetaRegistry(path).entries()}
-    assert len(models) == 31  # 2 × 15 + the paper's row
+    assert len(models) == 2 * ROUNDS + 1  # every writer's rows and the paper's
 
 
 def _trial(trial_id, lam, rob, model="wrn10-0.5", status="finished", zeta=8.0, test_rob=None):
