@@ -75,7 +75,7 @@ def test_bad_stack_values_are_refused_in_one_line(tmp_path, capsys, flags, messa
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"strategy": "pbt", "trials": 4, "lambda": {"low": 1, "high": 12}}, "moves each trial's weights and λ on its own"),
+        ({"strategy": "pbt", "trials": 4, "lambda": {"low": 1, "high": 12}}, "PBT over a stack holds the whole population in one stack"),
     ],
 )
 def test_strategies_that_cannot_stack_are_refused(tmp_path, capsys, changes, message):

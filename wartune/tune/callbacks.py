@@ -21,6 +21,7 @@ from wartune.tune import ray_state
 from wartune.tune.params import TrialParams
 from wartune.tune.resume import member_folder
 from wartune.tune.running import current
+from wartune.tune.stacked_pbt import PBT, fixed
 from wartune.tune.stacks import MEMBERS, is_stack, member_count, member_id, member_params, trial_ids
 
 # Search folders the driver could not write to (disk full, read-only), with the reason: the
@@ -71,6 +72,7 @@ class SinkCallback(tune.Callback):
         self._ran_on: dict[str, dict[str, Any]] = {}  # trial id -> its results' device, precision, graphs
         self._ran_with: dict[str, dict[str, Any]] = {}  # trial id -> the config of its latest result
         self._reported: set[str] = set()  # the trials that reported an epoch to this driver
+        self._member_lam: dict[str, float] = {}  # a PBT stack's member -> the λ its last epoch trained with
         self._ended: set[str] = set()  # the trials whose end the sinks were told
         self._closed = False  # the sinks closed at the experiment's end: a late result is not theirs
 
@@ -120,7 +122,9 @@ class SinkCallback(tune.Callback):
         """The trials a Ray trial stands for (a stack's members, `stacks.py`), each with its config."""
         if not is_stack(config):
             return [(trial.trial_id, config)]
-        return [(member_id(trial.trial_id, i), member_params(config, i)) for i in range(member_count(config))]
+        units = [(member_id(trial.trial_id, i), member_params(config, i)) for i in range(member_count(config))]
+        # a PBT stack's member trains on with the λ an exploit gave it: its rows name that λ
+        return [(unit, {**c, "lam": fixed(self._member_lam[unit])} if unit in self._member_lam else c) for unit, c in units]
 
     def _writing(self, write: Any, *args: Any) -> None:
         """Run a step that writes the search folder; a failure aborts the experiment.
@@ -144,8 +148,10 @@ class SinkCallback(tune.Callback):
         self._reported.add(trial.trial_id)
         config = self._config(trial, result)
         if is_stack(config):  # one result per member (a member that diverged, or was dropped, has none)
-            units = dict(self._units(trial, config))
             reports = [(member_id(trial.trial_id, m["member"]), m) for m in result.get(MEMBERS, [])]
+            if PBT in config:
+                self._member_lam.update({unit: float(m["lambda_last"]) for unit, m in reports if "lambda_last" in m})
+            units = dict(self._units(trial, config))
             each = [(unit, units[unit], report) for unit, report in reports]
         else:
             each = [(trial.trial_id, config, result)]

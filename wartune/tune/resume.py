@@ -25,7 +25,7 @@ import pickle
 import re
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -181,20 +181,29 @@ def member_folder(index: int) -> str:
     return f"member-{index}"
 
 
-def resume_stack(trainers: list[Trainer], candidates: list[tune.Checkpoint]) -> tuple[ResumePoint, dict[int, str]]:
+@dataclass
+class StackProgress:
+    """What a stack's checkpoint records beside its members: the members it dropped (each with
+    why: they resume at their last good epoch and are not stacked again), and, in a PBT stack,
+    the epoch each exploited member's own lineage begins (the epochs before are its donor's)."""
+
+    dropped: dict[int, str] = field(default_factory=dict)
+    lineage: dict[int, int] = field(default_factory=dict)
+
+
+def resume_stack(trainers: list[Trainer], candidates: list[tune.Checkpoint]) -> tuple[ResumePoint, StackProgress]:
     """Load the newest checkpoint of a stack whose members all read into `trainers` (each
-    member's whole state is read before any is loaded); also the members it had dropped, each
-    with why (they resume at their last good epoch and are not stacked again)."""
-    dropped: dict[int, str] = {}
+    member's whole state is read before any is loaded), and the stack's progress."""
+    progress_read = StackProgress()
 
     def load(folder: str) -> int:
         states = [load_state(f"{folder}/{member_folder(i)}/{TRAINER_FILE}", t.device) for i, t in enumerate(trainers)]
         progress = json.loads(Path(folder, PROGRESS_FILE).read_text())
         for trainer, state in zip(trainers, states, strict=True):
             trainer.load_state_dict(state)
-        dropped.clear()
-        dropped.update({int(i): str(why) for i, why in progress.get("dropped", {}).items()})
+        progress_read.dropped = {int(i): str(why) for i, why in progress.get("dropped", {}).items()}
+        progress_read.lineage = {int(i): int(epoch) for i, epoch in progress.get("lineage", {}).items()}
         return int(progress["epoch"])
 
     point, _ = _newest_readable(candidates, load)
-    return point, dropped
+    return point, progress_read

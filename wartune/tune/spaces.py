@@ -289,8 +289,9 @@ class SearchSpace(TrainingSettings):
     def _check_stackable(self) -> None:
         """What `stack` > 1 needs: stackable trials (ASHA stops a stack's members one by one,
         `member_rungs.py`)."""
-        if self.strategy == "pbt":
-            raise ValueError("strategy 'pbt' moves each trial's weights and λ on its own: use stack 1 with it")
+        if self.strategy == "pbt" and (self.trials or 1) > self.stack:
+            raise ValueError(f"PBT over a stack holds the whole population in one stack: give stack >= trials "
+                             f"({self.trials}), or stack 1 for Ray's PBT over lone trials")  # fmt: skip
         if self.precision == "fp16":
             raise ValueError("fp16 cannot be stacked (one loss scaler would skip every member's step): use stack 1 or bf16")
         if get_objective(self.objective).perturbs_weights:

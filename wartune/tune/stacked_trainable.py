@@ -26,17 +26,20 @@ from ray import tune
 
 from wartune.engine.data import TensorDataset
 from wartune.engine.records import EpochRecord
+from wartune.engine.stack_pbt import apply_exploits, exploits, set_lambda
 from wartune.engine.stacked_trainer import EpochOutcome, StackedTrainer
 from wartune.engine.trainer import DivergedError, Trainer
 from wartune.tune.member_rungs import ASHA, STOPPED, RungsClient
 from wartune.tune.params import train_config_of
 from wartune.tune.resume import (
+    StackProgress,
     checkpoint_epoch,
     member_folder,
     resume_stack,
     trial_checkpoints,
     write_progress,
 )
+from wartune.tune.stacked_pbt import rule_of
 from wartune.tune.stacks import MEMBERS, SCHEDULER, member_count, member_id, member_params
 from wartune.tune.trial_reports import TrialPlace, diverged_metrics, epoch_metrics, save_trial_files
 
@@ -47,13 +50,18 @@ TOP_LEVEL = ("val_rob_acc", "best_rob_acc", "best_nat_acc", "best_stability")
 class StackReporter:
     """Reports a stack's epochs and writes its checkpoints; remembers which members it dropped."""
 
-    def __init__(self, trainers: list[Trainer], dropped: dict[int, str], place: TrialPlace) -> None:
-        self.trainers, self.dropped, self.place = trainers, dropped, place
+    def __init__(self, trainers: list[Trainer], progress: StackProgress, place: TrialPlace) -> None:
+        self.trainers, self.place = trainers, place
+        self.dropped, self.lineage = progress.dropped, progress.lineage
         # diverged before this (re)start: their errors go out again with the first report
         # (a member that ASHA stopped has no error: its rows end `stopped`, as a lone trial's)
-        self.unreported = {i: DivergedError(why) for i, why in dropped.items() if not why.startswith(STOPPED)}
+        self.unreported = {i: DivergedError(why) for i, why in self.dropped.items() if not why.startswith(STOPPED)}
 
     def report(self, epoch: int, outcomes: dict[int, EpochOutcome], checkpoint: bool = True) -> None:
+        self.send(self.metrics(epoch, outcomes), checkpoint)
+
+    def metrics(self, epoch: int, outcomes: dict[int, EpochOutcome]) -> dict[str, Any]:
+        """The epoch's result, from the members as they stand now (before any PBT exploit moves them)."""
         outcomes = {**self.unreported, **outcomes}
         self.unreported = {}
         members = []
@@ -67,13 +75,18 @@ class StackReporter:
         metrics: dict[str, Any] = {"epoch": epoch, MEMBERS: members}
         for name in TOP_LEVEL:  # Ray checks that a searcher's metrics are in every result
             metrics[name] = max((m[name] for m in trained), default=0.0)
+        return metrics
+
+    def send(self, metrics: dict[str, Any], checkpoint: bool = True) -> None:
+        """Report the result, with a checkpoint of the members as they stand now."""
+        epoch = metrics["epoch"]
         if not checkpoint:
             tune.report(metrics)
             return
         with tempfile.TemporaryDirectory() as folder:
             for i, trainer in enumerate(self.trainers):
                 save_trial_files(Path(folder) / member_folder(i), trainer)
-            write_progress(Path(folder), epoch, dropped=self.dropped)
+            write_progress(Path(folder), epoch, dropped=self.dropped, lineage=self.lineage)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
@@ -82,16 +95,22 @@ def stacked_training_trial(params: dict[str, Any], data: TensorDataset) -> None:
     started_at = time.time()
     trainers = [Trainer(train_config_of(member_params(params, i)), data) for i in range(member_count(params))]
     registered = tune.get_checkpoint()
-    point, dropped = resume_stack(trainers, trial_checkpoints(registered))
-    reporter = StackReporter(trainers, dropped, TrialPlace.here(started_at, point))
-    live = [i for i in range(len(trainers)) if i not in dropped]
+    point, progress = resume_stack(trainers, trial_checkpoints(registered))
+    reporter = StackReporter(trainers, progress, TrialPlace.here(started_at, point))
+    live = [i for i in range(len(trainers)) if i not in progress.dropped]
 
     rungs = MemberStopper(params) if params.get(SCHEDULER) == ASHA else None
+    population = rule_of(params)
+    if population is not None:  # an exploited member trains on with the λ its checkpoint holds
+        for trainer in trainers:
+            set_lambda(trainer, trainer.controller.value)
 
-    # Epochs persisted after the checkpoint Ray registered, reported again (see trainable.py);
+    # Epochs persisted after the checkpoint Ray registered, reported again (see trainable.py),
+    # each member's own only (a PBT member's epochs up to its exploit are its donor's);
     # ASHA's rungs get them too (its answers were given when they were first trained).
     for epoch in range(checkpoint_epoch(registered) + 1, point.epoch + 1):
-        records = {i: t.history[epoch - 1] for i, t in enumerate(trainers) if len(t.history) >= epoch}
+        records = {i: t.history[epoch - 1] for i, t in enumerate(trainers)
+                   if len(t.history) >= epoch and epoch > progress.lineage.get(i, 0)}  # fmt: skip
         if rungs is not None:
             rungs.stopped(epoch, records)
         reporter.report(epoch, records, checkpoint=epoch == point.epoch)
@@ -109,7 +128,14 @@ def stacked_training_trial(params: dict[str, Any], data: TensorDataset) -> None:
             why = f"{STOPPED} at epoch {epoch}"
             trained.drop([live.index(i) for i in stopped], why)
             reporter.dropped.update({i: why for i in stopped})
-        reporter.report(epoch, by_member)
+        result = reporter.metrics(epoch, by_member)  # each member's own epoch, before PBT moves any
+        if population is not None and epoch < trained.config.epochs:
+            figures = {i: o.val_rob_acc for i, o in by_member.items() if isinstance(o, EpochRecord) and i not in reporter.dropped}
+            if moves := exploits(population, epoch, figures, {i: trainers[i].controller.value for i in figures}):
+                apply_exploits(trainers, moves)  # the members' states were synced at the epoch's end
+                trained.restack()
+                reporter.lineage.update({move.member: epoch for move in moves})
+        reporter.send(result)  # the checkpoint holds the moved members: a resume goes on from there
 
     stack.fit(on_epoch)
 

@@ -57,6 +57,7 @@ from wartune.tune.result_logs import result_loggers
 from wartune.tune.running import RunningSearch, running
 from wartune.tune.space_changes import check_resume_matches
 from wartune.tune.spaces import SAMPLED, STACKED_STRATEGIES, SearchSpace, WarSettings
+from wartune.tune.stacked_pbt import population_params, stacked_pbt
 from wartune.tune.stacks import MEMBERS, SCHEDULER, balanced_chunks, stacked_params
 from wartune.tune.study import search_algorithm
 from wartune.tune.trainable import adversarial_training_trial
@@ -93,7 +94,7 @@ def trial_scheduler(space: SearchSpace, params: dict[str, Any] | None = None) ->
     asha). Stacks ask ASHA about each member themselves (`member_rungs.py`): Ray's scheduler,
     which would judge a whole stack, stays out."""
     if space.strategy == "pbt":
-        return population_based_training(space)
+        return None if stacked_pbt(space) else population_based_training(space)
     if space.scheduler != ASHA or (params or {}).get(SCHEDULER) == ASHA:
         return None
     return asha_scheduler(most_epochs(space.search, space.epochs))
@@ -113,6 +114,8 @@ def ray_samples(space: SearchSpace) -> int:
     if space.strategy not in SAMPLED:
         return 1
     trials = space.trials or 1
+    if stacked_pbt(space):
+        return 1  # one stack holds the population
     return len(balanced_chunks(list(range(trials)), space.stack)) if space.strategy == "optuna" else trials
 
 
@@ -140,6 +143,8 @@ def param_space(space: SearchSpace, calibration: ZetaEntry | None = None, lam: A
             params["base"] = {**params["base"], "eval": {**params["base"]["eval"], "eps": pgd.eps, "step": pgd.step_size}}
     if space.strategy in STACKED_STRATEGIES:
         params = stacked_params(params, space.stack)
+    elif stacked_pbt(space):  # the population as one stack, exploiting in memory
+        params = population_params(params, space)
     if space.scheduler == ASHA and stacks_trials(space, params):  # each stack asks ASHA about its members
         params[SCHEDULER] = ASHA
     return params
