@@ -115,7 +115,7 @@ def test_compare_objective_reaches_the_space(tmp_path, capsys):
     space = write_space(tmp_path, strategy="compare", thin_model="cnn-4", model=["cnn-8"])
     out = tmp_path / "runs"
     code, _, err = _run(["compare", "--space", str(space), "--objective", "bogus", "--out", str(out)], capsys)
-    assert "objective: Input should be 'trades' or 'madry' (got 'bogus')" in _error_line(code, err)
+    assert "objective: Input should be 'trades', 'madry', 'mart', 'fgsm-rs' or 'trades-awp' (got 'bogus')" in _error_line(code, err)
     assert not out.exists()
 
 
