@@ -28,6 +28,8 @@ from rich.progress import (
 
 from wartune.results.trials import TrialMeta, trial_label
 
+FIRST_BATCH_S = 1.0  # epochs reported within this long of the first one make the first batch
+
 
 def duration_text(seconds: float) -> str:
     """`45 s`, `3 min 20 s`, `2 h 05 min`: a time left as a log line says it."""
@@ -64,7 +66,9 @@ class ProgressSink:
         self.done: set[tuple[str, int]] = set()
         self.trained: dict[str, int] = {}  # trial id -> its epochs done
         self.ended: set[str] = set()  # trials whose unrun epochs left the total
-        self.clock, self.started, self.new = clock, clock(), 0  # epochs this run trained (a resume re-reports others)
+        # the pace: epochs this run trained (a resume re-reports others) since the first batch of them,
+        # which arrives after the workers started and the data loaded (not part of an epoch's cost)
+        self.clock, self.first_at, self.new, self.base = clock, None, 0, 0
         if title:
             trials = f"{total_trials} trials × {epochs} epochs" if total_trials else f"{epochs} epochs a trial"
             self.console.print(f"wartune: {title}: {trials}", highlight=False)
@@ -87,19 +91,27 @@ class ProgressSink:
         if (trial_id, epoch) not in self.done:
             self.done.add((trial_id, epoch))
             self.trained[trial_id] = max(self.trained.get(trial_id, 0), epoch)
-            self.new += not result.get("resumed_from_epoch") or epoch > int(result["resumed_from_epoch"])
+            if not result.get("resumed_from_epoch") or epoch > int(result["resumed_from_epoch"]):
+                self.new += 1
+                now = self.clock()
+                if self.first_at is None:
+                    self.first_at = now
+                if now - self.first_at < FIRST_BATCH_S:  # the first batch (a stack's members arrive together)
+                    self.base = self.new
             self.progress.update(self.overall, advance=1)
         if not self.live:
             self.console.print(f"[{self.count()}] {meta.strategy} {label}  epoch {epoch}/{self.epochs}  {status}", highlight=False)
 
     def count(self) -> str:
-        """`12/40 epochs, 3 min 20 s left`: the search's epochs done, and the time left at this run's pace."""
+        """`12/40 epochs, 3 min 20 s left`: the search's epochs done, and the time left at this run's
+        pace since its first batch of epochs (none before a second batch)."""
         done = len(self.done)
         if self.total is None:
             return f"{done} epochs"
         left = ""
-        if self.new and done < self.total:
-            left = f", {duration_text((self.clock() - self.started) / self.new * (self.total - done))} left"
+        if self.first_at is not None and self.new > self.base and done < self.total:
+            pace = (self.clock() - self.first_at) / (self.new - self.base)
+            left = f", {duration_text(pace * (self.total - done))} left"
         return f"{done}/{self.total} epochs{left}"
 
     def on_trial_end(self, meta: TrialMeta, status: str, error: str | None) -> None:
