@@ -26,6 +26,7 @@ from wartune.engine.config import TrainConfig, validate
 from wartune.engine.data import dataset_info
 from wartune.engine.models import create_model
 from wartune.errors import WartuneError
+from wartune.results.model_files import StateMisfit
 
 WRAPPERS = ("state_dict", "model_state_dict", "model", "net", "weights")  # where checkpoints keep their tensors
 PREFIXES = ("module.", "_orig_mod.")  # DataParallel / DDP; torch.compile
@@ -69,15 +70,13 @@ def _unprefixed(key: str) -> str:
 
 def fit_into(model: nn.Module, state: dict[str, torch.Tensor], path: Path, name: str) -> None:
     """Load `state` into `model`, or one line naming what does not fit."""
-    expected = model.state_dict()
-    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    if missing or extra:
-        raise WartuneError(f"{str(path)!r} does not fit {name}: {len(missing)} keys missing (first: {missing[:1]}), "
-                           f"{len(extra)} unexpected (first: {extra[:1]})")  # fmt: skip
-    for key, tensor in expected.items():
-        if state[key].shape != tensor.shape:
-            raise WartuneError(f"{str(path)!r} does not fit {name}: {key} has shape {tuple(state[key].shape)}, "
-                               f"{name} needs {tuple(tensor.shape)}")  # fmt: skip
+    misfit = StateMisfit.of(state, model.state_dict())
+    if misfit.missing or misfit.extra:
+        raise WartuneError(f"{str(path)!r} does not fit {name}: {len(misfit.missing)} keys missing (first: {misfit.missing[:1]}), "
+                           f"{len(misfit.extra)} unexpected (first: {misfit.extra[:1]})")  # fmt: skip
+    if misfit.shape is not None:
+        key, have, need = misfit.shape
+        raise WartuneError(f"{str(path)!r} does not fit {name}: {key} has shape {have}, {name} needs {need}")
     model.load_state_dict(state)
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -101,16 +102,31 @@ def _read_weights(path: Path, expected: dict[str, Tensor]) -> dict[str, Tensor]:
         state = load_file(str(path))
     except (OSError, SafetensorError) as err:
         raise WartuneError(f"{str(path)!r} is not readable safetensors weights ({str(err).splitlines()[0]})") from None
-    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    if missing or extra:
+    misfit = StateMisfit.of(state, expected)
+    if misfit.missing or misfit.extra:
         raise WartuneError(
             f"{str(path)!r} does not match the model in {META_FILE}: "
-            f"{len(missing)} tensors missing (e.g. {missing[:1]}), {len(extra)} unexpected (e.g. {extra[:1]})"
+            f"{len(misfit.missing)} tensors missing (e.g. {misfit.missing[:1]}), {len(misfit.extra)} unexpected (e.g. {misfit.extra[:1]})"
         )
-    for name, tensor in expected.items():
-        if state[name].shape != tensor.shape:
-            raise WartuneError(
-                f"{str(path)!r} does not match the model in {META_FILE}: {name} has shape "
-                f"{tuple(state[name].shape)}, the model needs {tuple(tensor.shape)}"
-            )
+    if misfit.shape is not None:
+        name, have, need = misfit.shape
+        raise WartuneError(f"{str(path)!r} does not match the model in {META_FILE}: {name} has shape {have}, the model needs {need}")
     return state
+
+
+@dataclass(frozen=True)
+class StateMisfit:
+    """How stored tensors fail to fit a network's own (names missing or unexpected, the first
+    shape that differs); each loader words it for its own file (`foreign_weights.py` too)."""
+
+    missing: list[str]
+    extra: list[str]
+    shape: tuple[str, tuple[int, ...], tuple[int, ...]] | None
+
+    @classmethod
+    def of(cls, state: Mapping[str, Tensor], expected: Mapping[str, Tensor]) -> StateMisfit:
+        missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        shape = None
+        if not (missing or extra):
+            shape = next(((k, tuple(state[k].shape), tuple(t.shape)) for k, t in expected.items() if state[k].shape != t.shape), None)
+        return cls(missing, extra, shape)

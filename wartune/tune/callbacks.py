@@ -18,10 +18,10 @@ from wartune.results.sinks import ParquetSink, Sink
 from wartune.results.store import MODELS_DIR
 from wartune.results.trials import TrialMeta
 from wartune.tune import ray_state
-from wartune.tune.params import TrialParams
+from wartune.tune.params import TrialParams, fixed_lambda
 from wartune.tune.resume import member_folder
 from wartune.tune.running import current
-from wartune.tune.stacked_pbt import PBT, fixed
+from wartune.tune.stacked_pbt import PBT
 from wartune.tune.stacks import MEMBERS, is_stack, member_count, member_id, member_params, trial_ids
 
 # Search folders the driver could not write to (disk full, read-only), with the reason: the
@@ -124,7 +124,7 @@ class SinkCallback(tune.Callback):
             return [(trial.trial_id, config)]
         units = [(member_id(trial.trial_id, i), member_params(config, i)) for i in range(member_count(config))]
         # a PBT stack's member trains on with the λ an exploit gave it: its rows name that λ
-        return [(unit, {**c, "lam": fixed(self._member_lam[unit])} if unit in self._member_lam else c) for unit, c in units]
+        return [(unit, {**c, "lam": fixed_lambda(self._member_lam[unit])} if unit in self._member_lam else c) for unit, c in units]
 
     def _writing(self, write: Any, *args: Any) -> None:
         """Run a step that writes the search folder; a failure aborts the experiment.

@@ -10,7 +10,6 @@ trial row the λ it ended with, as a lone PBT trial's do (`callbacks.py`).
 
 from __future__ import annotations
 
-import math
 import random
 from typing import Any
 
@@ -49,7 +48,3 @@ def rule_of(params: dict[str, Any]) -> PbtRule | None:
     rule = params.get(PBT)
     return PbtRule(**rule) if isinstance(rule, dict) else None
 
-
-def fixed(lam: float) -> dict[str, Any]:
-    """A member's λ as a trial config holds it."""
-    return {"kind": "fixed", "value": lam if math.isfinite(lam) else 0.0}
