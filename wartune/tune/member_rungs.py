@@ -12,8 +12,9 @@ they stop costing, and their rows end `stopped` with fewer epochs, as a lone tri
 The actor lives as long as the search's driver; `--resume` starts a new one and refills its
 rungs from epochs.parquet (`refill`) before any stack asks. A rung holds each member's figure
 at the first epoch it reached the rung, whatever the order in which the members asked, so
-replaying each member's recorded epochs in order rebuilds the rungs exactly. A member asked again about an epoch already in a rung (a stack
-re-reporting epochs Ray had not registered) leaves the rung as it was.
+replaying each member's recorded epochs in order rebuilds the rungs exactly. A member asked
+again about an epoch already in a rung (a stack re-reporting epochs Ray had not registered)
+leaves the rung as it was.
 """
 
 from __future__ import annotations
