@@ -43,11 +43,13 @@ def test_a_trials_tuned_values_reach_its_engine_config_and_the_evaluation_keeps_
     ("changes", "message"),
     [
         ({"search": {"momentum": [0.9]}}, "search: cannot tune 'momentum'; tunable: lr, weight_decay, eps"),
-        ({"search": {"lr": {"low": 0.01, "high": 0.1}}}, "search.lr: a range is sampled by strategy optuna; strategy 'grid' needs a list"),
+        ({"search": {"lr": {"low": 0.01, "high": 0.1}}}, "search.lr: a range is sampled by strategy optuna or pbt; strategy 'grid' needs a list"),
         ({"search": {"attack_steps": [2.5]}}, "search.attack_steps: takes whole numbers"),
         ({"search": {"lr": [0]}}, "search.lr: give positive values"),
         ({"search": {"lr": [0.1]}, "stack": 2}, "the members of a stack differ in λ and seed alone"),
-        ({"search": {"lr": [0.1]}, "strategy": "pbt", "trials": 2, "lambda": {"low": 1, "high": 6}}, "strategy 'pbt' tunes λ alone"),
+        ({"search": {"batch_size": [64, 128]}, "strategy": "pbt", "trials": 2, "lambda": {"low": 1, "high": 6}},
+         "search: PBT cannot move batch_size in the middle of a run"),
+        ({"search": {"lr": [0.1]}, "strategy": "compare", "thin_model": "cnn-4"}, "strategy 'compare' tunes λ alone"),
     ],
 )
 def test_a_search_block_the_strategy_cannot_run_is_refused_in_one_line(tmp_path, capsys, changes, message):

@@ -26,13 +26,82 @@ def test_a_fixed_lambda_is_the_configs_when_restoring_another_runs_state(tmp_pat
     assert [r.lambda_last for r in heir.history] == [3.0, 6.0]  # the donor's epoch, then its own λ
 
 
+def test_lr_and_weight_decay_are_the_configs_when_restoring_another_runs_state(tmp_path):
+    # PBT over lr and weight decay: the heir keeps the donor's place in the schedule (epoch 3 of 4
+    # under exp-decay halves the lr) but at its own base lr, and steps with its own weight decay.
+    config = TrainConfig(model="cnn-4", lam=3.0, epochs=4, lr=0.1, weight_decay=5e-4, batch_size=256, threads=1,
+                         eval={"steps": 1, "max_examples": 30})  # fmt: skip
+    donor = Trainer(config)
+    for _ in range(3):
+        donor.run_epoch()
+    donor.save(tmp_path / "donor.pt")
+    heir = Trainer(TrainConfig.model_validate({**config.model_dump(), "lr": 0.02, "weight_decay": 1e-3}))
+    heir.load(tmp_path / "donor.pt")
+    group = heir.optimizer.param_groups[0]
+    assert (group["lr"], group["weight_decay"], heir.scheduler.base_lrs) == (pytest.approx(0.01), 1e-3, [0.02])
+    assert heir.scheduler.get_last_lr() == [pytest.approx(0.01)]
+    # one SGD step by hand from the donor's weights w and momentum m, a zero gradient:
+    # m' = μ·m + wd·w, w' = w − lr·m', with the heir's lr and weight decay
+    params = list(heir.model.parameters())
+    weights, momenta = [p.detach().clone() for p in params], [heir.optimizer.state[p]["momentum_buffer"].clone() for p in params]
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    heir.optimizer.step()
+    for p, w, m in zip(params, weights, momenta, strict=True):
+        torch.testing.assert_close(p.detach(), w - 0.01 * (config.momentum * m + 1e-3 * w))
+    resumed = Trainer(config)  # the donor's own config: its lr and decay, as it left them
+    resumed.load(tmp_path / "donor.pt")
+    assert (resumed.optimizer.param_groups[0]["lr"], resumed.optimizer.param_groups[0]["weight_decay"]) == (0.05, 5e-4)
+    resumed.fit()
+    assert [r.lr for r in resumed.history] == [0.1, 0.1, 0.1, 0.05]
+
+
+def test_pbt_moves_the_searched_dimensions_within_their_ranges_and_journals_them(tmp_path):
+    from ray import tune
+    from ray.tune.experiment import Trial
+
+    from wartune.tune.dimensions import TUNED
+    from wartune.tune.pbt import latest_exploits, population_based_training
+    from wartune.tune.running import RunningSearch, running
+    from wartune.tune.spaces import SearchSpace
+
+    space = SearchSpace.model_validate({"strategy": "pbt", "model": "cnn-8", "trials": 2, "epochs": 4,
+                                        "lambda": {"low": 1, "high": 12}, "pbt": {"interval": 1, "resample": 0.0},
+                                        "search": {"lr": {"low": 0.01, "high": 0.2, "log": True}, "attack_steps": [3, 5, 10]}})  # fmt: skip
+    pbt = population_based_training(space)
+    assert set(pbt._hyperparam_mutations) == {"lam", TUNED} and pbt._hyperparam_mutations[TUNED]["attack_steps"] == [3, 5, 10]
+    clip = pbt._custom_explore_fn
+    assert clip({"lam": 5.0, TUNED: {"lr": 0.3, "attack_steps": 5}})[TUNED] == {"lr": 0.2, "attack_steps": 5}
+    assert clip({"lam": 5.0, TUNED: {"lr": 0.004, "attack_steps": 5}})[TUNED]["lr"] == 0.01
+    folder = tmp_path / "search"
+    folder.mkdir()
+    with running(RunningSearch(folder)):
+        pbt._log_config = False
+        weak = _stub_trial(folder / "ray", "t_00000", 2.0, {"lr": 0.05, "attack_steps": 3})
+        strong = _stub_trial(folder / "ray", "t_00001", 5.0, {"lr": 0.1, "attack_steps": 5})
+        for trial in (weak, strong):
+            pbt.on_trial_add(_Controller(), trial)
+            trial.set_status(Trial.PAUSED)
+        state = pbt._trial_state[strong]
+        state.last_checkpoint = tune.Checkpoint(str(folder / "ray" / "tune" / "t_00001" / "checkpoint_000001"))
+        state.last_train_time, state.last_score, state.last_result = 2, 0.5, {"epoch": 2}
+        pbt._trial_state[weak].last_score = 0.1
+        pbt._exploit(None, weak, strong)
+        moved = weak.config[TUNED]
+        assert moved["lr"] in (pytest.approx(0.08), pytest.approx(0.12)) and moved["attack_steps"] in (3, 10)  # × 0.8 / 1.2; a neighbour
+        assert latest_exploits(folder)["t_00000"][TUNED] == moved
+        stale = _stub_trial(folder / "ray", "t_00000", weak.config["lam"], {"lr": 0.05, "attack_steps": 3})
+        population_based_training(space).on_trial_add(_Controller(), stale)  # a snapshot from before the exploit
+    assert stale.config[TUNED] == moved and stale.checkpoint is not None
+
+
 @pytest.mark.e2e
 def test_pbt_moves_a_running_trials_lambda_and_the_trial_trains_with_it_across_a_kill_and_a_move(tmp_path, capsys):
-    # Two trials, the bottom half exploits the top one after every epoch: three chances to move.
-    # Killed once both trained two epochs (Ray keeps no PBT state: the resumed scheduler must
-    # sync again past them), moved to another parent and resumed there.
+    # Two trials, the bottom half exploits the top one after every epoch: three chances to move
+    # λ and the lr beside it. Killed once both trained two epochs (Ray keeps no PBT state: the
+    # resumed scheduler must sync again past them), moved to another parent and resumed there.
     space = write_space(tmp_path, strategy="pbt", model="cnn-8", trials=2, epochs=4,
-                        pbt={"interval": 1, "quantile": 0.5, "resample": 0.0},
+                        pbt={"interval": 1, "quantile": 0.5, "resample": 0.0}, search={"lr": [0.05, 0.1, 0.2]},
                         **{"lambda": {"low": 0.5, "high": 12, "log": True}})  # fmt: skip
     out = tmp_path / "runs"
     kill_when(space, out, lambda trials: len(trials) == 2 and all(t["status"] == "running" and t["epochs"] >= 2 for t in trials))
@@ -52,13 +121,14 @@ def test_pbt_moves_a_running_trials_lambda_and_the_trial_trains_with_it_across_a
             assert e["lambda_min"] == e["lambda_max"] == pytest.approx(e["lambda_setting"])
             assert 0.5 <= e["lambda_setting"] <= 12
         moved += len({e["lambda_setting"] for e in rows}) > 1
-        # the trial's row: the λ it ended with, the one its last epoch trained with
+        # the trial's row: the λ and lr it ended with, those its last epoch trained with (exp-decay halves epoch 4's)
         assert t["lambda_final"] == pytest.approx(rows[-1]["lambda_last"]) == pytest.approx(t["lambda_setting"])
+        assert t["lr"] in (0.05, 0.1, 0.2) and rows[-1]["lr"] == pytest.approx(t["lr"] / 2)
     assert moved >= 1  # the bottom half took the top trial's weights and a perturbed λ
-    for path in (folder / "ray" / "tune").glob("*/result.json"):  # Ray's own log agrees, result by result
-        for line in path.read_text().splitlines():
-            r = json.loads(line)
-            assert r["lambda_last"] == pytest.approx(r["config"]["lam"])
+    results = [json.loads(line) for path in (folder / "ray" / "tune").glob("*/result.json") for line in path.read_text().splitlines()]
+    for r in results:  # Ray's own log agrees, result by result: each epoch trained with its config's λ and lr
+        assert r["lambda_last"] == pytest.approx(r["config"]["lam"])
+        assert r["lr"] == pytest.approx(r["config"]["tuned"]["lr"] * (0.5 if r["epoch"] == 4 else 1.0))
 
 
 @pytest.mark.parametrize(
@@ -95,12 +165,15 @@ def test_pbt_scheduler_follows_the_space():
     assert clip({"lam": 30.0})["lam"] == 12 and clip({"lam": 0.2})["lam"] == 1 and clip({"lam": 5.0})["lam"] == 5
 
 
-def _stub_trial(storage_path, trial_id, lam):
+def _stub_trial(storage_path, trial_id, lam, tuned=None):
     from ray.train._internal.storage import StorageContext
     from ray.tune.experiment import Trial
 
+    from wartune.tune.dimensions import TUNED
+
     storage = StorageContext(storage_path=str(storage_path), experiment_dir_name="tune", trial_dir_name=trial_id)
-    return Trial("adversarial_training_trial", config={"lam": lam}, trial_id=trial_id, storage=storage, stub=True)
+    config = {"lam": lam} | ({TUNED: tuned} if tuned else {})
+    return Trial("adversarial_training_trial", config=config, trial_id=trial_id, storage=storage, stub=True)
 
 
 class _Controller:

@@ -79,6 +79,7 @@ def restore_trainer(trainer: TrainerParts, state: dict[str, Any]) -> None:
     scheduler_state = dict(trainer.scheduler.state_dict())
     scheduler_state.update(state["scheduler"])
     trainer.scheduler.load_state_dict(scheduler_state)
+    _optimizer_settings_from_config(trainer)
     if not isinstance(trainer.controller, Fixed):
         # A fixed λ is the config's, never the checkpoint's: Population Based Training
         # restores a trial from another trial's checkpoint with a new λ in its config.
@@ -93,6 +94,22 @@ def restore_trainer(trainer: TrainerParts, state: dict[str, Any]) -> None:
     trainer.step_traces = [StepTrace(**t) for t in state["step_traces"]]
     trainer.best_epoch = int(state["best_epoch"])
     trainer.best_state = state["best_state"]
+
+
+def _optimizer_settings_from_config(trainer: TrainerParts) -> None:
+    """The lr and weight decay are the config's, never the checkpoint's: Population Based
+    Training restores a trial from another trial's checkpoint with new values in its config.
+    The schedule's position stays the checkpoint's, scaled to the config's base lr (every
+    schedule is proportional to it); on an ordinary resume the scale is exactly 1."""
+    lr, weight_decay = float(trainer.config.lr), float(trainer.config.weight_decay)
+    for i, group in enumerate(trainer.optimizer.param_groups):
+        group["weight_decay"] = weight_decay
+        base = float(trainer.scheduler.base_lrs[i])
+        if base != lr:
+            group["lr"] = group["lr"] * lr / base
+            group["initial_lr"] = lr
+            trainer.scheduler.base_lrs[i] = lr
+            trainer.scheduler._last_lr[i] = group["lr"]  # what get_last_lr reads
 
 
 def save_state(state: dict[str, Any], path: Path | str) -> None:

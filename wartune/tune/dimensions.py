@@ -12,8 +12,10 @@ Each trial's chosen values travel in its config under `tuned` and replace the sp
 before the engine config is built (`TrialParams.parse`), so the trial, its rows and its
 MLflow run all carry them. A tuned training `eps` leaves the evaluation at the threat
 model's ε and step (pinned in the trials' base config), so every trial is judged by one
-attack. PBT moves λ alone, and stacked members differ in λ and seed alone: a `search:` block
-is refused with either, in one line.
+attack. PBT draws each dimension at the start and moves it with λ at every exploit (`pbt.py`:
+a list's neighbour, a range's value × 0.8 or × 1.2 kept inside it); the batch size and the
+epochs shape a run's schedule, so PBT cannot move them. Stacked members differ in λ and seed
+alone: a `search:` block is refused with a stack, in one line.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ DIMENSIONS: dict[str, tuple[tuple[str, ...], bool]] = {
     "batch_size": (("batch_size",), True),
     "epochs": (("epochs",), True),  # each trial's schedule runs over its own epochs
 }
+FIXED_IN_A_RUN = ("batch_size", "epochs")  # a run's steps and schedule: PBT cannot move them mid-run
 
 
 class Range(StrictModel):
@@ -58,17 +61,19 @@ def check_dimensions(search: dict[str, list[float] | Range], strategy: str, stac
         if isinstance(values, Range):
             if values.low >= values.high or (values.log and values.low <= 0):
                 raise ValueError(f"search.{name}: low must be below high (and above 0 for a log range)")
-            if strategy != "optuna":
-                raise ValueError(f"search.{name}: a range is sampled by strategy optuna; strategy {strategy!r} needs a list")
-    if search and strategy in ("pbt", "compare"):
-        raise ValueError(f"search: strategy {strategy!r} tunes λ alone; use grid or optuna to search {', '.join(search)}")
+            if strategy not in ("optuna", "pbt"):
+                raise ValueError(f"search.{name}: a range is sampled by strategy optuna or pbt; strategy {strategy!r} needs a list")
+    if search and strategy == "compare":
+        raise ValueError(f"search: strategy 'compare' tunes λ alone; use grid, optuna or pbt to search {', '.join(search)}")
+    if strategy == "pbt" and (fixed := [name for name in search if name in FIXED_IN_A_RUN]):
+        raise ValueError(f"search: PBT cannot move {' or '.join(fixed)} in the middle of a run; use grid or optuna for them")
     if search and stack > 1:
         raise ValueError("search: the members of a stack differ in λ and seed alone; use stack 1 to search "
                          f"{', '.join(search)}")  # fmt: skip
 
 
 def domains(search: dict[str, list[float] | Range], strategy: str) -> dict[str, Any]:
-    """Ray's search space of the dimensions: a grid's lists, Optuna's ranges and choices."""
+    """Ray's search space of the dimensions: a grid's lists; Optuna's and PBT's ranges and choices."""
     from ray import tune
 
     space: dict[str, Any] = {}
@@ -80,9 +85,31 @@ def domains(search: dict[str, list[float] | Range], strategy: str) -> dict[str, 
             else:
                 space[name] = (tune.loguniform if values.log else tune.uniform)(values.low, values.high)
         else:
-            typed = [int(v) if whole else float(v) for v in values]
-            space[name] = tune.grid_search(typed) if strategy != "optuna" else tune.choice(typed)
+            typed = _typed(name, values)
+            space[name] = tune.grid_search(typed) if strategy not in ("optuna", "pbt") else tune.choice(typed)
     return space
+
+
+def _typed(name: str, values: list[float]) -> list[int] | list[float]:
+    return [int(v) for v in values] if DIMENSIONS[name][1] else [float(v) for v in values]
+
+
+def mutations(search: dict[str, list[float] | Range]) -> dict[str, Any]:
+    """PBT's `hyperparam_mutations` of the dimensions: a list moves to a neighbouring value,
+    a range is perturbed (× 0.8 or × 1.2) or drawn again from its domain."""
+    return {name: domains({name: values}, "pbt")[name] if isinstance(values, Range) else _typed(name, values)
+            for name, values in search.items()}  # fmt: skip
+
+
+def within_ranges(tuned: dict[str, Any], search: dict[str, list[float] | Range]) -> dict[str, Any]:
+    """A PBT exploit's perturbed values put back inside their ranges, whole where they must be
+    (Ray's × 0.8 / × 1.2 knows neither bound nor type; a list's values are its own already)."""
+    out = dict(tuned)
+    for name, values in search.items():
+        if isinstance(values, Range) and name in out:
+            value = min(max(float(out[name]), values.low), values.high)
+            out[name] = int(round(value)) if DIMENSIONS[name][1] else value
+    return out
 
 
 def most_epochs(search: dict[str, list[float] | Range], epochs: int) -> int:

@@ -1,9 +1,12 @@
-"""Population Based Training over λ (strategy pbt, and compare's pbt rows), resumable.
+"""Population Based Training over λ and the `search:` dimensions (strategy pbt, and compare's
+pbt rows), resumable.
 
 Ray's PBT ranks the population by each epoch's robust accuracy; an exploited trial restarts
-from the donor's newest checkpoint with the new λ in its config, which the trainable trains
-with (a fixed λ is the config's, never the checkpoint's). Ray's perturbation (× 0.8 / × 1.2)
-is not bounded, so the explored λ is clipped back into the range.
+from the donor's newest checkpoint with the new λ (and lr, weight decay, ε or attack steps
+where the space searches them) in its config, which the trainable trains with (a fixed λ,
+the lr and the weight decay are the config's, never the checkpoint's: `engine/state.py`).
+Ray's perturbation (× 0.8 / × 1.2) is not bounded, so the explored values are clipped back
+into their ranges.
 
 Ray does not keep the scheduler's state in the experiment, so a restored synchronous PBT
 starts again with its next sync at the first interval, while the restored trials report
@@ -20,9 +23,9 @@ in the driver's memory, and the exploited trial trains on with them before Ray n
 its experiment state. A driver killed in between restores the trial with its old λ and
 checkpoint, and its next epochs would be recorded (and trained) with a λ they never had. So
 each exploit is written to the search folder (`pbt_exploits.jsonl`) before the trial trains
-again, and a restored trial whose λ is not its latest exploit's gets that λ and the donor's
-checkpoint back (`on_trial_add`); the trainable then continues from the newest checkpoint of
-the trial's own (`resume.py`).
+again, and a restored trial whose λ or tuned values are not its latest exploit's gets them
+and the donor's checkpoint back (`on_trial_add`); the trainable then continues from the
+newest checkpoint of the trial's own (`resume.py`).
 """
 
 from __future__ import annotations
@@ -37,11 +40,12 @@ from ray.train._internal.checkpoint_manager import _TrainingResult
 from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 from ray.tune.schedulers.pbt import _make_experiment_tag
 
+from wartune.tune.dimensions import TUNED, mutations, within_ranges
 from wartune.tune.running import current
 from wartune.tune.scheduler_metrics import CurrentMetricName
 from wartune.tune.spaces import LambdaRange, SearchSpace
 
-EXPLOITS_FILE = "pbt_exploits.jsonl"  # one line per exploit: the trial, its new λ, the donor's checkpoint
+EXPLOITS_FILE = "pbt_exploits.jsonl"  # one line per exploit: the trial, its new λ and tuned values, the donor's checkpoint
 
 
 def record_exploit(folder: Path, exploit: dict[str, Any]) -> None:
@@ -91,6 +95,7 @@ class ResumablePBT(CurrentMetricName, PopulationBasedTraining):
         experiment = PurePosixPath(trial.storage.experiment_fs_path)
         record_exploit(current().folder, {
             "trial": trial.trial_id, "donor": trial_to_clone.trial_id, "lam": trial.config["lam"],
+            TUNED: trial.config.get(TUNED),
             "epoch": self._trial_state[trial_to_clone].last_train_time,
             "checkpoint": str(path.relative_to(experiment)) if path.is_relative_to(experiment) else str(path),
             "metrics": _scalars(self._trial_state[trial_to_clone].last_result or {}),
@@ -100,9 +105,9 @@ class ResumablePBT(CurrentMetricName, PopulationBasedTraining):
         """A restored trial gets its latest exploit back where Ray's snapshot predates it."""
         super().on_trial_add(tune_controller, trial)
         exploit = latest_exploits(current().folder).get(trial.trial_id)
-        if exploit is None or trial.config.get("lam") == exploit["lam"]:
+        if exploit is None or _exploited_values(trial.config) == _exploited_values(exploit):
             return
-        config = {**trial.config, "lam": exploit["lam"]}
+        config = {**trial.config, **_exploited_values(exploit)}
         trial.set_experiment_tag(_make_experiment_tag(self._trial_state[trial].orig_tag, config, self._hyperparam_mutations))
         trial.set_config(config)
         path = PurePosixPath(trial.storage.experiment_fs_path) / exploit["checkpoint"]
@@ -110,6 +115,11 @@ class ResumablePBT(CurrentMetricName, PopulationBasedTraining):
         trial.run_metadata.checkpoint_manager._latest_checkpoint_result = _TrainingResult(
             checkpoint=donor, metrics=exploit["metrics"]
         )
+
+
+def _exploited_values(values: dict[str, Any]) -> dict[str, Any]:
+    """What an exploit sets in a trial's config: λ, and the tuned values where the search has them."""
+    return {"lam": values.get("lam")} | ({TUNED: values[TUNED]} if values.get(TUNED) is not None else {})
 
 
 def lambda_domain(space: SearchSpace) -> Any:
@@ -120,16 +130,21 @@ def lambda_domain(space: SearchSpace) -> Any:
 
 
 def population_based_training(space: SearchSpace) -> ResumablePBT:
-    """PBT over λ (the `pbt:` block): the population is the search's `trials`."""
+    """PBT over λ and the `search:` dimensions (the `pbt:` block): the population is the search's `trials`."""
     assert isinstance(space.lam, LambdaRange)  # guaranteed by SearchSpace validation
     low, high = space.lam.low, space.lam.high
+    moved: dict[str, Any] = {"lam": lambda_domain(space)}
+    if space.search:
+        moved[TUNED] = mutations(space.search)
 
     def within_range(config: dict[str, Any]) -> dict[str, Any]:
         config["lam"] = min(max(float(config["lam"]), low), high)
+        if space.search:
+            config[TUNED] = within_ranges(config[TUNED], space.search)
         return config
 
     return ResumablePBT(
         time_attr="epoch", metric="val_rob_acc", mode="max", perturbation_interval=space.pbt.every(space.epochs),
-        hyperparam_mutations={"lam": lambda_domain(space)}, quantile_fraction=space.pbt.quantile,
+        hyperparam_mutations=moved, quantile_fraction=space.pbt.quantile,
         resample_probability=space.pbt.resample, custom_explore_fn=within_range, synch=space.pbt.synch,
     )  # fmt: skip
