@@ -1,7 +1,7 @@
 """PBT over a stack (`engine/stack_pbt.py`, `tune/stacked_pbt.py`): Ray's synchronous rule on the
 members (bottom quantile takes a random top member's state and its λ × 0.8 / × 1.2, or a fresh
-draw), the state moved exactly, and a stacked PBT search whose rows name the λ each epoch
-trained with."""
+draw), the state moved exactly, and a stacked PBT search, killed and resumed, whose rows name
+the λ each epoch trained with."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from tests.conftest import write_space
+from tests.conftest import kill_when, rows_of, write_space
 from tests.test_cli import _run
 from wartune.engine.config import FixedLambda, TrainConfig
 from wartune.engine.stack_pbt import Exploit, PbtRule, apply_exploits, exploits
@@ -52,14 +52,19 @@ def test_an_exploit_moves_the_donors_whole_state_and_gives_the_member_its_new_la
 
 
 @pytest.mark.e2e
-def test_a_stacked_pbt_search_exploits_inside_its_stack_and_its_rows_name_each_epochs_lambda(tmp_path, capsys):
+def test_a_stacked_pbt_search_killed_and_resumed_exploits_inside_its_stack_and_its_rows_name_each_epochs_lambda(tmp_path, capsys):
     space = write_space(tmp_path, strategy="pbt", model="mlp-64", trials=4, epochs=4, stack=4, pbt={"interval": 1, "resample": 0},
                         **{"lambda": {"low": 0.5, "high": 12, "log": True}}, eval={"steps": 3, "max_examples": 200})  # fmt: skip
     out = tmp_path / "runs"
-    code, _, err = _run(["search", "--space", str(space), "--out", str(out), "--no-mlflow", "--num-cpus", "1"], capsys)
+    # SIGKILL once the stack recorded two epochs (an exploit behind it), then --resume
+    kill_when(space, out, lambda trials: len(trials) == 4 and all(t["epochs"] >= 2 for t in trials))
+    recorded = rows_of(out / "tiny")
+    code, _, err = _run(["search", "--space", str(space), "--out", str(out), "--no-mlflow", "--resume"], capsys)
     assert code == 0, err
     trials = {t["trial_id"]: t for t in pq.read_table(out / "tiny" / "trials.parquet").to_pylist()}
-    epochs = pq.read_table(out / "tiny" / "epochs.parquet").to_pylist()
+    epochs = rows_of(out / "tiny")
+    assert all(e in epochs for e in recorded) and len(recorded) >= 8  # nothing recorded lost
+    assert sorted((e["trial_id"], e["epoch"]) for e in epochs) == sorted((t, n) for t in trials for n in (1, 2, 3, 4))  # each once
     assert len(trials) == 4 and len({t["stack"] for t in trials.values()}) == 1 and {t["status"] for t in trials.values()} == {"finished"}
     lam = {(e["trial_id"], e["epoch"]): e["lambda_last"] for e in epochs}
     moved = 0

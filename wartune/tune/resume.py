@@ -185,10 +185,16 @@ def member_folder(index: int) -> str:
 class StackProgress:
     """What a stack's checkpoint records beside its members: the members it dropped (each with
     why: they resume at their last good epoch and are not stacked again), and, in a PBT stack,
-    the epoch each exploited member's own lineage begins (the epochs before are its donor's)."""
+    the epoch each exploited member's own lineage begins (the epochs before are its donor's),
+    the λ each member's checkpoint trained on with (an exploit's, where PBT moved it: a
+    fixed λ is loaded from the config, never the checkpoint, so a PBT stack sets it back), and
+    the reports of the members an exploit moved at the checkpoint's epoch: their own epoch,
+    which the checkpoint's state (the donor's, from then on) no longer holds."""
 
     dropped: dict[int, str] = field(default_factory=dict)
     lineage: dict[int, int] = field(default_factory=dict)
+    lambdas: dict[int, float] = field(default_factory=dict)
+    moved_reports: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
 def resume_stack(trainers: list[Trainer], candidates: list[tune.Checkpoint]) -> tuple[ResumePoint, StackProgress]:
@@ -203,6 +209,8 @@ def resume_stack(trainers: list[Trainer], candidates: list[tune.Checkpoint]) -> 
             trainer.load_state_dict(state)
         progress_read.dropped = {int(i): str(why) for i, why in progress.get("dropped", {}).items()}
         progress_read.lineage = {int(i): int(epoch) for i, epoch in progress.get("lineage", {}).items()}
+        progress_read.lambdas = {i: float(state["controller"]["value"]) for i, state in enumerate(states)}
+        progress_read.moved_reports = {int(i): report for i, report in progress.get("moved_reports", {}).items()}
         return int(progress["epoch"])
 
     point, _ = _newest_readable(candidates, load)

@@ -9,10 +9,12 @@ trial per member. The figures at the top (`TOP_LEVEL`) are the best member's, fo
 tables and checks only.
 
 A stack's checkpoint holds each member's lone checkpoint files in `member-<i>/` (trainer
-state, best model, progress) and the stack's progress: its epoch and the members it dropped
-(diverged), with why. A restarted stack loads every member from its newest readable
-checkpoint, reports each dropped member's error again, re-reports the epochs Ray had not
-registered (as the lone trainable does) and stacks the others again.
+state, best model, progress) and the stack's progress (`resume.StackProgress`): its epoch,
+the members it dropped (diverged or stopped), with why, and in a PBT stack each member's
+lineage and the own reports of the members an exploit moved at that epoch. A restarted stack
+loads every member from its newest readable checkpoint, reports each dropped member's error
+again, re-reports the epochs Ray had not registered (as the lone trainable does: a moved
+member's from its kept report, its state being the donor's) and stacks the others again.
 """
 
 from __future__ import annotations
@@ -53,24 +55,28 @@ class StackReporter:
     def __init__(self, trainers: list[Trainer], progress: StackProgress, place: TrialPlace) -> None:
         self.trainers, self.place = trainers, place
         self.dropped, self.lineage = progress.dropped, progress.lineage
+        self.moved_reports = progress.moved_reports  # the next checkpoint's (StackProgress)
         # diverged before this (re)start: their errors go out again with the first report
         # (a member that ASHA stopped has no error: its rows end `stopped`, as a lone trial's)
         self.unreported = {i: DivergedError(why) for i, why in self.dropped.items() if not why.startswith(STOPPED)}
 
-    def report(self, epoch: int, outcomes: dict[int, EpochOutcome], checkpoint: bool = True) -> None:
-        self.send(self.metrics(epoch, outcomes), checkpoint)
+    def report(self, epoch: int, outcomes: dict[int, EpochOutcome], checkpoint: bool = True,
+               kept: dict[int, dict[str, Any]] | None = None) -> None:  # fmt: skip
+        self.send(self.metrics(epoch, outcomes, kept), checkpoint)
 
-    def metrics(self, epoch: int, outcomes: dict[int, EpochOutcome]) -> dict[str, Any]:
-        """The epoch's result, from the members as they stand now (before any PBT exploit moves them)."""
+    def metrics(self, epoch: int, outcomes: dict[int, EpochOutcome], kept: dict[int, dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The epoch's result, from the members as they stand now (before any PBT exploit moves
+        them), and `kept`: members' reports made before an exploit moved them, as they were."""
         outcomes = {**self.unreported, **outcomes}
         self.unreported = {}
-        members = []
+        members = list((kept or {}).values())
         for i, outcome in sorted(outcomes.items()):
             if isinstance(outcome, DivergedError):
                 self.dropped[i] = str(outcome)
                 members.append({**diverged_metrics(self.trainers[i], outcome), "member": i})
             else:
                 members.append({**epoch_metrics(outcome, self.trainers[i], self.place), "member": i})
+        members.sort(key=lambda m: m["member"])
         trained = [m for m in members if "error" not in m]
         metrics: dict[str, Any] = {"epoch": epoch, MEMBERS: members}
         for name in TOP_LEVEL:  # Ray checks that a searcher's metrics are in every result
@@ -86,7 +92,7 @@ class StackReporter:
         with tempfile.TemporaryDirectory() as folder:
             for i, trainer in enumerate(self.trainers):
                 save_trial_files(Path(folder) / member_folder(i), trainer)
-            write_progress(Path(folder), epoch, dropped=self.dropped, lineage=self.lineage)
+            write_progress(Path(folder), epoch, dropped=self.dropped, lineage=self.lineage, moved_reports=self.moved_reports)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
@@ -102,8 +108,8 @@ def stacked_training_trial(params: dict[str, Any], data: TensorDataset) -> None:
     rungs = MemberStopper(params) if params.get(SCHEDULER) == ASHA else None
     population = rule_of(params)
     if population is not None:  # an exploited member trains on with the λ its checkpoint holds
-        for trainer in trainers:
-            set_lambda(trainer, trainer.controller.value)
+        for i, lam in progress.lambdas.items():
+            set_lambda(trainers[i], lam)
 
     # Epochs persisted after the checkpoint Ray registered, reported again (see trainable.py),
     # each member's own only (a PBT member's epochs up to its exploit are its donor's);
@@ -113,7 +119,8 @@ def stacked_training_trial(params: dict[str, Any], data: TensorDataset) -> None:
                    if len(t.history) >= epoch and epoch > progress.lineage.get(i, 0)}  # fmt: skip
         if rungs is not None:
             rungs.stopped(epoch, records)
-        reporter.report(epoch, records, checkpoint=epoch == point.epoch)
+        kept = progress.moved_reports if epoch == point.epoch else None  # their own epoch, before the exploit
+        reporter.report(epoch, records, checkpoint=epoch == point.epoch, kept=kept)
     if not live or trainers[live[0]].finished:
         if reporter.unreported:
             reporter.report(point.epoch, {})
@@ -129,12 +136,15 @@ def stacked_training_trial(params: dict[str, Any], data: TensorDataset) -> None:
             trained.drop([live.index(i) for i in stopped], why)
             reporter.dropped.update({i: why for i in stopped})
         result = reporter.metrics(epoch, by_member)  # each member's own epoch, before PBT moves any
+        reporter.moved_reports = {}
         if population is not None and epoch < trained.config.epochs:
             figures = {i: o.val_rob_acc for i, o in by_member.items() if isinstance(o, EpochRecord) and i not in reporter.dropped}
             if moves := exploits(population, epoch, figures, {i: trainers[i].controller.value for i in figures}):
                 apply_exploits(trainers, moves)  # the members' states were synced at the epoch's end
                 trained.restack()
                 reporter.lineage.update({move.member: epoch for move in moves})
+                moved = {move.member for move in moves}
+                reporter.moved_reports = {m["member"]: m for m in result[MEMBERS] if m["member"] in moved}
         reporter.send(result)  # the checkpoint holds the moved members: a resume goes on from there
 
     stack.fit(on_epoch)
