@@ -226,4 +226,4 @@ def test_transfers_alpha_flag_sets_war_alpha_within_the_named_controller():
     assert load_space("war").war == WarSettings.preset("epoch")  # war.yaml: war: epoch
     assert load_space("war", alpha).war == WarSettings(alpha=0.5, alpha_per="epoch")
     assert load_space("lambda_grid", alpha).war == WarSettings(alpha=0.5, alpha_per="epoch")  # no war: the default
-    assert load_space("table3", alpha).war == WarSettings(alpha=0.5)  # war: paper, α per step
+    assert load_space("cifar10_paper", alpha).war == WarSettings(alpha=0.5)  # war: paper, α per step
