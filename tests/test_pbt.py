@@ -88,6 +88,9 @@ def test_pbt_moves_the_searched_dimensions_within_their_ranges_and_journals_them
         pbt._trial_state[weak].last_score = 0.1
         pbt._exploit(None, weak, strong)
         moved = weak.config[TUNED]
+        # a trial's last epoch is left alone: no exploit there (the controller is never asked)
+        assert pbt.on_trial_result(None, weak, {"epoch": 4, "val_rob_acc": 0.0, "training_iteration": 4}) == "CONTINUE"
+        assert len(latest_exploits(folder)) == 1
         assert moved["lr"] in (pytest.approx(0.08), pytest.approx(0.12)) and moved["attack_steps"] in (3, 10)  # × 0.8 / 1.2; a neighbour
         assert latest_exploits(folder)["t_00000"][TUNED] == moved
         stale = _stub_trial(folder / "ray", "t_00000", weak.config["lam"], {"lr": 0.05, "attack_steps": 3})

@@ -78,10 +78,19 @@ def _scalars(result: dict[str, Any]) -> dict[str, Any]:
 
 class ResumablePBT(CurrentMetricName, PopulationBasedTraining):
     """Ray's PBT, whose synchronous population meets again after a restore (module docstring),
-    ranking by the metric's current name (`scheduler_metrics.py`)."""
+    ranking by the metric's current name (`scheduler_metrics.py`), and leaving a trial's last
+    epoch alone: Ray would exploit there too, handing a finished trial a donor's checkpoint and
+    values it never trains with (its config and the journal would then name them)."""
+
+    def __init__(self, *args: Any, last_epoch: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.last_epoch = last_epoch
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         time = result.get(self._time_attr)
+        last = getattr(self, "last_epoch", None)  # None in a scheduler that wartune 0.1.0 pickled
+        if last is not None and isinstance(time, int | float) and time >= last:
+            return TrialScheduler.CONTINUE
         if self._synch and isinstance(time, int | float):
             self._next_perturbation_sync = max(self._next_perturbation_sync, time)
             if time < self._next_perturbation_sync:  # behind the population: train on to it
@@ -147,4 +156,5 @@ def population_based_training(space: SearchSpace) -> ResumablePBT:
         time_attr="epoch", metric="val_rob_acc", mode="max", perturbation_interval=space.pbt.every(space.epochs),
         hyperparam_mutations=moved, quantile_fraction=space.pbt.quantile,
         resample_probability=space.pbt.resample, custom_explore_fn=within_range, synch=space.pbt.synch,
+        last_epoch=space.epochs,
     )  # fmt: skip
