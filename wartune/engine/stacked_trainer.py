@@ -38,7 +38,6 @@ from wartune.engine.config import TrainConfig
 from wartune.engine.data import TensorDataset, load_dataset
 from wartune.engine.evaluation import eval_seed, evaluate_stacked
 from wartune.engine.metrics import RobustnessMetrics
-from wartune.engine.objectives import get_objective
 from wartune.engine.optimizer import build_sgd
 from wartune.engine.precision import model_call
 from wartune.engine.records import EpochRecord, StepLog, StepTrace, TrainResult
@@ -49,6 +48,7 @@ from wartune.engine.stacking import (
     stack_models,
     stack_tensors,
     stackable,
+    unstackable_settings,
 )
 from wartune.engine.trainer import DivergedError, Trainer
 
@@ -65,11 +65,7 @@ def why_not_stacked(configs: Sequence[TrainConfig]) -> str | None:
         if other != first:
             fields = sorted(k for k in first if first[k] != other.get(k))
             return f"the trials differ in {', '.join(fields)}: only lam and seed may differ within a stack"
-    if configs[0].precision == "fp16":
-        return "fp16 cannot be stacked: one loss scaler would skip every member's step when one overflows"
-    if get_objective(configs[0].objective).perturbs_weights:
-        return f"{configs[0].objective} cannot be stacked: each member's weights take their own proxy step"
-    return None
+    return unstackable_settings(configs[0].precision, configs[0].objective)
 
 
 class StackedTrainer:

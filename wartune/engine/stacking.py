@@ -30,6 +30,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from wartune.engine.objectives import get_objective
+
 STACKABLE_LAYERS = (nn.Conv2d, nn.BatchNorm2d, nn.Linear)
 PER_CHANNEL_LAYERS = (
     nn.ReLU, nn.Flatten, nn.Sequential, nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.MaxPool2d, nn.Identity,
@@ -58,6 +60,15 @@ def unstackable_family(model_name: str) -> str | None:
     """Why a model of this family cannot be stacked, known from its name alone (None: it may be)."""
     if model_name.split("-")[0].rstrip("0123456789") in UNSTACKABLE_MODELS:
         return f"{model_name} cannot be stacked: its layers mix members' channels or draw dropout masks"
+    return None
+
+
+def unstackable_settings(precision: str, objective: str) -> str | None:
+    """Why trials with these settings cannot share a stack, whatever their model (None: they may)."""
+    if precision == "fp16":
+        return "fp16 cannot be stacked: one loss scaler would skip every member's step when one overflows (bf16 can)"
+    if get_objective(objective).perturbs_weights:
+        return f"{objective} cannot be stacked: each member's weights take their own proxy step"
     return None
 
 

@@ -29,8 +29,7 @@ from wartune.engine.config import (
     check_model_fits,
     validate,
 )
-from wartune.engine.objectives import get_objective
-from wartune.engine.stacking import unstackable_family
+from wartune.engine.stacking import unstackable_family, unstackable_settings
 from wartune.errors import ConfigError
 from wartune.results.pareto import OBJECTIVES, objective_name
 from wartune.tune.dimensions import Range, check_dimensions
@@ -292,13 +291,10 @@ class SearchSpace(TrainingSettings):
         if self.strategy == "pbt" and (self.trials or 1) > self.stack:
             raise ValueError(f"PBT over a stack holds the whole population in one stack: give stack >= trials "
                              f"({self.trials}), or stack 1 for Ray's PBT over lone trials")  # fmt: skip
-        if self.precision == "fp16":
-            raise ValueError("fp16 cannot be stacked (one loss scaler would skip every member's step): use stack 1 or bf16")
-        if get_objective(self.objective).perturbs_weights:
-            raise ValueError(f"{self.objective} cannot be stacked (each member's weights take their own proxy step): use stack 1")
-        for model in [*self.models, *([self.thin_model] if self.thin_model else [])]:
-            if why := unstackable_family(model):
-                raise ValueError(f"{why}: use stack 1")
+        whys = [unstackable_settings(self.precision, self.objective)]
+        whys += [unstackable_family(model) for model in [*self.models, *([self.thin_model] if self.thin_model else [])]]
+        if why := next(filter(None, whys), None):
+            raise ValueError(f"{why}: use stack 1")
 
     @property
     def seed_values(self) -> list[int]:
