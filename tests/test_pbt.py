@@ -84,12 +84,13 @@ def test_pbt_moves_the_searched_dimensions_within_their_ranges_and_journals_them
             trial.set_status(Trial.PAUSED)
         state = pbt._trial_state[strong]
         state.last_checkpoint = tune.Checkpoint(str(folder / "ray" / "tune" / "t_00001" / "checkpoint_000001"))
-        state.last_train_time, state.last_score, state.last_result = 2, 0.5, {"epoch": 2}
+        state.last_train_time, state.last_score = 2, 0.5
+        state.last_result = {"epoch": 2, "val_rob_acc": 0.5, "training_iteration": 2}
         pbt._trial_state[weak].last_score = 0.1
         pbt._exploit(None, weak, strong)
         moved = weak.config[TUNED]
-        # a trial's last epoch is left alone: no exploit there (the controller is never asked)
-        assert pbt.on_trial_result(None, weak, {"epoch": 4, "val_rob_acc": 0.0, "training_iteration": 4}) == "CONTINUE"
+        # a trial's last epoch is left alone: no exploit there
+        assert pbt.on_trial_result(_Population([weak, strong]), weak, {"epoch": 4, "val_rob_acc": 0.0, "training_iteration": 4}) == "CONTINUE"
         assert len(latest_exploits(folder)) == 1
         assert moved["lr"] in (pytest.approx(0.08), pytest.approx(0.12)) and moved["attack_steps"] in (3, 10)  # × 0.8 / 1.2; a neighbour
         assert latest_exploits(folder)["t_00000"][TUNED] == moved
@@ -251,3 +252,72 @@ def test_a_checkpoints_lineage_names_where_the_trials_own_epochs_begin(tmp_path)
     assert lineage_from(tune.Checkpoint(str(own / "checkpoint_000003")), str(own)) == 2  # its own: the lineage it recorded
     assert lineage_from(tune.Checkpoint(str(donor / "checkpoint_000001")), str(own)) == 2  # a donor's: its epoch
     assert lineage_from(tune.Checkpoint(str(own / "checkpoint_000000")), str(own)) == 0
+
+
+class _Population:
+    """What a synchronous PBT asks of Ray's controller: the trials, and which still run."""
+
+    def __init__(self, trials: list) -> None:
+        self.trials = trials
+        self.search_alg = None
+
+    def get_trials(self) -> list:
+        return list(self.trials)
+
+    def get_live_trials(self) -> list:
+        return [t for t in self.trials if not t.is_finished()]
+
+
+def _restored_population(tmp_path, epochs_at_the_kill: list[int]):
+    """A synchronous PBT as a resumed search has it: Ray's snapshot gives the trials back, the
+    scheduler starts over (no state kept), each trial trains on from its own checkpoint."""
+    from ray.tune.experiment import Trial
+
+    from wartune.tune.pbt import population_based_training
+    from wartune.tune.spaces import SearchSpace
+
+    space = SearchSpace.model_validate({"strategy": "pbt", "model": "cnn-8", "trials": len(epochs_at_the_kill), "epochs": 6,
+                                        "lambda": {"low": 1, "high": 12}, "pbt": {"interval": 1, "resample": 0.0}})  # fmt: skip
+    pbt = population_based_training(space)
+    pbt._log_config = False
+    trials = [_stub_trial(tmp_path / "ray", f"t_{i:05d}", 2.0 + i) for i in range(len(epochs_at_the_kill))]
+    population = _Population(trials)
+    for trial in trials:
+        pbt.on_trial_add(population, trial)
+        trial.set_status(Trial.RUNNING)
+    return pbt, population, trials
+
+
+def _result(epoch: int, acc: float = 0.5) -> dict:
+    return {"epoch": epoch, "val_rob_acc": acc, "training_iteration": epoch}
+
+
+@pytest.mark.parametrize("last_epoch_reported_first", [False, True], ids=["behind-first", "last-first"])
+def test_a_resumed_population_is_not_left_waiting_for_a_trial_that_finished(tmp_path, last_epoch_reported_first):
+    # Killed with one trial ahead: on resume it trains its last epoch (6) while the other trains
+    # on to its next sync (3). Whichever reports first, the one behind must not wait at
+    # its sync for the finished trial (0.3.0 hung there: PAUSED, never chosen again), nor take
+    # the finished trial's checkpoint from an epoch it has not reached.
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import TrialScheduler
+
+    from wartune.tune.running import RunningSearch, running
+
+    with running(RunningSearch(tmp_path)):
+        pbt, population, (ahead, behind) = _restored_population(tmp_path, [5, 2])
+        pbt._trial_state[ahead].last_score = 0.9  # the better one, had it ranked at a sync before
+        if last_epoch_reported_first:
+            assert pbt.on_trial_result(population, ahead, _result(6, acc=0.9)) == TrialScheduler.CONTINUE
+            ahead.set_status(Trial.TERMINATED)
+            decision = pbt.on_trial_result(population, behind, _result(3))
+        else:
+            decision = pbt.on_trial_result(population, behind, _result(3))
+            if decision == TrialScheduler.PAUSE:
+                behind.set_status(Trial.PAUSED)
+            assert pbt.on_trial_result(population, ahead, _result(6, acc=0.9)) == TrialScheduler.CONTINUE
+            ahead.set_status(Trial.TERMINATED)
+    if decision == TrialScheduler.PAUSE:
+        behind.set_status(Trial.PAUSED)
+    assert behind.status == Trial.RUNNING or pbt.choose_trial_to_run(population) is behind  # it trains on
+    assert behind.config["lam"] == 3.0  # nobody took the finished trial's epoch-6 checkpoint
+    assert pbt._next_perturbation_sync == 4  # its next sync: an interval on, not the finished trial's epoch

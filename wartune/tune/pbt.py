@@ -31,12 +31,14 @@ newest checkpoint of the trial's own (`resume.py`).
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ray import tune
 from ray.train._internal.checkpoint_manager import _TrainingResult
+from ray.tune.experiment import Trial
 from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 from ray.tune.schedulers.pbt import _make_experiment_tag
 
@@ -80,22 +82,65 @@ class ResumablePBT(CurrentMetricName, PopulationBasedTraining):
     """Ray's PBT, whose synchronous population meets again after a restore (module docstring),
     ranking by the metric's current name (`scheduler_metrics.py`), and leaving a trial's last
     epoch alone: Ray would exploit there too, handing a finished trial a donor's checkpoint and
-    values it never trains with (its config and the journal would then name them)."""
+    values it never trains with (its config and the journal would then name them).
+
+    A trial at its last epoch leaves the population. Nobody waits at a sync for it, nobody
+    takes its checkpoint (from an epoch the others have not reached), its epoch does not move
+    the next sync, and a sync that only waited for it happens at once. After a restore the
+    population may stand an epoch apart: a trial that finished while another waited at its
+    sync left that one PAUSED and never chosen again (0.3.0 hung there).
+    """
 
     def __init__(self, *args: Any, last_epoch: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.last_epoch = last_epoch
 
+    def _finished(self, trial: Any) -> bool:
+        last = getattr(self, "last_epoch", None)  # None in a scheduler that wartune 0.1.0 pickled
+        return last is not None and self._trial_state[trial].last_train_time >= last
+
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         time = result.get(self._time_attr)
-        last = getattr(self, "last_epoch", None)  # None in a scheduler that wartune 0.1.0 pickled
+        last = getattr(self, "last_epoch", None)
         if last is not None and isinstance(time, int | float) and time >= last:
+            self._trial_state[trial].last_train_time = time
+            self._sync_the_waiting(tune_controller)
             return TrialScheduler.CONTINUE
         if self._synch and isinstance(time, int | float):
             self._next_perturbation_sync = max(self._next_perturbation_sync, time)
             if time < self._next_perturbation_sync:  # behind the population: train on to it
                 return TrialScheduler.CONTINUE
-        return super().on_trial_result(tune_controller, trial, result)
+        return self._ray_rule(tune_controller, trial, result)
+
+    def _ray_rule(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+        """Ray's decision, with the next sync set by the trials still in the population."""
+        sync = self._next_perturbation_sync
+        decision = super().on_trial_result(tune_controller, trial, result)
+        if self._synch and self._next_perturbation_sync != sync:  # the population synced
+            times = [s.last_train_time for t, s in self._trial_state.items() if not self._finished(t)]
+            self._next_perturbation_sync = max([sync + self._perturbation_interval, *times])
+        return decision
+
+    def _sync_the_waiting(self, tune_controller: Any) -> None:
+        """The sync a finished trial held back: due once every other live trial waits at it."""
+        if not self._synch:
+            return
+        live = [t for t in tune_controller.get_live_trials() if not self._finished(t)]
+        waiting = [t for t in live if t.status == Trial.PAUSED and self._trial_state[t].last_result is not None
+                   and self._trial_state[t].last_train_time >= self._next_perturbation_sync]  # fmt: skip
+        if waiting and len(waiting) == len(live):
+            self._ray_rule(tune_controller, waiting[0], self._trial_state[waiting[0]].last_result)
+
+    def _quantiles(self) -> tuple[list[Any], list[Any]]:
+        """Ray's lower and upper quantiles (`PopulationBasedTraining._quantiles`), over the trials
+        still in the population."""
+        scored = [t for t, s in self._trial_state.items()
+                  if s.last_score is not None and not math.isnan(s.last_score) and not t.is_finished() and not self._finished(t)]  # fmt: skip
+        scored.sort(key=lambda t: self._trial_state[t].last_score)
+        if len(scored) <= 1:
+            return [], []
+        size = min(math.ceil(len(scored) * self._quantile_fraction), len(scored) // 2)
+        return scored[:size], scored[len(scored) - size :]
 
     def _exploit(self, tune_controller: Any, trial: Any, trial_to_clone: Any) -> None:
         super()._exploit(tune_controller, trial, trial_to_clone)
