@@ -320,7 +320,7 @@ E2E_FIXTURES = frozenset({"war_search", "mlflow_server", "calibrated"})
 
 
 # The costly shared fixtures, each with the xdist group of the tests that use it (directly or
-# through another fixture): `pytest -n 3 --dist loadgroup` runs a group on one worker, which
+# through another fixture): `pytest -n 2 --dist loadgroup` runs a group on one worker, which
 # then builds the fixture once. A session fixture's group is its own name; a module fixture's
 # is its module, and only that module's tests join it (elsewhere the name is another fixture).
 # A new costly session or module fixture belongs here; the cheap ones (`digits`, `mnist_dir`)
@@ -353,7 +353,7 @@ def _shared_fixture_group(item: pytest.Item) -> str | None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every test that needs an `E2E_FIXTURES` fixture `e2e`, so `-m "not e2e"` is the fast
-    tier; and group the users of each costly shared fixture for `pytest -n 3 --dist loadgroup`."""
+    tier; and group the users of each costly shared fixture for `pytest -n 2 --dist loadgroup`."""
     for item in items:
         if E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.e2e)
