@@ -31,7 +31,6 @@ newest checkpoint of the trial's own (`resume.py`).
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -95,14 +94,16 @@ class ResumablePBT(CurrentMetricName, PopulationBasedTraining):
         super().__init__(*args, **kwargs)
         self.last_epoch = last_epoch
 
-    def _finished(self, trial: Any) -> bool:
+    def _at_last_epoch(self, time: Any) -> bool:
         last = getattr(self, "last_epoch", None)  # None in a scheduler that wartune 0.1.0 pickled
-        return last is not None and self._trial_state[trial].last_train_time >= last
+        return last is not None and isinstance(time, int | float) and time >= last
+
+    def _finished(self, trial: Any) -> bool:
+        return self._at_last_epoch(self._trial_state[trial].last_train_time)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         time = result.get(self._time_attr)
-        last = getattr(self, "last_epoch", None)
-        if last is not None and isinstance(time, int | float) and time >= last:
+        if self._at_last_epoch(time):
             self._trial_state[trial].last_train_time = time
             self._sync_the_waiting(tune_controller)
             return TrialScheduler.CONTINUE
@@ -132,15 +133,14 @@ class ResumablePBT(CurrentMetricName, PopulationBasedTraining):
             self._ray_rule(tune_controller, waiting[0], self._trial_state[waiting[0]].last_result)
 
     def _quantiles(self) -> tuple[list[Any], list[Any]]:
-        """Ray's lower and upper quantiles (`PopulationBasedTraining._quantiles`), over the trials
-        still in the population."""
-        scored = [t for t, s in self._trial_state.items()
-                  if s.last_score is not None and not math.isnan(s.last_score) and not t.is_finished() and not self._finished(t)]  # fmt: skip
-        scored.sort(key=lambda t: self._trial_state[t].last_score)
-        if len(scored) <= 1:
-            return [], []
-        size = min(math.ceil(len(scored) * self._quantile_fraction), len(scored) // 2)
-        return scored[:size], scored[len(scored) - size :]
+        """Ray's quantiles, over the trials still in the population (Ray's rule reads
+        `_trial_state`, so it is handed theirs for the call)."""
+        states = self._trial_state
+        self._trial_state = {t: s for t, s in states.items() if not self._finished(t)}
+        try:
+            return super()._quantiles()
+        finally:
+            self._trial_state = states
 
     def _exploit(self, tune_controller: Any, trial: Any, trial_to_clone: Any) -> None:
         super()._exploit(tune_controller, trial, trial_to_clone)
