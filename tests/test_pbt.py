@@ -90,7 +90,7 @@ def test_pbt_moves_the_searched_dimensions_within_their_ranges_and_journals_them
         pbt._exploit(None, weak, strong)
         moved = weak.config[TUNED]
         # a trial's last epoch is left alone: no exploit there
-        assert pbt.on_trial_result(_Population([weak, strong]), weak, {"epoch": 4, "val_rob_acc": 0.0, "training_iteration": 4}) == "CONTINUE"
+        assert pbt.on_trial_result(_Controller([weak, strong]), weak, {"epoch": 4, "val_rob_acc": 0.0, "training_iteration": 4}) == "CONTINUE"
         assert len(latest_exploits(folder)) == 1
         assert moved["lr"] in (pytest.approx(0.08), pytest.approx(0.12)) and moved["attack_steps"] in (3, 10)  # × 0.8 / 1.2; a neighbour
         assert latest_exploits(folder)["t_00000"][TUNED] == moved
@@ -181,9 +181,18 @@ def _stub_trial(storage_path, trial_id, lam, tuned=None):
 
 
 class _Controller:
-    """What PBT asks of Ray's controller when a trial is added (no search algorithm here)."""
+    """What PBT asks of Ray's controller: its search algorithm (none here), the trials, and
+    which of them still run (a synchronous PBT's)."""
 
-    search_alg = None
+    def __init__(self, trials: list | None = None) -> None:
+        self.trials = trials or []
+        self.search_alg = None
+
+    def get_trials(self) -> list:
+        return list(self.trials)
+
+    def get_live_trials(self) -> list:
+        return [t for t in self.trials if not t.is_finished()]
 
 
 def test_an_exploit_is_journaled_and_a_restored_trial_whose_snapshot_predates_it_gets_it_back(tmp_path):
@@ -254,20 +263,6 @@ def test_a_checkpoints_lineage_names_where_the_trials_own_epochs_begin(tmp_path)
     assert lineage_from(tune.Checkpoint(str(own / "checkpoint_000000")), str(own)) == 0
 
 
-class _Population:
-    """What a synchronous PBT asks of Ray's controller: the trials, and which still run."""
-
-    def __init__(self, trials: list) -> None:
-        self.trials = trials
-        self.search_alg = None
-
-    def get_trials(self) -> list:
-        return list(self.trials)
-
-    def get_live_trials(self) -> list:
-        return [t for t in self.trials if not t.is_finished()]
-
-
 def _restored_population(tmp_path, epochs_at_the_kill: list[int]):
     """A synchronous PBT as a resumed search has it: Ray's snapshot gives the trials back, the
     scheduler starts over (no state kept), each trial trains on from its own checkpoint."""
@@ -281,7 +276,7 @@ def _restored_population(tmp_path, epochs_at_the_kill: list[int]):
     pbt = population_based_training(space)
     pbt._log_config = False
     trials = [_stub_trial(tmp_path / "ray", f"t_{i:05d}", 2.0 + i) for i in range(len(epochs_at_the_kill))]
-    population = _Population(trials)
+    population = _Controller(trials)
     for trial in trials:
         pbt.on_trial_add(population, trial)
         trial.set_status(Trial.RUNNING)
