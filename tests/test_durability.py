@@ -95,6 +95,26 @@ def test_truncated_newest_checkpoint_of_a_moved_war_search_resumes_from_the_one_
     assert kept and all(e in epochs for e in kept)  # the epochs up to the checkpoint it went on from: as recorded
 
 
+def test_a_restarted_trial_names_its_checkpoints_after_those_its_folder_holds(tmp_path):
+    # Ray numbers a restarted trial's checkpoints on from its lagging snapshot's index: without
+    # continue_numbering the next checkpoint would be checkpoint_000001 again, over one written
+    # before the kill (a PBT trial restored from that name then loaded a later epoch).
+    from ray.train._internal.storage import StorageContext
+
+    from wartune.tune.resume import continue_numbering
+
+    storage = StorageContext(str(tmp_path), "search", trial_dir_name="trial", current_checkpoint_index=0)
+    folder = Path(storage.trial_fs_path)
+    for name in ("checkpoint_000000", "checkpoint_000001", "checkpoint_000003", "checkpoint_tmp_x", "artifacts"):
+        (folder / name).mkdir(parents=True)
+    continue_numbering(storage)
+    storage._update_checkpoint_index({})  # what Ray does before it writes the next checkpoint
+    assert storage.checkpoint_dir_name == "checkpoint_000004"
+    ahead = StorageContext(str(tmp_path), "search", trial_dir_name="empty", current_checkpoint_index=7)
+    continue_numbering(ahead)  # an empty folder (a trial created again): Ray's own index stands
+    assert ahead.current_checkpoint_index == 7
+
+
 def test_a_trial_created_again_on_resume_finds_the_checkpoints_its_earlier_folder_holds(tmp_path):
     # A trial created after the driver's last experiment snapshot is created again on --resume,
     # same id, new folder (Ray names it by the time): its earlier folder's checkpoints are its own.

@@ -133,6 +133,9 @@ def test_pbt_moves_a_running_trials_lambda_and_the_trial_trains_with_it_across_a
     for r in results:  # Ray's own log agrees, result by result: each epoch trained with its config's λ and lr
         assert r["lambda_last"] == pytest.approx(r["config"]["lam"])
         assert r["lr"] == pytest.approx(r["config"]["tuned"]["lr"] * (0.5 if r["epoch"] == 4 else 1.0))
+    for trial_folder in (folder / "ray" / "tune").iterdir():  # no checkpoint name written again after the resume
+        held = [json.loads((c / "progress.json").read_text())["epoch"] for c in sorted(trial_folder.glob("checkpoint_*"))]
+        assert held == sorted(held), trial_folder.name
 
 
 @pytest.mark.parametrize(

@@ -27,13 +27,16 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow.fs as pafs
 from ray import tune
 
 from wartune.engine.state import load_state
 from wartune.engine.trainer import Trainer
+
+if TYPE_CHECKING:
+    from ray.train._internal.storage import StorageContext
 
 TRAINER_FILE = "trainer.pt"
 PROGRESS_FILE = "progress.json"  # {"epoch": n, "lineage_from": s}: read without loading the trainer state
@@ -92,13 +95,35 @@ def checkpoint_paths(fs: pafs.FileSystem, trial_path: str) -> list[str]:
     return [path for folder in (trial_path, *earlier) for path in _subfolders(fs, folder, _is_checkpoint)]
 
 
+def _index(checkpoint_folder: str) -> int:
+    """The index in a checkpoint folder's name (`checkpoint_000004`: 4; -1 for another name)."""
+    digits = PurePosixPath(checkpoint_folder).name.removeprefix(CHECKPOINT_PREFIX)
+    return int(digits) if digits.isdigit() else -1
+
+
+def continue_numbering(storage: StorageContext) -> None:
+    """Name this run's checkpoints after every one the trial's folder already holds.
+
+    Ray numbers a restarted trial's checkpoints on from the index its experiment snapshot
+    recorded, and that snapshot lags the checkpoints on storage (module docstring). The
+    restarted trial would then write `checkpoint_000002` again, over a folder it wrote
+    before the kill, and a PBT trial whose exploit (`pbt.py`) restores it from that name
+    would load the newer state: a donor's later epoch, skipping one of its own. Ray adds one
+    to the index before each checkpoint.
+    """
+    own = _subfolders(storage.storage_filesystem, storage.trial_fs_path, _is_checkpoint)
+    storage.current_checkpoint_index = max([storage.current_checkpoint_index, *map(_index, own)])
+
+
 def trial_checkpoints(registered: tune.Checkpoint | None) -> list[tune.Checkpoint]:
-    """This trial's checkpoint folders on storage, newest first (Ray's own names sort by index).
+    """This trial's checkpoint folders on storage, newest first (Ray's own names sort by
+    index, and `continue_numbering` keeps them in that order across restarts).
 
     A trial created after the driver's last experiment snapshot is created again on `--resume`,
     under the same id but in a new folder (named by the time); the checkpoints its earlier run
     left in the old folder come after the new folder's own, the latest run's first.
     """
+    continue_numbering(tune.get_context().get_storage())
     fs, trial_path = storage_of_trial()
     paths = checkpoint_paths(fs, trial_path)
     found = [tune.Checkpoint(path, filesystem=fs) for path in paths]
