@@ -71,3 +71,18 @@ def test_the_terminal_table_highlights_the_best_trial_by_validation():
     table = rich_table(_trials(), "t")
     styles = {cells: row.style for cells, row in zip(table.columns[0].cells, table.rows, strict=True)}
     assert styles == {"a": None, "b ★": "bold green", "c": None}
+
+
+def test_the_settings_a_search_varied_are_columns_after_lambda_and_name_the_best_trials_values():
+    # lr and weight decay searched with λ (a `search:` block): each trial's values are in the
+    # table; ε, the attack and the batch, the same for every trial, are not
+    a, b, c = _trials()
+    varied = [{**t, "lr": lr, "weight_decay": wd, "attack_steps": 10, "batch_size": 128}
+              for t, lr, wd in ((a, 0.05, 0.0005), (b, 0.2, 0.0001), (c, 0.1, None))]  # fmt: skip
+    md = summary_markdown("s", varied)
+    assert "| trial | strategy | model | λ | lr | wd | val robust | natural |" in md
+    assert f"| b ★ | grid | cnn-8 | 6 | 0.2 | 0.0001 | {_cell(162, 216)} |" in md
+    assert f"| c | grid | cnn-8 | 12 | 0.1 | – | {_cell(205, 216)} |" in md
+    assert "Best trial **b** (cnn-8, λ 6, lr 0.2, wd 0.0001, trades," in md
+    assert [c.header for c in rich_table(varied, "t").columns][3:6] == ["λ", "lr", "wd"]
+    assert "| λ | val robust |" in summary_markdown("s", _trials())  # nothing varied: no such column

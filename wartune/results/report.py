@@ -24,6 +24,10 @@ from wartune.results.trials import best_by_autoattack, best_trial, is_finite
 COLUMNS = ("trial", "strategy", "model", "λ", "val robust", "natural", "robust", "stability", "test n", "l_nat/l_rob", "wall s",
            "status")  # fmt: skip
 AA_COLUMN = "AutoAttack"  # beside robust (PGD-20) when the search's end attacked trials (final_attack)
+# Training settings a space's `search:` block may vary, by trials.parquet column, and their
+# header: shown after λ where the trials differ in them, so a search over lr × wd shows the values.
+SETTING_COLUMNS = {"lr": ("lr", "{:.3g}"), "weight_decay": ("wd", "{:.3g}"), "eps": ("train ε", "{:.3g}"),
+                   "attack_steps": ("steps", "{:.0f}"), "attack_step": ("step", "{:.3g}"), "batch_size": ("batch", "{:.0f}")}  # fmt: skip
 
 
 def attacked(trials: list[dict[str, Any]]) -> bool:
@@ -31,12 +35,23 @@ def attacked(trials: list[dict[str, Any]]) -> bool:
     return any(is_finite(t.get("aa_rob_acc")) for t in trials)
 
 
+def varied_settings(trials: list[dict[str, Any]]) -> list[str]:
+    """The `SETTING_COLUMNS` whose values differ between the trials (a `search:` block's)."""
+    return [key for key in SETTING_COLUMNS if len({t.get(key) for t in trials} - {None}) > 1]
+
+
+def settings_text(trial: dict[str, Any], trials: list[dict[str, Any]]) -> str:
+    """`trial`'s values of the settings its search varied, as the best trial's line names them."""
+    return "".join(f", {SETTING_COLUMNS[key][0]} {num(trial.get(key), SETTING_COLUMNS[key][1])}" for key in varied_settings(trials))
+
+
 def columns(trials: list[dict[str, Any]]) -> tuple[str, ...]:
-    """`COLUMNS`, with `AutoAttack` after `robust` when any trial was attacked: the header of `rows`."""
-    if not attacked(trials):
-        return COLUMNS
-    at = COLUMNS.index("robust") + 1
-    return (*COLUMNS[:at], AA_COLUMN, *COLUMNS[at:])
+    """`COLUMNS`, with the varied settings after `λ` and `AutoAttack` after `robust` when any
+    trial was attacked: the header of `rows`."""
+    settings = tuple(SETTING_COLUMNS[key][0] for key in varied_settings(trials))
+    aa = (AA_COLUMN,) if attacked(trials) else ()
+    lam, rob = COLUMNS.index("λ") + 1, COLUMNS.index("robust") + 1
+    return (*COLUMNS[:lam], *settings, *COLUMNS[lam:rob], *aa, *COLUMNS[rob:])
 
 
 def chosen_on_test(trials: list[dict[str, Any]]) -> bool:
@@ -48,6 +63,7 @@ def rows(trials: list[dict[str, Any]]) -> list[list[str]]:
     """One text row per trial, in λ order, the best one (by validation) starred."""
     best = best_trial(trials)
     aa = attacked(trials)
+    settings = varied_settings(trials)
     ordered = sorted(trials, key=lambda t: (t["model"], t["lambda_setting"] if t["lambda_setting"] is not None else math.inf))
     out = []
     for t in ordered:
@@ -58,6 +74,7 @@ def rows(trials: list[dict[str, Any]]) -> list[list[str]]:
                 t["strategy"],
                 t["model"],
                 lambda_text(t),
+                *(num(t.get(key), SETTING_COLUMNS[key][1]) for key in settings),
                 pct_ci(t, "val_rob_acc"),
                 pct_ci(t, "test_nat_acc"),
                 pct_ci(t, "test_rob_acc"),
@@ -100,7 +117,7 @@ def summary_markdown(name: str, trials: list[dict[str, Any]]) -> str:
         head += [f"**{note}**", ""]
     if best is not None:
         head += [
-            f"Best trial **{best['trial_id']}** ({best['model']}, λ {lambda_text(best)}, {best['objective']}, "
+            f"Best trial **{best['trial_id']}** ({best['model']}, λ {lambda_text(best)}{settings_text(best, trials)}, {best['objective']}, "
             f"{best['dataset']}, ε {best['eps']:g}), chosen on {best.get('selected_on') or 'test'}: "
             f"robust {pct_ci(best, 'val_rob_acc')} % on {num(best.get('val_examples'), '{:.0f}')} validation images at its "
             f"epoch {best['best_epoch']}; those weights on the test split: robust {pct_ci(best, 'test_rob_acc')} %, "
