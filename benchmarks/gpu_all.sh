@@ -11,6 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 py=${PYTHON:-python3}
+[[ $py == */* && $py != /* ]] && py="$root/$py"  # a relative PYTHON (.venv/bin/python) still runs after `cd benchmarks`
 if ! $py -c "import ray, pydantic" 2>/dev/null && compgen -G ".whl/*.whl" >/dev/null; then
     $py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
     export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
