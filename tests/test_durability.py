@@ -95,24 +95,39 @@ def test_truncated_newest_checkpoint_of_a_moved_war_search_resumes_from_the_one_
     assert kept and all(e in epochs for e in kept)  # the epochs up to the checkpoint it went on from: as recorded
 
 
+def _trial_finding_checkpoints_left_before_a_kill(config: dict) -> None:
+    """A Ray trial whose folder holds checkpoints its experiment snapshot never registered."""
+    import tempfile
+
+    from ray import tune
+
+    from wartune.tune.resume import storage_of_trial, trial_checkpoints
+
+    fs, trial_path = storage_of_trial()
+    for index in config["left"]:
+        fs.create_dir(f"{trial_path}/checkpoint_{index:06d}")
+    trial_checkpoints(None)  # where a trainable starts: it finds them, and numbers on after them
+    with tempfile.TemporaryDirectory() as folder:
+        Path(folder, "progress.json").write_text("{}")
+        tune.report({"epoch": 1}, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
 def test_a_restarted_trial_names_its_checkpoints_after_those_its_folder_holds(tmp_path):
     # Ray numbers a restarted trial's checkpoints on from its lagging snapshot's index: without
-    # continue_numbering the next checkpoint would be checkpoint_000001 again, over one written
-    # before the kill (a PBT trial restored from that name then loaded a later epoch).
-    from ray.train._internal.storage import StorageContext
+    # resume.continue_numbering the trial's next checkpoint would be checkpoint_000000 again,
+    # over one written before the kill (a PBT trial restored from that name loaded a later epoch).
+    from ray import tune
 
-    from wartune.tune.resume import continue_numbering
+    from wartune.tune.strategies import ray_session
 
-    storage = StorageContext(str(tmp_path), "search", trial_dir_name="trial", current_checkpoint_index=0)
-    folder = Path(storage.trial_fs_path)
-    for name in ("checkpoint_000000", "checkpoint_000001", "checkpoint_000003", "checkpoint_tmp_x", "artifacts"):
-        (folder / name).mkdir(parents=True)
-    continue_numbering(storage)
-    storage._update_checkpoint_index({})  # what Ray does before it writes the next checkpoint
-    assert storage.checkpoint_dir_name == "checkpoint_000004"
-    ahead = StorageContext(str(tmp_path), "search", trial_dir_name="empty", current_checkpoint_index=7)
-    continue_numbering(ahead)  # an empty folder (a trial created again): Ray's own index stands
-    assert ahead.current_checkpoint_index == 7
+    with ray_session(num_cpus=1):
+        results = tune.Tuner(
+            _trial_finding_checkpoints_left_before_a_kill,
+            param_space={"left": tune.grid_search([(0, 1, 3), ()])},
+            run_config=tune.RunConfig(storage_path=str(tmp_path), name="search"),
+        ).fit()
+    written = {tuple(r.config["left"]): Path(r.checkpoint.path).name for r in results}
+    assert written == {(0, 1, 3): "checkpoint_000004", (): "checkpoint_000000"}
 
 
 def test_a_trial_created_again_on_resume_finds_the_checkpoints_its_earlier_folder_holds(tmp_path):
