@@ -90,3 +90,18 @@ def test_a_pickle_that_needs_more_than_weights_only_is_refused(tmp_path, capsys)
     torch.save({"state_dict": {"w": torch.zeros(1)}, "hook": print}, weights)  # a function: not weights-only data
     code, _, err = _run(["evaluate", "--weights", str(weights), "--model", "mlp-64", "--dataset", "digits"], capsys)
     assert code == 2 and "not a torch state_dict readable with weights_only=True" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_misfit_names_each_way_the_weights_do_not_fit_and_leaves_out_the_rest():
+    # A thinner net's file in a wider one: a key only the thin net has, and a shape that shows the width
+    from wartune.results.model_files import StateMisfit
+
+    wide = {"stem.weight": torch.zeros(16, 3), "block.weight": torch.zeros(16, 16), "head.weight": torch.zeros(10, 16)}
+    thin = {"stem.weight": torch.zeros(16, 3), "block.weight": torch.zeros(8, 16), "extra.weight": torch.zeros(1)}
+    misfit = StateMisfit.of(thin, wide)
+    assert misfit.describe("wrn10-1", "key") == (
+        "1 key missing (head.weight); 1 key unexpected (extra.weight); block.weight has shape (8, 16), wrn10-1 needs (16, 16)"
+    )
+    two_missing = StateMisfit.of({"stem.weight": torch.zeros(16, 3)}, wide)
+    assert two_missing.describe("m", "tensor") == "2 tensors missing (block.weight, ...)"
+    assert not StateMisfit.of(wide, wide) and misfit and two_missing

@@ -70,13 +70,8 @@ def _unprefixed(key: str) -> str:
 
 def fit_into(model: nn.Module, state: dict[str, torch.Tensor], path: Path, name: str) -> None:
     """Load `state` into `model`, or one line naming what does not fit."""
-    misfit = StateMisfit.of(state, model.state_dict())
-    if misfit.missing or misfit.extra:
-        raise WartuneError(f"{str(path)!r} does not fit {name}: {len(misfit.missing)} keys missing (first: {misfit.missing[:1]}), "
-                           f"{len(misfit.extra)} unexpected (first: {misfit.extra[:1]})")  # fmt: skip
-    if misfit.shape is not None:
-        key, have, need = misfit.shape
-        raise WartuneError(f"{str(path)!r} does not fit {name}: {key} has shape {have}, {name} needs {need}")
+    if misfit := StateMisfit.of(state, model.state_dict()):
+        raise WartuneError(f"{str(path)!r} does not fit {name}: {misfit.describe(name, 'key')}")
     model.load_state_dict(state)
 
 

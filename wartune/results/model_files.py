@@ -102,15 +102,8 @@ def _read_weights(path: Path, expected: dict[str, Tensor]) -> dict[str, Tensor]:
         state = load_file(str(path))
     except (OSError, SafetensorError) as err:
         raise WartuneError(f"{str(path)!r} is not readable safetensors weights ({str(err).splitlines()[0]})") from None
-    misfit = StateMisfit.of(state, expected)
-    if misfit.missing or misfit.extra:
-        raise WartuneError(
-            f"{str(path)!r} does not match the model in {META_FILE}: "
-            f"{len(misfit.missing)} tensors missing (e.g. {misfit.missing[:1]}), {len(misfit.extra)} unexpected (e.g. {misfit.extra[:1]})"
-        )
-    if misfit.shape is not None:
-        name, have, need = misfit.shape
-        raise WartuneError(f"{str(path)!r} does not match the model in {META_FILE}: {name} has shape {have}, the model needs {need}")
+    if misfit := StateMisfit.of(state, expected):
+        raise WartuneError(f"{str(path)!r} does not match the model in {META_FILE}: {misfit.describe('the model', 'tensor')}")
     return state
 
 
@@ -126,7 +119,20 @@ class StateMisfit:
     @classmethod
     def of(cls, state: Mapping[str, Tensor], expected: Mapping[str, Tensor]) -> StateMisfit:
         missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-        shape = None
-        if not (missing or extra):
-            shape = next(((k, tuple(state[k].shape), tuple(t.shape)) for k, t in expected.items() if state[k].shape != t.shape), None)
+        shape = next(
+            ((k, tuple(state[k].shape), tuple(t.shape)) for k, t in expected.items() if k in state and state[k].shape != t.shape), None
+        )
         return cls(missing, extra, shape)
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.extra or self.shape)
+
+    def describe(self, model: str, noun: str) -> str:
+        """What does not fit, the empty parts left out (`noun`: what the file holds, "key" or
+        "tensor"); `model` names the network in the shape's part, where a width shows."""
+        parts = [f"{len(names)} {noun}{'s' if len(names) > 1 else ''} {kind} ({names[0]}{', ...' if len(names) > 1 else ''})"
+                 for kind, names in (("missing", self.missing), ("unexpected", self.extra)) if names]  # fmt: skip
+        if self.shape is not None:
+            key, have, need = self.shape
+            parts.append(f"{key} has shape {have}, {model} needs {need}")
+        return "; ".join(parts)
