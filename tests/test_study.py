@@ -114,3 +114,25 @@ def test_a_study_ahead_of_rays_snapshot_takes_the_replayed_results_of_its_finish
         assert resumed.suggest("t1") is not None  # the search goes on
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / OPTUNA_FILE}")
     assert [(t.state, t.value) for t in study.trials if t.state.is_finished()] == [(optuna.trial.TrialState.COMPLETE, 0.5)]
+
+
+def test_an_epoch_a_resumed_trial_reports_again_is_not_told_twice_nor_warned_about(tmp_path):
+    """A resumed trial reports again the epochs after Ray's registered checkpoint (resume.py);
+    the study holds them already, and Optuna would ignore each with a warning on the terminal."""
+    import warnings
+
+    space = SearchSpace.model_validate(
+        {"name": "tiny", "strategy": "optuna", "lambda": {"low": 0.5, "high": 24}, "trials": 4, "seed": 0}
+    )
+    with running(RunningSearch(tmp_path)):
+        searcher = search_algorithm(space, tmp_path)
+        searcher.set_search_properties(None, None, param_space(space))
+        searcher.suggest("t0")
+        searcher.on_trial_result("t0", {SEARCH_METRIC: 0.25, "training_iteration": 1})
+        searcher.on_trial_result("t0", {SEARCH_METRIC: 0.5, "training_iteration": 2})
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # Optuna's "already reported" warning fails the test
+            searcher.on_trial_result("t0", {SEARCH_METRIC: 0.5, "training_iteration": 2})  # the replayed epoch
+        searcher.on_trial_result("t0", {SEARCH_METRIC: 0.75, "training_iteration": 3})  # then training goes on
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / OPTUNA_FILE}")
+    assert study.trials[0].intermediate_values == {1: 0.25, 2: 0.5, 3: 0.75}

@@ -15,6 +15,7 @@ from typing import Any
 
 import optuna
 from optuna.storages import RDBStorage
+from ray.tune.result import TRAINING_ITERATION
 from ray.tune.search.optuna import OptunaSearch
 
 from wartune.results.pareto import directions
@@ -62,8 +63,18 @@ class FolderOptunaSearch(OptunaSearch):
     the two resumes with the study ahead: Ray replays the trial's last results, and Optuna
     refuses to update a finished trial (`UpdateFinishedTrialError`), which stopped the resume.
     A trial the study has finished already is taken as finished here too, and its replayed
-    results (the same records) are not told twice.
+    results (the same records) are not told twice. Nor are the epochs a resumed trial reports
+    again from its checkpoint (`resume.py`) that the study holds already: Optuna would ignore
+    them with a warning on the user's terminal.
     """
+
+    def _in_study(self, trial_id: str, result: dict[str, Any]) -> bool:
+        """Whether the study holds this result's step of the trial already (a replayed epoch)."""
+        ot_trial, step = self._ot_trials.get(trial_id), result.get(TRAINING_ITERATION)
+        if ot_trial is None or step is None:
+            return False
+        trials = self._ot_study.get_trials(deepcopy=False)
+        return ot_trial.number < len(trials) and step in trials[ot_trial.number].intermediate_values
 
     def _finished_in_study(self, trial_id: str) -> bool:
         ot_trial = self._ot_trials.get(trial_id)
@@ -76,7 +87,7 @@ class FolderOptunaSearch(OptunaSearch):
         return True
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        if not self._finished_in_study(trial_id):
+        if not (self._finished_in_study(trial_id) or self._in_study(trial_id, result)):
             super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
