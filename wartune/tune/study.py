@@ -68,30 +68,29 @@ class FolderOptunaSearch(OptunaSearch):
     them with a warning on the user's terminal.
     """
 
-    def _in_study(self, trial_id: str, result: dict[str, Any]) -> bool:
-        """Whether the study holds this result's step of the trial already (a replayed epoch)."""
-        ot_trial, step = self._ot_trials.get(trial_id), result.get(TRAINING_ITERATION)
-        if ot_trial is None or step is None:
-            return False
-        trials = self._ot_study.get_trials(deepcopy=False)
-        return ot_trial.number < len(trials) and step in trials[ot_trial.number].intermediate_values
-
-    def _finished_in_study(self, trial_id: str) -> bool:
+    def _record(self, trial_id: str) -> optuna.trial.FrozenTrial | None:
+        """The study's record of a trial this searcher asked for (None where it has none): one
+        read of the study per result, whatever is asked of it."""
         ot_trial = self._ot_trials.get(trial_id)
-        if ot_trial is None or trial_id in self._completed_trials:
-            return False
+        if ot_trial is None:
+            return None
         trials = self._ot_study.get_trials(deepcopy=False)
-        if ot_trial.number >= len(trials) or not trials[ot_trial.number].state.is_finished():
+        return trials[ot_trial.number] if ot_trial.number < len(trials) else None
+
+    def _finished_in_study(self, trial_id: str, record: optuna.trial.FrozenTrial | None) -> bool:
+        if record is None or trial_id in self._completed_trials or not record.state.is_finished():
             return False
         self._completed_trials.add(trial_id)
         return True
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        if not (self._finished_in_study(trial_id) or self._in_study(trial_id, result)):
+        record = self._record(trial_id)
+        replayed = record is not None and result.get(TRAINING_ITERATION) in record.intermediate_values  # an epoch the study holds
+        if not (self._finished_in_study(trial_id, record) or replayed):
             super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
-        if not self._finished_in_study(trial_id):
+        if not self._finished_in_study(trial_id, self._record(trial_id)):
             super().on_trial_complete(trial_id, result, error)
 
 
