@@ -101,8 +101,8 @@ def _index(checkpoint_folder: str) -> int:
     return int(digits) if digits.isdigit() else -1
 
 
-def continue_numbering(storage: StorageContext) -> None:
-    """Name this run's checkpoints after every one the trial's folder already holds.
+def continue_numbering(storage: StorageContext, own: list[str]) -> None:
+    """Name this run's checkpoints after every one the trial's folder already holds (`own`).
 
     Ray numbers a restarted trial's checkpoints on from the index its experiment snapshot
     recorded, and that snapshot lags the checkpoints on storage (module docstring). The
@@ -111,7 +111,6 @@ def continue_numbering(storage: StorageContext) -> None:
     would load the newer state: a donor's later epoch, skipping one of its own. Ray adds one
     to the index before each checkpoint.
     """
-    own = _subfolders(storage.storage_filesystem, storage.trial_fs_path, _is_checkpoint)
     storage.current_checkpoint_index = max([storage.current_checkpoint_index, *map(_index, own)])
 
 
@@ -123,9 +122,10 @@ def trial_checkpoints(registered: tune.Checkpoint | None) -> list[tune.Checkpoin
     under the same id but in a new folder (named by the time); the checkpoints its earlier run
     left in the old folder come after the new folder's own, the latest run's first.
     """
-    continue_numbering(tune.get_context().get_storage())
-    fs, trial_path = storage_of_trial()
+    storage = tune.get_context().get_storage()
+    fs, trial_path = storage.storage_filesystem, storage.trial_fs_path
     paths = checkpoint_paths(fs, trial_path)
+    continue_numbering(storage, [path for path in paths if PurePosixPath(path).parent == PurePosixPath(trial_path)])
     found = [tune.Checkpoint(path, filesystem=fs) for path in paths]
     if registered is not None and registered.path not in paths:  # restored from another trial's (PBT)
         # Before this trial's own checkpoints of its epoch or earlier (the lineage it left when
